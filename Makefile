@@ -1,0 +1,45 @@
+# Two commands on a fresh machine:  make conformance  |  make test
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PIP     = $(PY) -m pip
+# The pip cache-less, quiet install; constraints.txt pins torch to the CPU wheel.
+PIPFLAGS = -q --disable-pip-version-check -c constraints.txt
+
+LEGACY_VENV ?= .venv-theano
+LEGACY_PY    = $(LEGACY_VENV)/bin/python
+# Theano 1.0.5 looks up a numpy.distutils BLAS entry that numpy>=1.22 no longer has;
+# an empty blas.ldflags makes it use its own C/numpy fallbacks instead.
+LEGACY_FLAGS = THEANO_FLAGS="blas.ldflags=,compiledir=$(CURDIR)/.unibackend-cache/theano" UNIBACKEND_THEANO=theano
+
+.PHONY: install test conformance legacy-theano bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install $(PIPFLAGS) --upgrade pip
+	$(PIP) install $(PIPFLAGS) -e '.[all,test]'
+	touch $@
+
+test: install
+	$(PY) -m pytest -q
+
+conformance: install
+	$(VENV)/bin/unibackend conformance
+
+bench: install
+	$(VENV)/bin/unibackend bench --quick --out bench-out
+
+$(LEGACY_VENV)/.installed: pyproject.toml
+	test -x $(LEGACY_PY) || $(PYTHON) -m venv $(LEGACY_VENV)
+	$(LEGACY_PY) -m pip install -q --disable-pip-version-check 'numpy<1.24' 'scipy<1.14' theano==1.0.5 'hypothesis>=6.80' 'pytest>=7' 'rich>=12'
+	$(LEGACY_PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+legacy-theano: $(LEGACY_VENV)/.installed
+	$(LEGACY_FLAGS) $(LEGACY_PY) -m pytest -q tests/test_theano_backend.py
+	$(LEGACY_FLAGS) $(LEGACY_VENV)/bin/unibackend conformance --backends numpy,theano
+
+clean:
+	rm -rf $(VENV) $(LEGACY_VENV) .unibackend-cache build *.egg-info

@@ -1,0 +1,149 @@
+"""The numpy backend: the reference every other plugin is compared with.
+
+Written for obvious correctness first, yet never naive where the contract
+says more (no (n, L, d) gather in embedding_mean, no full sort in keep_topk).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from unibackend._plugin import Backend, Capabilities
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+    module = "numpy"
+    extra = "numpy"
+    capabilities = Capabilities(autodiff=False, sparse=True, symbolic=False, devices=False)
+
+    # -- set-up ------------------------------------------------------------
+    def load(self):
+        import scipy.sparse as sp
+
+        self.sp = sp
+
+    def version(self):
+        return np.__version__
+
+    def native_types(self):
+        return (np.ndarray,)
+
+    # -- conversion --------------------------------------------------------
+    def asarray(self, x, dtype=None):
+        if type(x) is np.ndarray and (dtype is None or x.dtype == dtype):
+            return x
+        return np.asarray(x, dtype=dtype)
+
+    def to_numpy(self, x):
+        return np.asarray(x)
+
+    def shape(self, x):
+        return x.shape
+
+    def dtype(self, x):
+        return x.dtype
+
+    def is_sparse(self, x):
+        return self.sp.issparse(x)
+
+    def sparse_from_scipy(self, csr):
+        return csr
+
+    def sparse_to_scipy(self, x):
+        return self.sp.csr_matrix(x)
+
+    def sparse_info(self, x):
+        return x.shape, x.dtype
+
+    def sparse_cast(self, x, dtype):
+        return x.astype(dtype)
+
+    def id_bounds(self, ids, pad_id):
+        real = ids[ids != pad_id]
+        if real.size == 0:
+            return None
+        return int(real.min()), int(real.max())
+
+    # -- ops ---------------------------------------------------------------
+    def dot(self, a, b):
+        return np.dot(a, b)
+
+    def sparse_dot(self, x, w):
+        return np.asarray(x @ w)
+
+    def argsort(self, x, axis, descending):
+        if not descending:
+            return np.argsort(x, axis=axis, kind="stable").astype(np.int64, copy=False)
+        # Stable descending: sort the reversed array ascending (equal values
+        # then come in reversed order), reverse the result, map positions back.
+        n = x.shape[axis]
+        rev = np.argsort(np.flip(x, axis), axis=axis, kind="stable")
+        return (n - 1 - np.flip(rev, axis)).astype(np.int64, copy=False)
+
+    def set_subtensor(self, x, sub, value, accumulate):
+        out = x.copy()
+        if sub.basic:
+            if accumulate:
+                out[sub.index] += value
+            else:
+                out[sub.index] = value
+            return out
+        vals = np.broadcast_to(value, sub.shape).reshape(-1)
+        flat = out.reshape(-1)
+        if accumulate:
+            np.add.at(flat, sub.positions().reshape(-1), vals)
+        else:
+            pos, take = sub.last_writes()
+            flat[pos] = vals if take is None else vals[take]
+        return out
+
+    def masked_mean(self, x, mask, axes):
+        keep = np.broadcast_to(mask != 0, x.shape)
+        total = np.where(keep, x, 0).sum(axis=axes)
+        count = keep.sum(axis=axes).astype(x.dtype)
+        return (total / np.maximum(count, 1)).astype(x.dtype, copy=False)
+
+    def keep_topk(self, x, k, axis, fill):
+        n = x.shape[axis]
+        if k == n:
+            return x.copy()
+        if k == 0:
+            return np.full_like(x, fill)
+        # The k-th largest value t per slice (np.partition sorts NaN last, so
+        # NaN counts as largest).  Everything above t stays; among the entries
+        # equal to t, the first ones by index fill the remaining places.
+        t = np.take(np.partition(x, n - k, axis=axis), [n - k], axis=axis)
+        nan_x, nan_t = np.isnan(x), np.isnan(t)
+        with np.errstate(invalid="ignore"):
+            above = np.where(nan_t, False, (x > t) | nan_x)
+            tied = np.where(nan_t, nan_x, x == t)
+        room = k - above.sum(axis=axis, keepdims=True)
+        keep = above | (tied & (np.cumsum(tied, axis=axis) <= room))
+        return np.where(keep, x, np.asarray(fill, dtype=x.dtype))
+
+    def softmax(self, x, axis):
+        m = np.max(x, axis=axis, keepdims=True) if x.size else np.zeros_like(x)
+        m = np.where(np.isfinite(m), m, 0).astype(x.dtype, copy=False)
+        with np.errstate(invalid="ignore", over="ignore"):
+            e = np.exp(x - m)
+            s = e.sum(axis=axis, keepdims=True)
+            return (e / np.where(s == 0, 1, s)).astype(x.dtype, copy=False)
+
+    def embedding_mean(self, table, ids, pad_id):
+        # A row-normalised CSR (n, V) times the table: O(n*d + nnz) memory,
+        # repeated ids add up, rows of only padding have no entries.
+        n = ids.shape[0]
+        real = ids != pad_id
+        counts = real.sum(axis=1)
+        cols = ids[real]
+        data = np.repeat((1.0 / np.maximum(counts, 1)).astype(table.dtype), counts)
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        sel = self.sp.csr_matrix((data, cols, indptr), shape=(n, table.shape[0]))
+        return np.asarray(sel @ table, dtype=table.dtype)
+
+    # -- autodiff and compilation ------------------------------------------
+    def value_and_grad(self, f, argnums, args, kwargs):
+        raise NotImplementedError  # capabilities.autodiff is False: never called
+
+    def function(self, f):
+        return f

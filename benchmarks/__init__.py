@@ -1,0 +1,1 @@
+"""Benchmarks of the unified ops against native calls (``unibackend bench``)."""

@@ -1,0 +1,24 @@
+"""unibackend: one small set of tensor ops on numpy, Theano, PyTorch and
+TensorFlow, with a conformance suite that proves the backends agree.
+
+``import unibackend`` imports no framework; a plugin imports its framework the
+first time it is used.
+"""
+from ._errors import BackendNotAvailable, CapabilityError
+from ._registry import backends, get_backend, register, set_backend, use_backend
+from ._autodiff import function, grad, value_and_grad
+from .ops import (
+    argsort, asarray, dot, embedding_mean, inc_subtensor, keep_topk,
+    masked_mean, pad_ids, set_subtensor, softmax, sparse_dot, to_numpy,
+    topk_gate,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendNotAvailable", "CapabilityError", "backends", "get_backend",
+    "register", "set_backend", "use_backend", "function", "grad",
+    "value_and_grad", "argsort", "asarray", "dot", "embedding_mean",
+    "inc_subtensor", "keep_topk", "masked_mean", "pad_ids", "set_subtensor",
+    "softmax", "sparse_dot", "to_numpy", "topk_gate",
+]

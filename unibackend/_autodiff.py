@@ -1,0 +1,84 @@
+"""grad, value_and_grad and function: dispatched like the ops."""
+from __future__ import annotations
+
+import contextlib
+import functools
+
+from . import _registry as R
+from ._errors import CapabilityError
+
+
+@contextlib.contextmanager
+def running_on(B):
+    """Make plugin ``B`` the backend in force while ``f`` runs, so that
+    neutral constants inside ``f`` go where its arguments went."""
+    token = R._current.set((B.name, B.device))
+    try:
+        yield
+    finally:
+        R._current.reset(token)
+
+
+def _autodiff_backend(op, args):
+    B = R.resolve(op, *args)
+    if not B.capabilities.autodiff:
+        able = [i.name for i in R.backends() if "autodiff" in i.capabilities and not i.alias_of]
+        raise CapabilityError(
+            f"{op}: backend {B.name!r} has no autodiff; use one of: {', '.join(able)} "
+            f"(e.g. ub.use_backend({able[0]!r}))" if able else f"{op}: no installed backend has autodiff"
+        )
+    return B
+
+
+def _check_argnums(op, argnums, nargs):
+    nums = argnums if isinstance(argnums, tuple) else (argnums,)
+    for n in nums:
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"{op}: argnums must be an int or a tuple of ints, got {argnums!r}")
+        if not -nargs <= n < nargs:
+            raise ValueError(f"{op}: argnums={argnums!r} is out of range for {nargs} arguments")
+    return argnums
+
+
+def value_and_grad(f, argnums=0):
+    """``g(*args) -> (f(*args), df/dargs[argnums])``; f returns a scalar.
+    ``argnums`` an int gives one gradient, a tuple gives a tuple."""
+
+    @functools.wraps(f)
+    def wrapped(*args, **kwargs):
+        op = "value_and_grad"
+        B = _autodiff_backend(op, args)
+        _check_argnums(op, argnums, len(args))
+        with running_on(B):
+            return B.value_and_grad(f, argnums, args, kwargs)
+
+    return wrapped
+
+
+def grad(f, argnums=0):
+    """``g(*args) -> df/dargs[argnums]``; f returns a scalar."""
+    vg = value_and_grad(f, argnums)
+
+    @functools.wraps(f)
+    def wrapped(*args, **kwargs):
+        return vg(*args, **kwargs)[1]
+
+    return wrapped
+
+
+def function(f):
+    """A callable from arrays to arrays: compiled once per input signature on
+    theano, a tf.function on tensorflow, ``f`` itself on torch and numpy."""
+    compiled = {}
+
+    @functools.wraps(f)
+    def wrapped(*args):
+        B = R.resolve("function", *args)
+        key = (B.name, B.device)
+        fn = compiled.get(key)
+        if fn is None:
+            fn = compiled[key] = B.function(f)
+        with running_on(B):
+            return fn(*args)
+
+    return wrapped

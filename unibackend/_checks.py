@@ -1,0 +1,206 @@
+"""Argument checks and normalisation shared by every backend.
+
+Each function raises the exception numpy would raise, with a message that
+names the op, the argument and what was wrong, before any work is done.
+"""
+from __future__ import annotations
+
+import numbers
+import operator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def is_scipy_sparse(x):
+    mod = type(x).__module__
+    if not mod.startswith("scipy.sparse"):
+        return False
+    import scipy.sparse as sp
+
+    return sp.issparse(x)
+
+
+def result_float(op, *dtypes):
+    """numpy.result_type of the inputs; integer and bool inputs promote to
+    float64 (as numpy's mean does), since every op here computes in floats."""
+    dts = [d for d in dtypes if d is not None]
+    if not dts:
+        return None
+    first = dts[0]
+    if all(d == first for d in dts):
+        out = first
+    else:
+        try:
+            out = np.result_type(*dts)
+        except TypeError as e:
+            raise TypeError(f"{op}: cannot combine dtypes {', '.join(map(str, dts))}: {e}") from None
+    if isinstance(out, np.dtype):
+        if out.kind in "biu":
+            return np.dtype(np.float64)
+        if out.kind not in "fc":
+            raise TypeError(f"{op}: dtype {out} is not a number type")
+    return out
+
+
+def axis_index(op, arg, axis, ndim):
+    """A non-negative axis in [0, ndim)."""
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"{op}: {arg} must be an int, got {axis!r}")
+    axis = int(axis)
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{op}: {arg}={axis} is out of range for an array of {ndim} dims")
+    return axis % ndim
+
+
+def axes_tuple(op, arg, axis, ndim):
+    """None (all axes), an int or a tuple of ints -> sorted tuple of distinct axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (tuple, list)):
+        out = tuple(axis_index(op, arg, a, ndim) for a in axis)
+        if len(set(out)) != len(out):
+            raise ValueError(f"{op}: {arg}={tuple(axis)} repeats an axis")
+        return tuple(sorted(out))
+    return (axis_index(op, arg, axis, ndim),)
+
+
+def check_ndim(op, arg, shape, allowed):
+    nd = len(shape)
+    if nd not in allowed:
+        want = " or ".join(map(str, allowed)) if len(allowed) < 4 else f">= {min(allowed)}"
+        raise ValueError(f"{op}: {arg} must have {want} dims, got shape {tuple(shape)}")
+
+
+def check_int(op, arg, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{op}: {arg} must be an int, got {value!r}")
+    return int(value)
+
+
+def same_dim(a, b):
+    return a is None or b is None or a == b
+
+
+def check_broadcast(op, arg, shape, target):
+    """``shape`` must broadcast to exactly ``target`` (numpy's assignment rule)."""
+    if any(d is None for d in tuple(shape) + tuple(target)):
+        return
+    try:
+        out = np.broadcast_shapes(tuple(shape), tuple(target))
+    except ValueError:
+        out = None
+    if out != tuple(target):
+        raise ValueError(
+            f"{op}: {arg} of shape {tuple(shape)} does not broadcast to shape {tuple(target)}"
+        )
+
+
+def canonical_csr(op, x, dtype=None):
+    """A scipy CSR matrix with duplicates summed and indices sorted, without
+    touching ``x`` (explicit zeros are kept: they are stored positions)."""
+    import scipy.sparse as sp
+
+    if x.ndim != 2:
+        raise ValueError(f"{op}: x must be a 2-D sparse matrix, got shape {x.shape}")
+    csr = x.tocsr()
+    if csr is x and not csr.has_canonical_format:
+        csr = csr.copy()
+    csr.sum_duplicates()
+    if not isinstance(csr, sp.csr_matrix):
+        csr = sp.csr_matrix(csr)
+    if dtype is not None and csr.dtype != dtype:
+        csr = csr.astype(dtype)
+    return csr
+
+
+# --------------------------------------------------------------------------
+# set_subtensor / inc_subtensor indices
+
+_PROBE = np.zeros((), np.int8)
+
+
+def _is_basic_part(p):
+    if isinstance(p, (bool, np.bool_)):
+        return False
+    if isinstance(p, numbers.Integral) or p is Ellipsis:
+        return True
+    if isinstance(p, slice):
+        return p.step is None or operator.index(p.step) > 0
+    return False
+
+
+@dataclass
+class Subtensor:
+    """A normalised ``x[index]``: what a plugin needs to write it.
+
+    ``basic``: the index is ints and forward slices only, given as ``index`` (a
+    tuple with ints made non-negative and slices made explicit), so a plugin
+    can assign into a copy.  Otherwise ``positions()`` gives the flat positions
+    into ``x`` that the index names, in numpy's order, of shape ``shape``.
+    """
+
+    xshape: tuple
+    index: tuple
+    shape: tuple
+    basic: bool
+    _pos: np.ndarray = field(default=None, repr=False)
+
+    def positions(self):
+        if self._pos is None:
+            size = int(np.prod(self.xshape, dtype=np.int64))
+            self._pos = np.arange(size, dtype=np.int64).reshape(self.xshape)[self.index]
+        return self._pos
+
+    def last_writes(self):
+        """(positions, take): each position once, with the index into the
+        flattened broadcast value of its last write (take None: no repeats)."""
+        pos = self.positions().reshape(-1)
+        uniq, first_rev = np.unique(pos[::-1], return_index=True)
+        if uniq.size == pos.size:
+            return pos, None
+        return uniq, (pos.size - 1 - first_rev).astype(np.int64)
+
+
+def subtensor(op, xshape, index, to_numpy):
+    """Check ``index`` against ``xshape`` with numpy's rules (IndexError)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    conv = []
+    for p in parts:
+        if p is None or p is Ellipsis or isinstance(p, (slice, numbers.Integral, np.bool_)):
+            conv.append(p)
+        elif isinstance(p, (list, np.ndarray)):
+            conv.append(np.asarray(p) if isinstance(p, list) else p)
+        else:
+            conv.append(to_numpy(p))
+    for p in conv:
+        if isinstance(p, np.ndarray) and p.dtype.kind not in "biu":
+            raise IndexError(
+                f"{op}: index arrays must be of integer or boolean type, got {p.dtype}"
+            )
+    xshape = tuple(int(d) for d in xshape)
+    idx = tuple(conv)
+    basic = all(_is_basic_part(p) for p in idx)
+    probe = np.broadcast_to(_PROBE, xshape)
+    try:
+        sel = probe[idx]
+    except IndexError as e:
+        raise IndexError(f"{op}: index {index!r} is invalid for shape {xshape}: {e}") from None
+    if basic:
+        # Expand the Ellipsis and make every int/slice explicit and non-negative.
+        n_real = sum(1 for p in idx if p is not Ellipsis)
+        full = []
+        for p in idx:
+            if p is Ellipsis:
+                full.extend([slice(None)] * (len(xshape) - n_real))
+            else:
+                full.append(p)
+        full.extend([slice(None)] * (len(xshape) - len(full)))
+        norm = []
+        for p, n in zip(full, xshape):
+            if isinstance(p, slice):
+                norm.append(slice(*p.indices(n)))
+            else:
+                norm.append(int(p) % n)
+        return Subtensor(xshape, tuple(norm), sel.shape, True)
+    return Subtensor(xshape, idx, sel.shape, False)

@@ -1,0 +1,245 @@
+"""Finding plugins, choosing the backend in force, and dispatch by tensor type.
+
+Plugins are found through the entry-point group ``unibackend.backends`` (the
+built-in ones too).  Nothing here imports a framework: a type is matched
+against a backend's tensor types only once that backend's framework module is
+already in ``sys.modules``, and the answer is cached per type.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import sys
+import threading
+from dataclasses import dataclass
+
+from ._errors import BackendNotAvailable
+
+GROUP = "unibackend.backends"
+DEFAULT = "numpy"
+
+_entry_points = None            # name -> EntryPoint
+_classes: dict = {}             # name -> plugin class
+_instances: dict = {}           # (name, device) -> loaded plugin instance
+_lock = threading.RLock()
+_default = None                 # (name, device) set by set_backend / UNIBACKEND_BACKEND
+_current: contextvars.ContextVar = contextvars.ContextVar("unibackend_backend", default=None)
+_type_cache: dict = {}          # type -> backend name, or None for neutral types
+
+
+def _discover():
+    global _entry_points
+    if _entry_points is None:
+        from importlib.metadata import entry_points
+
+        eps = entry_points()
+        group = eps.select(group=GROUP) if hasattr(eps, "select") else eps.get(GROUP, ())
+        _entry_points = {ep.name: ep for ep in group}
+    return _entry_points
+
+
+def register(name, cls):
+    """Register a plugin class by hand (tests, or a plugin not installed as a
+    distribution).  Entry points are the normal way."""
+    with _lock:
+        _discover()
+        _classes[name] = cls
+        for key in [k for k in _instances if k[0] == name]:
+            del _instances[key]
+        _type_cache.clear()
+
+
+def unregister(name):
+    with _lock:
+        _classes.pop(name, None)
+        (_entry_points or {}).pop(name, None)
+        for key in [k for k in _instances if k[0] == name]:
+            del _instances[key]
+        _type_cache.clear()
+
+
+def known():
+    """Names of every known plugin, sorted."""
+    return sorted(set(_discover()) | set(_classes))
+
+
+def plugin_class(name):
+    cls = _classes.get(name)
+    if cls is None:
+        ep = _discover().get(name)
+        if ep is None:
+            raise ValueError(
+                f"unknown backend {name!r}; known backends: {', '.join(known())}"
+            )
+        cls = _classes[name] = ep.load()
+    return cls
+
+
+def backend(name, device=None):
+    """The loaded plugin instance for ``name`` on ``device``."""
+    key = (name, device)
+    inst = _instances.get(key)
+    if inst is not None:
+        return inst
+    with _lock:
+        inst = _instances.get(key)
+        if inst is None:
+            cls = plugin_class(name)
+            inst = cls(device=device)
+            ok, why = inst.is_available()
+            if not ok:
+                raise BackendNotAvailable(
+                    f"backend {name!r} is not available: {why}; "
+                    f"install it with: pip install 'unibackend[{cls.extra or name}]'"
+                )
+            try:
+                inst.load()
+            except ImportError as e:
+                raise BackendNotAvailable(
+                    f"backend {name!r} could not import its framework ({e}); "
+                    f"install it with: pip install 'unibackend[{cls.extra or name}]'"
+                ) from e
+            _instances[key] = inst
+            _type_cache.clear()
+    return inst
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    installed: bool
+    reason: str
+    version: str
+    capabilities: tuple
+    alias_of: str = ""
+
+
+def backends():
+    """Every known plugin: name, installed or not (and why not), version,
+    capabilities.  Imports no framework."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in known():
+        try:
+            cls = plugin_class(name)
+        except Exception as e:  # a broken third-party entry point
+            out.append(BackendInfo(name, False, f"plugin failed to load: {e}", "", ()))
+            continue
+        probe = cls(device=None)
+        ok, why = probe.is_available()
+        ver = ""
+        if ok:
+            try:
+                ver = probe.version()
+            except Exception:
+                for dist in getattr(cls, "distributions", ()) or (cls.module,):
+                    try:
+                        ver = version(dist)
+                        break
+                    except PackageNotFoundError:
+                        continue
+        out.append(BackendInfo(name, ok, why, ver, cls.capabilities.names(),
+                               getattr(cls, "alias_of", "")))
+    return out
+
+
+def _initial_default():
+    global _default
+    if _default is None:
+        name = os.environ.get("UNIBACKEND_BACKEND", "").strip() or DEFAULT
+        _default = (name, None)
+    return _default
+
+
+def set_backend(name, device=None):
+    """Make ``name`` the process-wide default backend."""
+    global _default
+    plugin_class(name)  # unknown name: ValueError now, not at first use
+    _default = (name, device)
+
+
+@contextlib.contextmanager
+def use_backend(name, device=None):
+    """Use ``name`` inside the block only (context-local: threads and asyncio
+    tasks each see their own)."""
+    plugin_class(name)
+    token = _current.set((name, device))
+    try:
+        yield backend(name, device)
+    finally:
+        _current.reset(token)
+
+
+def in_force():
+    """(name, device) of the backend in force in this context."""
+    return _current.get() or _default or _initial_default()
+
+
+def get_backend():
+    """The plugin instance in force here."""
+    name, device = in_force()
+    return backend(name, device)
+
+
+_NEUTRAL_MODULES = ("builtins", "numpy", "scipy")
+
+
+def _classify(t):
+    """Backend name owning type ``t``, or None for a neutral type."""
+    mod = (getattr(t, "__module__", "") or "").split(".")[0]
+    if mod in _NEUTRAL_MODULES:
+        return None
+    for name in known():
+        try:
+            cls = plugin_class(name)
+        except Exception:
+            continue
+        if getattr(cls, "alias_of", ""):
+            continue
+        modules = cls.module if isinstance(cls.module, tuple) else (cls.module,)
+        if not any(m in sys.modules for m in modules):
+            continue
+        try:
+            types = backend(name).native_types()
+        except Exception:
+            continue
+        if types and issubclass(t, types):
+            return name
+    return None
+
+
+def owner(x):
+    """Backend name of a native tensor, or None for a neutral value."""
+    t = type(x)
+    try:
+        return _type_cache[t]
+    except KeyError:
+        name = _type_cache[t] = _classify(t)
+        return name
+
+
+def resolve(op, *args):
+    """The plugin an op runs on: the owner of its native tensors, else the
+    backend in force.  Tensors of two backends: TypeError naming both."""
+    found = None
+    first = None
+    for a in args:
+        name = owner(a)
+        if name is not None:
+            if found is None:
+                found, first = name, a
+            elif name != found:
+                raise TypeError(
+                    f"{op}: got tensors of two backends, {found!r} and {name!r}; "
+                    f"convert one with ub.to_numpy() or ub.asarray()"
+                )
+    cur_name, cur_dev = in_force()
+    if found is None:
+        return backend(cur_name, cur_dev)
+    if found == cur_name or plugin_class(cur_name).__dict__.get("alias_of") == found:
+        inst = backend(cur_name, cur_dev)
+    else:
+        inst = backend(found)
+    return inst.for_tensor(first)

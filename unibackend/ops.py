@@ -1,0 +1,284 @@
+"""The public ops: check arguments, pin the semantics, call the plugin.
+
+Every op resolves the backend from its arguments (a native tensor selects its
+own backend; numpy arrays, scipy.sparse matrices, scalars and lists go to the
+backend in force), checks everything it can before any work, then calls the
+plugin primitive of the same name with normalised arguments.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _checks as C
+from ._registry import resolve
+
+__all__ = [
+    "dot", "sparse_dot", "argsort", "set_subtensor", "inc_subtensor",
+    "masked_mean", "keep_topk", "softmax", "topk_gate", "embedding_mean",
+    "pad_ids", "to_numpy", "asarray",
+]
+
+
+def _float_args(op, B, *xs):
+    """Native tensors of ``xs`` in their common float dtype."""
+    native = [B.asarray(x) for x in xs]
+    dt = C.result_float(op, *[B.dtype(x) for x in native])
+    return [B.asarray(x, dt) for x in native]
+
+
+def dot(a, b):
+    """numpy ``dot`` for 1-D and 2-D; an N-D ``a`` with a 2-D ``b`` contracts
+    ``a``'s last axis with ``b``'s first.  A sparse ``a`` goes to sparse_dot."""
+    if C.is_scipy_sparse(a):
+        return sparse_dot(a, b)
+    B = resolve("dot", a, b)
+    if B.is_sparse(a):
+        return sparse_dot(a, b)
+    a, b = _float_args("dot", B, a, b)
+    sa, sb = B.shape(a), B.shape(b)
+    if len(sa) < 1:
+        raise ValueError(f"dot: a must have at least 1 dim, got shape {sa}")
+    if len(sb) not in (1, 2):
+        raise ValueError(f"dot: b must have 1 or 2 dims, got shape {sb}")
+    if not C.same_dim(sa[-1], sb[0]):
+        raise ValueError(
+            f"dot: shapes {sa} and {sb} are not aligned: a's last dim {sa[-1]} != b's first dim {sb[0]}"
+        )
+    return B.dot(a, b)
+
+
+def sparse_dot(x, w):
+    """``x`` sparse (n, N) times dense ``w`` (N, M) or (N,); result dense.
+    Never densifies ``x``; COO duplicates add up."""
+    op = "sparse_dot"
+    if C.is_scipy_sparse(x):
+        B = resolve(op, w)
+        if not B.capabilities.sparse:
+            from ._errors import CapabilityError
+
+            raise CapabilityError(f"{op}: backend {B.name!r} has no sparse support")
+        if x.ndim != 2:
+            raise ValueError(f"{op}: x must be a 2-D sparse matrix, got shape {x.shape}")
+        w = B.asarray(w)
+        dt = C.result_float(op, x.dtype, B.dtype(w))
+        w = B.asarray(w, dt)
+        xshape = x.shape
+        _check_sparse_dot_shapes(xshape, B.shape(w))
+        xs = B.sparse_from_scipy(C.canonical_csr(op, x, dt))
+    else:
+        B = resolve(op, x, w)
+        if not B.is_sparse(x):
+            raise TypeError(
+                f"{op}: x must be sparse (scipy.sparse CSR/CSC/COO or the backend's "
+                f"sparse tensor), got dense {type(x).__name__}; use ub.dot for dense inputs"
+            )
+        xshape, xdt = B.sparse_info(x)
+        if len(xshape) != 2:
+            raise ValueError(f"{op}: x must be a 2-D sparse matrix, got shape {tuple(xshape)}")
+        w = B.asarray(w)
+        dt = C.result_float(op, xdt, B.dtype(w))
+        w = B.asarray(w, dt)
+        _check_sparse_dot_shapes(xshape, B.shape(w))
+        xs = B.sparse_cast(x, dt) if xdt != dt else x
+    return B.sparse_dot(xs, w)
+
+
+def _check_sparse_dot_shapes(xshape, wshape):
+    if len(wshape) not in (1, 2):
+        raise ValueError(f"sparse_dot: w must have 1 or 2 dims, got shape {tuple(wshape)}")
+    if not C.same_dim(xshape[1], wshape[0]):
+        raise ValueError(
+            f"sparse_dot: shapes {tuple(xshape)} and {tuple(wshape)} are not aligned: "
+            f"x has {xshape[1]} columns but w has {wshape[0]} rows"
+        )
+
+
+def argsort(x, axis=-1, descending=False):
+    """Stable in both directions; NaN is greater than +inf; -0.0 == +0.0.
+    Result int64."""
+    op = "argsort"
+    B = resolve(op, x)
+    x = B.asarray(x)
+    shape = B.shape(x)
+    if len(shape) < 1:
+        raise ValueError(f"{op}: x must have at least 1 dim, got a scalar")
+    axis = C.axis_index(op, "axis", axis, len(shape))
+    if not isinstance(descending, (bool, np.bool_)):
+        raise TypeError(f"{op}: descending must be a bool, got {descending!r}")
+    return B.argsort(x, axis, bool(descending))
+
+
+def _subtensor(op, x, index, value, accumulate):
+    parts = index if isinstance(index, tuple) else (index,)
+    B = resolve(op, x, value, *parts)
+    x = B.asarray(x)
+    value = B.asarray(value)
+    xdt = B.dtype(x)
+    xshape = B.shape(x)
+    if any(d is None for d in xshape):  # symbolic: the plugin checks in-graph
+        return B.set_subtensor(x, index, B.asarray(value, xdt), accumulate)
+    sub = C.subtensor(op, xshape, index, B.to_numpy)
+    C.check_broadcast(op, "value", B.shape(value), sub.shape)
+    return B.set_subtensor(x, sub, B.asarray(value, xdt), accumulate)
+
+
+def set_subtensor(x, index, value):
+    """A copy of ``x`` with ``x[index] = value``; a position named twice: the
+    last write wins.  ``value`` broadcasts; out of range: IndexError."""
+    return _subtensor("set_subtensor", x, index, value, False)
+
+
+def inc_subtensor(x, index, value):
+    """A copy of ``x`` with ``x[index] += value``; a position named twice gets
+    every addition (``np.add.at``)."""
+    return _subtensor("inc_subtensor", x, index, value, True)
+
+
+def masked_mean(x, mask, axis=None):
+    """Mean over ``axis`` of the entries where ``mask`` holds (nonzero is
+    True; broadcast to ``x``).  No entry holds: 0.  Masked-out entries never
+    touch the result, NaN and inf included."""
+    op = "masked_mean"
+    B = resolve(op, x, mask)
+    (x,) = _float_args(op, B, x)
+    mask = B.asarray(mask)
+    shape = B.shape(x)
+    C.check_broadcast(op, "mask", B.shape(mask), shape)
+    axes = C.axes_tuple(op, "axis", axis, len(shape))
+    return B.masked_mean(x, mask, axes)
+
+
+def _topk_args(op, B, x, k, axis):
+    (x,) = _float_args(op, B, x)
+    shape = B.shape(x)
+    if len(shape) < 1:
+        raise ValueError(f"{op}: x must have at least 1 dim, got a scalar")
+    axis = C.axis_index(op, "axis", axis, len(shape))
+    k = C.check_int(op, "k", k)
+    n = shape[axis]
+    if k < 0 or (n is not None and k > n):
+        raise ValueError(f"{op}: k={k} is out of range: need 0 <= k <= {n} (the size of axis {axis})")
+    return x, k, axis
+
+
+def keep_topk(x, k, axis=-1, fill=-math.inf):
+    """The k largest along ``axis`` stay, every other entry becomes ``fill``.
+    Among equal values the lower index stays; NaN counts as largest."""
+    op = "keep_topk"
+    B = resolve(op, x)
+    x, k, axis = _topk_args(op, B, x, k, axis)
+    fill = _check_fill(op, fill)
+    return B.keep_topk(x, k, axis, fill)
+
+
+def _check_fill(op, fill):
+    try:
+        return float(fill)
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: fill must be a real number, got {fill!r}") from None
+
+
+def softmax(x, axis=-1):
+    """Numerically stable softmax; -inf gives exactly 0; an all -inf slice
+    gives all 0s, not NaN."""
+    op = "softmax"
+    B = resolve(op, x)
+    (x,) = _float_args(op, B, x)
+    shape = B.shape(x)
+    if len(shape) < 1:
+        raise ValueError(f"{op}: x must have at least 1 dim, got a scalar")
+    return B.softmax(x, C.axis_index(op, "axis", axis, len(shape)))
+
+
+def topk_gate(logits, k, axis=-1):
+    """``softmax(keep_topk(logits, k))``: exactly k nonzero weights per slice,
+    summing to 1 (k >= 1).  The gate of arXiv:1701.06538."""
+    op = "topk_gate"
+    B = resolve(op, logits)
+    x, k, axis = _topk_args(op, B, logits, k, axis)
+    if k < 1:
+        raise ValueError(f"{op}: k={k} must be at least 1 (a gate keeps at least one expert)")
+    return B.softmax(B.keep_topk(x, k, axis, -math.inf), axis)
+
+
+def embedding_mean(table, ids, pad_id=0):
+    """Per row of ``ids`` (n, L), the mean of ``table[id]`` over the ids that
+    are not ``pad_id``; a row of only padding gives zeros."""
+    op = "embedding_mean"
+    B = resolve(op, table, ids)
+    (table,) = _float_args(op, B, table)
+    ids = B.asarray(ids)
+    tshape, ishape = B.shape(table), B.shape(ids)
+    C.check_ndim(op, "table", tshape, (2,))
+    C.check_ndim(op, "ids", ishape, (2,))
+    idt = B.dtype(ids)
+    if not (isinstance(idt, np.dtype) and idt.kind in "iu"):
+        raise TypeError(f"{op}: ids must be integers, got dtype {idt}")
+    pad_id = C.check_int(op, "pad_id", pad_id)
+    bounds = B.id_bounds(ids, pad_id)
+    V = tshape[0]
+    if bounds is not None and V is not None:
+        lo, hi = bounds
+        if lo < 0 or hi >= V:
+            bad = lo if lo < 0 else hi
+            raise IndexError(
+                f"{op}: id {bad} is out of range for a table of {V} rows (valid: 0..{V - 1}, pad_id={pad_id})"
+            )
+    return B.embedding_mean(table, ids, pad_id)
+
+
+def pad_ids(rows, pad_id=0, shift=1, length=None):
+    """Ragged lists of ids -> padded int64 numpy matrix, padding at the end,
+    ids shifted by ``shift`` so that ``pad_id`` is free."""
+    op = "pad_ids"
+    pad_id = C.check_int(op, "pad_id", pad_id)
+    shift = C.check_int(op, "shift", shift)
+    rows = [np.asarray(r) if not isinstance(r, np.ndarray) else r for r in rows]
+    for i, r in enumerate(rows):
+        if r.ndim != 1:
+            raise ValueError(f"{op}: row {i} must be a flat list of ids, got shape {r.shape}")
+        if r.size and r.dtype.kind not in "iu":
+            raise TypeError(f"{op}: row {i} holds non-integer ids (dtype {r.dtype})")
+    width = max((r.size for r in rows), default=0)
+    if length is not None:
+        length = C.check_int(op, "length", length)
+        if length < 0:
+            raise ValueError(f"{op}: length={length} must be >= 0")
+        if width > length:
+            i = next(i for i, r in enumerate(rows) if r.size > length)
+            raise ValueError(f"{op}: row {i} has {rows[i].size} ids, more than length={length}")
+        width = length
+    out = np.full((len(rows), width), pad_id, dtype=np.int64)
+    if rows:
+        sizes = np.fromiter((r.size for r in rows), np.int64, len(rows))
+        flat = np.concatenate([r.astype(np.int64, copy=False) for r in rows]) + shift
+        if flat.size and (flat == pad_id).any():
+            i = int(np.searchsorted(np.cumsum(sizes), int(np.argmax(flat == pad_id)), side="right"))
+            raise ValueError(
+                f"{op}: row {i} holds id {pad_id - shift}, which the shift by {shift} turns into pad_id={pad_id}"
+            )
+        cols = np.arange(width)
+        out[cols[None, :] < sizes[:, None]] = flat
+    return out
+
+
+def to_numpy(x):
+    """Any result back as numpy (sparse -> scipy CSR)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if C.is_scipy_sparse(x):
+        import scipy.sparse as sp
+
+        return sp.csr_matrix(x)
+    B = resolve("to_numpy", x)
+    if B.is_sparse(x):
+        return B.sparse_to_scipy(x)
+    return B.to_numpy(x)
+
+
+def asarray(x, dtype=None):
+    """A native tensor of the backend that ``x`` selects (or the one in force)."""
+    B = resolve("asarray", x)
+    return B.asarray(x, None if dtype is None else np.dtype(dtype))
