@@ -101,7 +101,6 @@ def backend(name, device=None):
                     f"install it with: pip install 'unibackend[{cls.extra or name}]'"
                 ) from e
             _instances[key] = inst
-            _type_cache.clear()
     return inst
 
 
