@@ -44,7 +44,7 @@ import zipfile
 import numpy as np
 
 from . import _registry as R
-from ._autodiff import function, value_and_grad
+from ._autodiff import _autodiff_backend, function, value_and_grad
 from .ops import asarray, dot, embedding_mean, softmax, to_numpy, topk_gate
 
 __all__ = [
@@ -873,6 +873,7 @@ class Trainer:
     """
 
     def __init__(self, model, optimizer=None, output=None):
+        _autodiff_backend("Trainer", ())  # no autodiff here: CapabilityError now, not mid-epoch
         self.model = model
         self.optimizer = optimizer if optimizer is not None else Adam()
         names, single = model._wanted(output)
