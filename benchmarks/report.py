@@ -1,0 +1,269 @@
+"""The run's outputs: a rich table on the terminal, Markdown, JSON, PNG plots."""
+from __future__ import annotations
+
+import json
+import os
+
+KIND_ORDER = {"unified": 0, "native": 1, "naive": 2, "peer": 3}
+
+
+def fmt_time(s):
+    if s is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if abs(s) >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s * 1e9:.3g} ns"
+
+
+def fmt_bytes(b):
+    if b is None:
+        return "-"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if b >= scale:
+            return f"{b / scale:.3g} {unit}"
+    return f"{b} B"
+
+
+def fmt_value(t):
+    if t["value"] is None:
+        return "-"
+    if t["unit"] == "µs":
+        return f"{t['value']:+.2f} µs"
+    return f"{t['value']:.3g}x"
+
+
+def fmt_limit(t):
+    return f"<= {t['limit']:g} µs" if t["unit"] == "µs" else f"<= {t['limit']:g}x"
+
+
+# --------------------------------------------------------------------------
+# tables as rows of strings (shared by rich and Markdown)
+
+def timing_rows(result):
+    rows = []
+    for c in result["cases"]:
+        where = c["backend"] + (f" ({c['process']})" if c.get("process") else "")
+        if c["device"] != "cpu":
+            where += f" [{c['device']}]"
+        for r in sorted(c["candidates"], key=lambda r: KIND_ORDER.get(r["kind"], 9)):
+            ratio = "1" if r["name"] == "unified" else f"{r['unified_ratio']:.3g}"
+            rows.append([c["op"], c["label"], where, r["name"], r["call"], fmt_time(r["median_s"]), ratio])
+    return ["op", "case", "backend", "candidate", "call", "median", "unified ÷ this"], rows
+
+
+def target_rows(result):
+    rows = []
+    for t in result["targets"]:
+        status = t["status"]
+        note = t["note"] or result.get("notes", {}).get(f"{t['id']}@{t['backend']}", "")
+        rows.append([t["title"], t["backend"], t["case"], fmt_value(t), fmt_limit(t), status, note])
+    return ["target", "backend", "case", "measured", "target", "status", "note"], rows
+
+
+def memory_rows(result):
+    rows = []
+    for c in result["cases"]:
+        mem = c.get("memory")
+        if not mem:
+            continue
+        by = {m["name"]: m["peak_bytes"] for m in mem}
+        for m in mem:
+            share = f"{m['peak_bytes'] / by['naive']:.3g}" if by.get("naive") else "-"
+            rows.append([c["label"], c["backend"] + (f" [{c['device']}]" if c["device"] != "cpu" else ""),
+                         m["name"], fmt_bytes(m["peak_bytes"]), share, c.get("memory_tool", "")])
+    return ["case", "backend", "candidate", "peak memory", "÷ naive", "counted by"], rows
+
+
+def first_call_rows(result):
+    rows = []
+    for c in result["cases"]:
+        if c["backend"] != "theano" or c.get("process"):
+            continue
+        by = {r["name"]: r for r in c["candidates"]}
+        comp = by.get("native")
+        rows.append([c["op"], c["label"], fmt_time(c.get("first_call_s")), fmt_time(by["unified"]["median_s"]),
+                     fmt_time(comp["median_s"]) if comp else "-",
+                     fmt_time(comp.get("setup_s")) if comp else "-",
+                     f"{comp['unified_ratio']:.3g}" if comp else "-"])
+    return ["op", "case", "eager first call", "eager cached call", "compiled call",
+            "hand compile", "cached ÷ compiled"], rows
+
+
+def bandwidth_rows(result):
+    rows = []
+    for c in result["cases"]:
+        bw = c.get("bandwidth")
+        if not bw:
+            continue
+        for name, b in bw["rows"].items():
+            rows.append([c["label"], c["backend"] + f" [{c['device']}]", name,
+                         f"{b['bytes_per_s'] / 1e9:.1f} GB/s", f"{bw['copy_bytes_per_s'] / 1e9:.1f} GB/s",
+                         f"{b['fraction_of_copy']:.2f}"])
+    return ["case", "backend", "candidate", "throughput", "copy bandwidth", "fraction"], rows
+
+
+SECTIONS = (
+    ("Targets", target_rows),
+    ("Timings (median per call; ratios paired per round, same process)", timing_rows),
+    ("Peak memory of embedding_mean (one call)", memory_rows),
+    ("Theano: first call (compile) and cached calls", first_call_rows),
+    ("embedding_mean throughput vs device copy bandwidth", bandwidth_rows),
+)
+
+
+# --------------------------------------------------------------------------
+
+def print_rich(result, file=None):
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        print(to_markdown(result), file=file)
+        return
+    console = Console(file=file, width=max(160, Console().width))
+    for title, fn in SECTIONS:
+        head, rows = fn(result)
+        if not rows:
+            continue
+        table = Table(title=title, title_justify="left")
+        for h in head:
+            table.add_column(h, justify="right" if h in ("median", "measured", "peak memory") else "left")
+        for r in rows:
+            style = {"met": "green", "missed": "red", "not run": "dim"}.get(r[5]) if fn is target_rows else None
+            table.add_row(*r, style=style)
+        console.print(table)
+    for line in result.get("skipped", []):
+        console.print(f"[dim]skipped {line['backend']}: {line['reason']}[/dim]")
+
+
+def _md_table(head, rows):
+    esc = [[str(c).replace("|", "\\|") for c in r] for r in rows]
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in esc]
+    return "\n".join(out)
+
+
+def to_markdown(result):
+    meta = result["meta"]
+    parts = ["# unibackend bench", "",
+             f"`{meta['command']}` on {meta['machine']}, {meta['date']}", ""]
+    parts.append(", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
+    parts.append("")
+    for title, fn in SECTIONS:
+        head, rows = fn(result)
+        if not rows:
+            continue
+        parts += [f"## {title}", "", _md_table(head, rows), ""]
+    for line in result.get("skipped", []):
+        parts.append(f"- skipped {line['backend']}: {line['reason']}")
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def write(result, out_dir, plots=True):
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    p = os.path.join(out_dir, "bench.json")
+    with open(p, "w") as f:
+        json.dump(result, f, indent=1, default=str)
+    paths.append(p)
+    p = os.path.join(out_dir, "bench.md")
+    with open(p, "w") as f:
+        f.write(to_markdown(result))
+    paths.append(p)
+    if plots:
+        paths += draw(result, out_dir)
+    return paths
+
+
+# --------------------------------------------------------------------------
+# plots (matplotlib, Agg; small PNGs)
+
+COLORS = {"unified": "#1f77b4", "native": "#2ca02c", "naive": "#d62728", "peer": "#9467bd"}
+
+
+def draw(result, out_dir):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    paths = []
+    p = _plot_targets(plt, result, os.path.join(out_dir, "targets.png"))
+    if p:
+        paths.append(p)
+    p = _plot_times(plt, result, os.path.join(out_dir, "times.png"))
+    if p:
+        paths.append(p)
+    return paths
+
+
+def _plot_targets(plt, result, path):
+    rows = [t for t in result["targets"] if t["value"] is not None]
+    if not rows:
+        return None
+    labels, vals, cols = [], [], []
+    for t in rows:
+        if t["unit"] == "µs":
+            v = max(t["value"], 1e-3) / t["limit"]     # overhead as a share of the 1 µs budget
+        else:
+            v = t["value"] / t["limit"]
+        labels.append(f"{t['id']} · {t['backend']} {t['case']}".strip())
+        vals.append(v)
+        cols.append("#2ca02c" if t["status"] == "met" else "#d62728")
+    fig, ax = plt.subplots(figsize=(7.5, 0.28 * len(rows) + 1.0))
+    y = range(len(rows))
+    ax.barh(list(y), vals, color=cols)
+    ax.axvline(1.0, color="black", lw=1)
+    ax.set_xscale("log")
+    ax.set_yticks(list(y))
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("measured ÷ target  (left of the line: met)")
+    ax.set_title("unibackend bench: targets", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def _plot_times(plt, result, path):
+    cases = [c for c in result["cases"] if not c.get("process")]
+    ops = []
+    for c in cases:
+        if c["op"] not in ops:
+            ops.append(c["op"])
+    if not ops:
+        return None
+    ncols = 2 if len(ops) > 1 else 1
+    nrows = (len(ops) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(9, 3.0 * nrows), squeeze=False)
+    for ax, op in zip(axes.flat, ops):
+        mine = [c for c in cases if c["op"] == op]
+        groups = [f"{c['backend']}\n{c['label']}" if op == "keep_topk" else c["backend"] for c in mine]
+        kinds = ["unified", "native", "naive", "peer"]
+        width = 0.8 / len(kinds)
+        for j, kind in enumerate(kinds):
+            xs, hs = [], []
+            for i, c in enumerate(mine):
+                r = next((r for r in c["candidates"] if r["kind"] == kind), None)
+                if r is not None:
+                    xs.append(i + (j - 1.5) * width)
+                    hs.append(r["median_s"] * 1e6)
+            if xs:
+                ax.bar(xs, hs, width, label=kind, color=COLORS[kind])
+        ax.set_xticks(range(len(mine)))
+        ax.set_xticklabels(groups, fontsize=6)
+        ax.set_yscale("log")
+        ax.set_ylabel("µs per call", fontsize=7)
+        ax.set_title(op if op == "keep_topk" else f"{op}  ({mine[0]['label']})", fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in list(axes.flat)[len(ops):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -1,0 +1,251 @@
+"""``unibackend bench``: time the unified ops against native calls, naive
+formulations and peer libraries, and hold them to the project's targets.
+
+    unibackend bench [--backends numpy,torch,...] [--quick] [--out DIR] [--device cuda]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+from . import cases as K
+from . import report, targets
+
+BUILTIN = ("numpy", "torch", "tensorflow", "theano")
+ALL_OPS = K.OPS + ("import",)
+#: Backends keras 3 runs on that are also unibackend backends.
+KERAS_BACKENDS = ("numpy", "torch", "tensorflow")
+
+MODES = {
+    # repeats (rounds), seconds per timed batch
+    "quick": K.Settings(repeats=7, min_batch_s=0.02),
+    "full": K.Settings(repeats=21, min_batch_s=0.1),
+    "smoke": K.Settings(repeats=3, min_batch_s=0.0005),
+}
+
+
+class Skip(Exception):
+    """A backend that cannot run here; the message says why."""
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(
+        prog="unibackend bench",
+        description="Benchmark the unified ops against the best native call, the naive "
+                    "formulation and peer libraries, side by side, and check the targets.")
+    p.add_argument("--backends", default=",".join(BUILTIN),
+                   help="comma-separated backends (default: %(default)s); missing ones are skipped")
+    p.add_argument("--ops", default=",".join(ALL_OPS),
+                   help="comma-separated subset of: %(default)s")
+    p.add_argument("--quick", action="store_true", help="fewer, shorter rounds (same sizes); < 2 min")
+    p.add_argument("--out", default="bench-out", help="directory for bench.md, bench.json and the plots")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="device of the torch rows (numpy, theano and tensorflow run on the CPU)")
+    p.add_argument("--repeats", type=int, default=None, help="rounds per case (overrides the mode)")
+    p.add_argument("--no-peers", action="store_true", help="skip autoray and keras.ops")
+    p.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
+    p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # minuscule sizes, for tests
+    p.add_argument("--quiet", action="store_true", help="do not print the tables")
+    return p.parse_args(argv)
+
+
+def _split(s):
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def main(argv=None):
+    args = parse(sys.argv[1:] if argv is None else argv)
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    settings = MODES[mode]
+    if args.repeats:
+        settings = K.Settings(args.repeats, settings.min_batch_s)
+    size = K.SIZES["smoke" if args.smoke else "full"]
+    ops = _split(args.ops)
+    bad = [o for o in ops if o not in ALL_OPS]
+    if bad:
+        print(f"unibackend bench: unknown op(s) {', '.join(bad)}; choose from {', '.join(ALL_OPS)}",
+              file=sys.stderr)
+        return 2
+    wanted = _split(args.backends)
+    t_start = time.perf_counter()
+
+    def log(msg):
+        if not args.quiet:
+            print(f"[{time.perf_counter() - t_start:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    result = {"meta": meta(argv, mode, args.device), "cases": [], "skipped": [], "notes": {}}
+    ran = []
+    for name in wanted:
+        try:
+            nat = load(name, args.device)
+        except Skip as e:
+            log(f"skip {name}: {e}")
+            result["skipped"].append({"backend": name, "reason": str(e)})
+            continue
+        ran.append(name)
+        result["cases"] += run_backend(name, nat, ops, size, settings, args, log)
+
+    if not args.no_peers:
+        for name in [b for b in ran if b in KERAS_BACKENDS]:
+            log(f"keras.ops on {name} (subprocess)")
+            recs, why = run_keras(name, args, mode)
+            if why:
+                result["skipped"].append({"backend": f"keras[{name}]", "reason": why})
+            result["cases"] += recs
+
+    imp = None
+    if "import" in ops:
+        log("import unibackend vs import numpy (fresh interpreters)")
+        imp = import_times(3 if args.smoke else 7 if args.quick else 15)
+        result["import"] = imp
+
+    result["targets"] = targets.evaluate(result["cases"], imp, ran, args.device)
+    from .notes import explain
+
+    for t in result["targets"]:
+        if t["status"] == "missed":
+            t["note"] = explain(t, result)
+    result["meta"]["seconds"] = round(time.perf_counter() - t_start, 1)
+    paths = report.write(result, args.out, plots=not args.no_plots)
+    if not args.quiet:
+        report.print_rich(result)
+        print(f"wrote {', '.join(paths)}  ({result['meta']['seconds']} s)")
+    return 0
+
+
+def load(name, device):
+    """The native-call helpers of ``name``, after loading its plugin; Skip
+    with the reason when the plugin or its framework is missing."""
+    import unibackend as ub
+    from unibackend import _registry
+
+    if name not in _registry.known():
+        raise Skip("no such plugin")
+    try:
+        _registry.backend(name, _device_for(name, device))
+    except ub.BackendNotAvailable as e:
+        raise Skip(str(e).split(";")[0]) from None
+    except (ImportError, AttributeError) as e:
+        raise Skip(f"plugin missing or broken: {e}") from None
+    try:
+        return K.natives(name, device)
+    except ModuleNotFoundError as e:
+        raise Skip(f"not installed: {e.name}") from None
+    except RuntimeError as e:  # e.g. no CUDA device
+        raise Skip(str(e)) from None
+
+
+def _device_for(name, device):
+    return device if (name == "torch" and device != "cpu") else None
+
+
+def run_backend(name, nat, ops, size, settings, args, log):
+    import unibackend as ub
+
+    peer = K.NoPeers() if args.no_peers else K.peers("autoray")
+    out = []
+    with ub.use_backend(name, _device_for(name, args.device)):
+        for op in ops:
+            if op == "import":
+                continue
+            log(f"{op} on {name}")
+            try:
+                out += K.CASES[op](nat, peer, size, settings)
+            except Exception as e:  # a plugin defect must not end the run: report it
+                log(f"  {op} on {name} failed: {type(e).__name__}: {e}")
+                out.append({"op": op, "label": "failed", "params": {}, "backend": name,
+                            "device": nat.device, "candidates": [], "error": f"{type(e).__name__}: {e}"})
+        if "embedding_mean" in ops and nat.device.startswith("cuda") and not args.smoke:
+            log(f"embedding_mean (large, bandwidth) on {name} [{nat.device}]")
+            for rec in K.case_embedding_mean(nat, peer, size, settings, large=True):
+                rec["large"] = True
+                out.append(rec)
+    return out
+
+
+def run_keras(name, args, mode):
+    """keras.ops on keras backend ``name``, in a fresh interpreter (keras
+    picks its backend at import).  (cases, reason-if-skipped)."""
+    import importlib.util
+
+    if importlib.util.find_spec("keras") is None:
+        return [], "keras is not installed (pip install 'unibackend[bench]')"
+    env = dict(os.environ, KERAS_BACKEND=name, TF_CPP_MIN_LOG_LEVEL="3")
+    cmd = [sys.executable, "-m", "unibackend.benchmarks.keras_peer", "--backend", name,
+           "--mode", mode, "--device", args.device]
+    if args.repeats:
+        cmd += ["--repeats", str(args.repeats)]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        return [], "keras subprocess timed out"
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        return [], f"keras subprocess failed: {tail[0]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1]), ""
+
+
+def import_times(repeats):
+    """Wall time of ``python -c 'import X'`` in fresh interpreters, numpy and
+    unibackend interleaved, plus a bare interpreter for the start-up cost."""
+    env = {k: v for k, v in os.environ.items() if k != "UNIBACKEND_BACKEND"}
+    stmts = {"python": "pass", "numpy": "import numpy", "unibackend": "import unibackend"}
+    rounds = {k: [] for k in stmts}
+    for r in range(repeats):
+        order = list(stmts) if r % 2 == 0 else list(reversed(stmts))
+        for k in order:
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", stmts[k]], env=env, check=True)
+            rounds[k].append(time.perf_counter() - t0)
+    wall = statistics.median(u / n for u, n in zip(rounds["unibackend"], rounds["numpy"]))
+    only = statistics.median((u - p) / max(n - p, 1e-9) for u, n, p in
+                             zip(rounds["unibackend"], rounds["numpy"], rounds["python"]))
+    frameworks = subprocess.run(
+        [sys.executable, "-c", "import sys, unibackend; print(','.join(sorted(m for m in "
+         "('torch','tensorflow','pytensor','theano','keras','jax') if m in sys.modules)))"],
+        env=env, capture_output=True, text=True).stdout.strip()
+    return {
+        "median_s": {k: statistics.median(v) for k, v in rounds.items()},
+        "ratio": wall, "ratio_without_startup": only, "repeats": repeats,
+        "frameworks_imported": frameworks,
+    }
+
+
+def meta(argv, mode, device):
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for dist in ("numpy", "scipy", "torch", "tensorflow-cpu", "tensorflow", "pytensor", "theano",
+                 "keras", "autoray"):
+        try:
+            versions[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cmd = "unibackend bench " + " ".join(sys.argv[1:] if argv is None else argv)
+    return {
+        "command": cmd.strip(), "mode": mode, "device": device,
+        "machine": f"{cpu}, {cores} cores, {platform.system()} {platform.release()}",
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "versions": versions,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
