@@ -43,6 +43,13 @@ class NumpyBackend(Backend):
     def dtype(self, x):
         return x.dtype
 
+    def plain_float_dtype(self, x):
+        if type(x) is np.ndarray:
+            dt = x.dtype
+            if dt.kind == "f":
+                return dt
+        return None
+
     def is_sparse(self, x):
         return self.sp.issparse(x)
 

@@ -219,13 +219,21 @@ def owner(x):
         return name
 
 
+_MISS = object()
+
+
 def resolve(op, *args):
     """The plugin an op runs on: the owner of its native tensors, else the
-    backend in force.  Tensors of two backends: TypeError naming both."""
-    found = None
-    first = None
+    backend in force.  Tensors of two backends: TypeError naming both.
+
+    This runs on every op call, so the common case (types seen before, the
+    backend in force already loaded) is a few dict lookups."""
+    found = first = None
+    get = _type_cache.get
     for a in args:
-        name = owner(a)
+        name = get(type(a), _MISS)
+        if name is _MISS:
+            name = owner(a)
         if name is not None:
             if found is None:
                 found, first = name, a
@@ -234,11 +242,11 @@ def resolve(op, *args):
                     f"{op}: got tensors of two backends, {found!r} and {name!r}; "
                     f"convert one with ub.to_numpy() or ub.asarray()"
                 )
-    cur_name, cur_dev = in_force()
+    cur = _current.get() or _default or _initial_default()
     if found is None:
-        return backend(cur_name, cur_dev)
-    if found == cur_name or plugin_class(cur_name).__dict__.get("alias_of") == found:
-        inst = backend(cur_name, cur_dev)
+        return _instances.get(cur) or backend(*cur)
+    if found == cur[0] or plugin_class(cur[0]).__dict__.get("alias_of") == found:
+        inst = _instances.get(cur) or backend(*cur)
     else:
-        inst = backend(found)
+        inst = _instances.get((found, None)) or backend(found)
     return inst.for_tensor(first)

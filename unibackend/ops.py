@@ -31,10 +31,15 @@ def _float_args(op, B, *xs):
 def dot(a, b):
     """numpy ``dot`` for 1-D and 2-D; an N-D ``a`` with a 2-D ``b`` contracts
     ``a``'s last axis with ``b``'s first.  A sparse ``a`` goes to sparse_dot."""
-    if C.is_scipy_sparse(a):
-        return sparse_dot(a, b)
     B = resolve("dot", a, b)
-    if B.is_sparse(a):
+    # Fast path (dispatch cost matters on small products): two dense native
+    # tensors of one float dtype with aligned shapes need no conversion.
+    dt = B.plain_float_dtype(a)
+    if dt is not None and dt == B.plain_float_dtype(b):
+        sa, sb = a.shape, b.shape
+        if sa and 0 < len(sb) < 3 and sa[-1] == sb[0]:
+            return B.dot(a, b)
+    if C.is_scipy_sparse(a) or B.is_sparse(a):
         return sparse_dot(a, b)
     a, b = _float_args("dot", B, a, b)
     sa, sb = B.shape(a), B.shape(b)
