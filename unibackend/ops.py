@@ -42,7 +42,7 @@ def dot(a, b):
     if C.is_scipy_sparse(a) or B.is_sparse(a):
         return sparse_dot(a, b)
     a, b = _float_args("dot", B, a, b)
-    sa, sb = B.shape(a), B.shape(b)
+    sa, sb = tuple(B.shape(a)), tuple(B.shape(b))
     if len(sa) < 1:
         raise ValueError(f"dot: a must have at least 1 dim, got shape {sa}")
     if len(sb) not in (1, 2):
@@ -70,7 +70,7 @@ def sparse_dot(x, w):
         dt = C.result_float(op, x.dtype, B.dtype(w))
         w = B.asarray(w, dt)
         xshape = x.shape
-        _check_sparse_dot_shapes(xshape, B.shape(w))
+        _check_sparse_dot_shapes(xshape, tuple(B.shape(w)))
         xs = B.sparse_from_scipy(C.canonical_csr(op, x, dt))
     else:
         B = resolve(op, x, w)
@@ -85,7 +85,7 @@ def sparse_dot(x, w):
         w = B.asarray(w)
         dt = C.result_float(op, xdt, B.dtype(w))
         w = B.asarray(w, dt)
-        _check_sparse_dot_shapes(xshape, B.shape(w))
+        _check_sparse_dot_shapes(xshape, tuple(B.shape(w)))
         xs = B.sparse_cast(x, dt) if xdt != dt else x
     return B.sparse_dot(xs, w)
 
@@ -106,7 +106,7 @@ def argsort(x, axis=-1, descending=False):
     op = "argsort"
     B = resolve(op, x)
     x = B.asarray(x)
-    shape = B.shape(x)
+    shape = tuple(B.shape(x))
     if len(shape) < 1:
         raise ValueError(f"{op}: x must have at least 1 dim, got a scalar")
     axis = C.axis_index(op, "axis", axis, len(shape))
@@ -121,11 +121,11 @@ def _subtensor(op, x, index, value, accumulate):
     x = B.asarray(x)
     value = B.asarray(value)
     xdt = B.dtype(x)
-    xshape = B.shape(x)
+    xshape = tuple(B.shape(x))
     if any(d is None for d in xshape):  # symbolic: the plugin checks in-graph
         return B.set_subtensor(x, index, B.asarray(value, xdt), accumulate)
     sub = C.subtensor(op, xshape, index, B.to_numpy)
-    C.check_broadcast(op, "value", B.shape(value), sub.shape)
+    C.check_broadcast(op, "value", tuple(B.shape(value)), sub.shape)
     return B.set_subtensor(x, sub, B.asarray(value, xdt), accumulate)
 
 
@@ -149,15 +149,15 @@ def masked_mean(x, mask, axis=None):
     B = resolve(op, x, mask)
     (x,) = _float_args(op, B, x)
     mask = B.asarray(mask)
-    shape = B.shape(x)
-    C.check_broadcast(op, "mask", B.shape(mask), shape)
+    shape = tuple(B.shape(x))
+    C.check_broadcast(op, "mask", tuple(B.shape(mask)), shape)
     axes = C.axes_tuple(op, "axis", axis, len(shape))
     return B.masked_mean(x, mask, axes)
 
 
 def _topk_args(op, B, x, k, axis):
     (x,) = _float_args(op, B, x)
-    shape = B.shape(x)
+    shape = tuple(B.shape(x))
     if len(shape) < 1:
         raise ValueError(f"{op}: x must have at least 1 dim, got a scalar")
     axis = C.axis_index(op, "axis", axis, len(shape))
@@ -191,7 +191,7 @@ def softmax(x, axis=-1):
     op = "softmax"
     B = resolve(op, x)
     (x,) = _float_args(op, B, x)
-    shape = B.shape(x)
+    shape = tuple(B.shape(x))
     if len(shape) < 1:
         raise ValueError(f"{op}: x must have at least 1 dim, got a scalar")
     return B.softmax(x, C.axis_index(op, "axis", axis, len(shape)))
@@ -215,7 +215,7 @@ def embedding_mean(table, ids, pad_id=0):
     B = resolve(op, table, ids)
     (table,) = _float_args(op, B, table)
     ids = B.asarray(ids)
-    tshape, ishape = B.shape(table), B.shape(ids)
+    tshape, ishape = tuple(B.shape(table)), tuple(B.shape(ids))
     C.check_ndim(op, "table", tshape, (2,))
     C.check_ndim(op, "ids", ishape, (2,))
     idt = B.dtype(ids)
