@@ -1,0 +1,478 @@
+"""The TensorFlow backend: eager tensors and tf.function graphs alike.
+
+TensorFlow is imported in ``load()`` only.  Where TF's own op differs from the
+contract (NaN order in sorts, tie order of ``top_k`` across devices, duplicate
+indices in scatters, no dtype promotion), the primitive pins the contract's
+behaviour explicitly instead of relying on a kernel's habit.  Inside a
+``tf.function`` values are symbolic: the checks that need values become
+in-graph asserts whose failures ``ub.function`` turns back into the
+contract's exception.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from unibackend._checks import canonical_csr
+from unibackend._plugin import Backend, Capabilities
+
+# An in-graph check that fails raises tf.errors.InvalidArgumentError carrying
+# this tag; ub.function turns it back into the named Python exception.
+_TAG = "[unibackend IndexError] "
+
+
+class TensorflowBackend(Backend):
+    name = "tensorflow"
+    module = "tensorflow"
+    extra = "tensorflow"
+    distributions = ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tf-nightly")
+    capabilities = Capabilities(autodiff=True, sparse=True, symbolic=True, devices=False)
+
+    # -- set-up ------------------------------------------------------------
+    def load(self):
+        import scipy.sparse as sp
+        import tensorflow as tf
+
+        self.tf = tf
+        self.sp = sp
+        self._getitem = _numpy_getitem()
+        _autograph_leaves_unibackend_alone()
+        self._eager_type = type(tf.constant(0))
+        self._to_tf = {}      # numpy dtype -> tf.DType
+        self._to_np = {}      # tf.DType -> numpy dtype
+
+    def version(self):
+        from importlib.metadata import PackageNotFoundError, version
+
+        for dist in self.distributions:
+            try:
+                return version(dist)
+            except PackageNotFoundError:
+                continue
+        return ""
+
+    def native_types(self):
+        tf = self.tf
+        # tf.Tensor is the base of eager and graph (symbolic) tensors alike.
+        return (tf.Tensor, tf.Variable, tf.SparseTensor)
+
+    def _tf_dtype(self, dtype):
+        dt = self._to_tf.get(dtype)
+        if dt is None:
+            dt = self._to_tf[dtype] = self.tf.as_dtype(dtype)
+        return dt
+
+    def _symbolic(self, x):
+        return not isinstance(x, self._eager_type)
+
+    # -- conversion --------------------------------------------------------
+    def asarray(self, x, dtype=None):
+        tf = self.tf
+        if isinstance(x, tf.Tensor):
+            if dtype is None or x.dtype is self._tf_dtype(dtype):
+                return x
+            return tf.cast(x, self._tf_dtype(dtype))
+        if isinstance(x, tf.Variable):
+            x = tf.convert_to_tensor(x)  # a read: differentiable, never mutates
+            return x if dtype is None else self.asarray(x, dtype)
+        if isinstance(x, (tf.SparseTensor, tf.IndexedSlices)):
+            if isinstance(x, tf.IndexedSlices):
+                x = tf.convert_to_tensor(x)
+                return self.asarray(x, dtype)
+            return x if dtype is None else self.sparse_cast(x, dtype)
+        # numpy's dtype rules (a Python float is float64, not TF's float32).
+        return tf.convert_to_tensor(np.asarray(x, dtype=dtype))
+
+    def to_numpy(self, x):
+        tf = self.tf
+        if isinstance(x, tf.IndexedSlices):
+            x = tf.convert_to_tensor(x)
+        if isinstance(x, (tf.Tensor, tf.Variable)) and self._symbolic(x) and not isinstance(x, tf.Variable):
+            value = tf.get_static_value(x)
+            if value is None:
+                raise TypeError(
+                    "to_numpy: x is a symbolic tf.Tensor (inside a tf.function): its value "
+                    "exists only when the graph runs"
+                )
+            return np.asarray(value)
+        return x.numpy()
+
+    def shape(self, x):
+        s = x.shape
+        if s.rank is None:
+            raise ValueError("tensorflow: a tensor of unknown rank (tf.TensorSpec(shape=None)) is not supported")
+        return tuple(s.as_list())
+
+    def dtype(self, x):
+        dt = x.dtype
+        out = self._to_np.get(dt)
+        if out is None:
+            out = self._to_np[dt] = np.dtype(dt.as_numpy_dtype)
+        return out
+
+    def plain_float_dtype(self, x):
+        # Eager tensors only: a graph tensor's shape may hold None dims.  A
+        # scalar is left to the full path (its TensorShape is truthy).
+        if type(x) is self._eager_type:
+            dt = x.dtype
+            if dt.is_floating and x.shape.rank:
+                return self.dtype(x)
+        return None
+
+    def is_sparse(self, x):
+        return isinstance(x, self.tf.SparseTensor)
+
+    def sparse_from_scipy(self, csr):
+        # Canonical CSR (sorted, no duplicates): its COO order is row-major.
+        rows = np.repeat(np.arange(csr.shape[0], dtype=np.int64), np.diff(csr.indptr))
+        indices = np.stack([rows, csr.indices.astype(np.int64)], axis=1)
+        return self.tf.SparseTensor(indices, self.tf.convert_to_tensor(csr.data), csr.shape)
+
+    def sparse_to_scipy(self, x):
+        idx, vals = self.to_numpy(x.indices), self.to_numpy(x.values)
+        shape = tuple(int(d) for d in self.to_numpy(x.dense_shape))
+        # coo -> csr sums duplicates, as the contract reads a COO tensor.
+        return self.sp.coo_matrix((vals, (idx[:, 0], idx[:, 1])), shape=shape).tocsr()
+
+    def sparse_info(self, x):
+        s = x.shape
+        return (tuple(s.as_list()) if s.rank is not None else (None, None)), self.dtype(x.values)
+
+    def sparse_cast(self, x, dtype):
+        tf = self.tf
+        return tf.SparseTensor(x.indices, tf.cast(x.values, self._tf_dtype(dtype)), x.dense_shape)
+
+    def id_bounds(self, ids, pad_id):
+        tf = self.tf
+        if self._symbolic(ids):
+            value = tf.get_static_value(ids)
+            if value is None:
+                return None  # checked in-graph by embedding_mean
+            real = value[value != pad_id]
+            return (int(real.min()), int(real.max())) if real.size else None
+        ids = tf.cast(ids, tf.int64) if ids.dtype != tf.int64 else ids
+        real = self._not_pad(ids, pad_id)
+        big = np.iinfo(np.int64)
+        lo = tf.reduce_min(tf.where(real, ids, big.max))
+        hi = tf.reduce_max(tf.where(real, ids, big.min))
+        lo, hi = (int(v) for v in tf.stack([lo, hi]).numpy())
+        return None if lo > hi else (lo, hi)
+
+    def _not_pad(self, ids, pad_id):
+        tf = self.tf
+        info = np.iinfo(self.dtype(ids))
+        if not info.min <= pad_id <= info.max:
+            return tf.ones_like(ids, dtype=tf.bool)  # no id can equal pad_id
+        return tf.not_equal(ids, tf.constant(pad_id, ids.dtype))
+
+    # -- ops ---------------------------------------------------------------
+    def dot(self, a, b):
+        tf = self.tf
+        ra, rb = a.shape.rank, b.shape.rank
+        if ra == 2 and rb == 2:
+            return tf.linalg.matmul(a, b)
+        if ra == 2 and rb == 1:
+            return tf.linalg.matvec(a, b)
+        # numpy dot: contract a's last axis with b's first.
+        return tf.tensordot(a, b, axes=1)
+
+    def sparse_dot(self, x, w):
+        tf = self.tf
+        if not self._symbolic(x.indices):
+            self._check_sparse_indices(x)
+        # A user's tensor may be in any order (and may hold duplicates, which
+        # the product adds up); the kernel wants row-major order.
+        x = tf.sparse.reorder(x)
+        if w.shape.rank == 1:
+            return tf.sparse.sparse_dense_matmul(x, w[:, None])[:, 0]
+        return tf.sparse.sparse_dense_matmul(x, w)
+
+    def _check_sparse_indices(self, x):
+        tf = self.tf
+        idx = x.indices
+        if idx.shape[0] == 0:
+            return
+        shape = x.dense_shape
+        bad = tf.reduce_any((idx < 0) | (idx >= shape[None, :]), axis=1)
+        if bool(tf.reduce_any(bad)):
+            i = int(tf.argmax(tf.cast(bad, tf.int32)))
+            pos = tuple(int(v) for v in idx[i].numpy())
+            raise IndexError(
+                f"sparse_dot: x stores an entry at index {pos}, outside its shape "
+                f"{tuple(int(d) for d in shape.numpy())}"
+            )
+
+    def argsort(self, x, axis, descending):
+        tf = self.tf
+        key, perm = self._last_axis(self._order_key(x), axis)
+        if not descending:
+            key = tf.bitwise.invert(key)  # reverses a signed int order, no overflow
+        n = tf.shape(key)[-1]
+        # top_k on ints: ties are exact, and come lower index first.
+        idx = tf.math.top_k(key, k=n, sorted=True).indices
+        idx = tf.cast(idx, tf.int64)
+        return idx if perm is None else tf.transpose(idx, _inverse(perm))
+
+    def _order_key(self, x):
+        """Signed integers that order like x under the contract: -0.0 == +0.0,
+        every NaN equal and greater than +inf; equal keys iff equal values."""
+        tf = self.tf
+        dt = x.dtype
+        if dt.is_floating:
+            itype = {2: tf.int16, 4: tf.int32, 8: tf.int64}[dt.size]
+            zero = tf.zeros((), dt)
+            bits = tf.bitcast(tf.where(tf.equal(x, zero), zero, x), itype)
+            # Negative floats order backwards as ints: flip all but the sign bit.
+            key = tf.where(bits < 0, tf.bitwise.bitwise_xor(bits, tf.constant(itype.max, itype)), bits)
+            key = tf.where(tf.math.is_nan(x), tf.constant(itype.max, itype), key)
+            return key if dt.size > 2 else tf.cast(key, tf.int32)
+        if dt == tf.bool:
+            return tf.cast(x, tf.int32)
+        if dt == tf.uint64:
+            # Flip the top bit: unsigned order becomes signed order.
+            return tf.bitwise.bitwise_xor(tf.bitcast(x, tf.int64), tf.constant(np.iinfo(np.int64).min, tf.int64))
+        if dt.is_integer:
+            return tf.cast(x, tf.int64) if dt != tf.int64 else x
+        raise TypeError(f"tensorflow: cannot order values of dtype {dt.name}")
+
+    def _last_axis(self, x, axis):
+        """x with ``axis`` moved last, and the permutation (None: no move)."""
+        nd = x.shape.rank
+        if axis == nd - 1:
+            return x, None
+        perm = [i for i in range(nd) if i != axis] + [axis]
+        return self.tf.transpose(x, perm), perm
+
+    def set_subtensor(self, x, sub, value, accumulate):
+        tf = self.tf
+        if not hasattr(sub, "positions"):  # raw index: x has unknown dims
+            return self._set_symbolic(x, sub, value, accumulate)
+        # Flat positions on a flattened x, in numpy's order; then reshape.
+        flat = tf.reshape(x, [-1])
+        vals = tf.reshape(tf.broadcast_to(value, sub.shape), [-1])
+        if accumulate:
+            pos = sub.positions().reshape(-1, 1)
+            out = tf.tensor_scatter_nd_add(flat, pos, vals)
+        else:
+            # TF leaves the order of duplicate writes undefined: scatter each
+            # position once, with the value of its last write.
+            pos, take = sub.last_writes()
+            if take is not None:
+                vals = tf.gather(vals, take)
+            out = tf.tensor_scatter_nd_update(flat, pos.reshape(-1, 1), vals)
+        return tf.reshape(out, sub.xshape)
+
+    def _set_symbolic(self, x, index, value, accumulate):
+        """set/inc_subtensor when x's shape is only known when the graph runs:
+        the index applies to a tensor of flat positions, with in-graph range checks."""
+        tf = self.tf
+        single = not isinstance(index, tuple)
+        parts = tuple(np.asarray(p) if isinstance(p, list) else p for p in ((index,) if single else index))
+        size = tf.size(x, out_type=tf.int64)
+        pos = tf.reshape(tf.range(size), tf.shape(x, out_type=tf.int64))
+        with tf.control_dependencies(self._index_checks(x, parts, "inc_subtensor" if accumulate else "set_subtensor")):
+            pos = tf.identity(pos)
+        sel = self._getitem(pos, parts[0] if single else parts)
+        vals = tf.reshape(tf.broadcast_to(value, tf.shape(sel)), [-1])
+        sel = tf.reshape(sel, [-1])
+        flat = tf.reshape(x, [-1])
+        if accumulate:
+            out = tf.tensor_scatter_nd_add(flat, sel[:, None], vals)
+        else:
+            # For each position, the index of its last write (-1: untouched).
+            last = tf.math.unsorted_segment_max(tf.range(tf.size(sel, out_type=tf.int64)), sel, size)
+            hit = last >= 0
+            out = tf.tensor_scatter_nd_update(flat, tf.where(hit), tf.gather(vals, tf.boolean_mask(last, hit)))
+        return tf.reshape(out, tf.shape(x))
+
+    def _index_checks(self, x, parts, op):
+        """In-graph asserts that every int / int-array part is in range of its axis."""
+        tf = self.tf
+        nd = x.shape.rank
+        used = sum(_dims_used(p) for p in parts if p is not Ellipsis)
+        dims = tf.shape(x, out_type=tf.int64)
+        checks, axis = [], 0
+        for p in parts:
+            if p is Ellipsis:
+                axis += nd - used
+                continue
+            if isinstance(p, slice) or p is None:
+                axis += _dims_used(p)
+                continue
+            arr = p if isinstance(p, tf.Tensor) else np.asarray(p)
+            if arr.dtype == bool or (isinstance(arr, tf.Tensor) and arr.dtype == tf.bool):
+                axis += _dims_used(arr)
+                continue
+            if axis < nd:
+                n = dims[axis]
+                i = tf.cast(arr, tf.int64)
+                ok = tf.reduce_all((i >= -n) & (i < n))
+                checks.append(tf.debugging.Assert(ok, [f"{_TAG}{op}: an index is out of range for axis {axis}"]))
+            axis += 1
+        return checks
+
+    def masked_mean(self, x, mask, axes):
+        tf = self.tf
+        keep = mask if mask.dtype == tf.bool else tf.not_equal(mask, tf.zeros((), mask.dtype))
+        keep = tf.broadcast_to(keep, tf.shape(x))
+        # where, not multiply: a masked-out NaN or inf never reaches the sum.
+        total = tf.reduce_sum(tf.where(keep, x, tf.zeros((), x.dtype)), axis=axes)
+        count = tf.reduce_sum(tf.cast(keep, tf.int64), axis=axes)
+        return total / tf.cast(tf.maximum(count, 1), x.dtype)
+
+    def keep_topk(self, x, k, axis, fill):
+        tf = self.tf
+        n = x.shape[axis]
+        if k == n:
+            return tf.identity(x)
+        fill = tf.constant(fill, x.dtype)
+        if k == 0:
+            return tf.fill(tf.shape(x), fill)
+        # The k-th largest key t per slice; everything above t stays, and the
+        # first entries equal to t by index fill the remaining places.  This
+        # never depends on how a device's top_k orders ties.
+        key, perm = self._last_axis(self._order_key(x), axis)
+        t = tf.math.top_k(key, k=k, sorted=True).values[..., k - 1:k]
+        above = key > t
+        tied = tf.equal(key, t)
+        room = k - tf.reduce_sum(tf.cast(above, tf.int32), axis=-1, keepdims=True)
+        keep = above | (tied & (tf.cumsum(tf.cast(tied, tf.int32), axis=-1) <= room))
+        if perm is not None:
+            keep = tf.transpose(keep, _inverse(perm))
+        return tf.where(keep, x, fill)
+
+    def softmax(self, x, axis):
+        tf = self.tf
+        m = tf.reduce_max(x, axis=axis, keepdims=True)
+        # An all -inf slice has max -inf: shift by 0 instead, e is then all 0.
+        m = tf.where(tf.math.is_finite(m), m, tf.zeros((), x.dtype))
+        e = tf.exp(x - tf.stop_gradient(m))
+        s = tf.reduce_sum(e, axis=axis, keepdims=True)
+        return e / tf.where(tf.equal(s, 0), tf.ones((), x.dtype), s)
+
+    def embedding_mean(self, table, ids, pad_id):
+        tf = self.tf
+        real = self._not_pad(ids, pad_id)
+        ids = tf.cast(ids, tf.int64) if ids.dtype != tf.int64 else ids
+        V = tf.shape(table, out_type=tf.int64)[0]
+        if self._symbolic(ids) and tf.get_static_value(ids) is None:
+            bad = real & ((ids < 0) | (ids >= V))
+            rows = "its" if table.shape[0] is None else f"{table.shape[0]}"
+            check = tf.debugging.Assert(
+                tf.logical_not(tf.reduce_any(bad)),
+                [f"{_TAG}embedding_mean: an id is out of range for a table of {rows} rows"])
+            with tf.control_dependencies([check]):
+                ids = tf.identity(ids)
+        # A row-normalised sparse (n, V) selection times the table: O(n*d + nnz)
+        # memory, repeated ids add up, rows of only padding have no entries,
+        # and the gradient w.r.t. the table is zero on rows never selected.
+        where = tf.where(real)                                  # (nnz, 2), row-major
+        counts = tf.reduce_sum(tf.cast(real, table.dtype), axis=1)
+        weights = tf.gather(1 / tf.maximum(counts, 1), where[:, 0])
+        n = tf.shape(ids, out_type=tf.int64)[0]
+        sel = tf.SparseTensor(tf.stack([where[:, 0], tf.gather_nd(ids, where)], axis=1), weights, tf.stack([n, V]))
+        return tf.sparse.sparse_dense_matmul(sel, table)
+
+    # -- autodiff and compilation ------------------------------------------
+    def value_and_grad(self, f, argnums, args, kwargs):
+        tf = self.tf
+        nums = argnums if isinstance(argnums, tuple) else (argnums,)
+        args = list(args)
+        with tf.GradientTape() as tape:
+            sources = []
+            for i in nums:
+                a = args[i]
+                if self.sp.issparse(a):
+                    a = self.sparse_from_scipy(canonical_csr("value_and_grad", a))
+                if isinstance(a, tf.SparseTensor):
+                    # Structured gradient: only w.r.t. the stored values.
+                    values = tf.identity(a.values)
+                    tape.watch(values)
+                    args[i] = tf.SparseTensor(a.indices, values, a.dense_shape)
+                    sources.append(values)
+                    continue
+                if not isinstance(a, tf.Variable):
+                    a = self.asarray(a)
+                    if not (a.dtype.is_floating or a.dtype.is_complex):
+                        a = tf.cast(a, tf.float64)  # as the ops promote integers
+                    args[i] = a
+                tape.watch(a)
+                sources.append(a)
+            value = self.asarray(f(*args, **kwargs))
+        if value.shape.rank != 0:
+            raise TypeError(
+                f"value_and_grad: f must return a scalar, got a value of shape {tuple(value.shape.as_list())}"
+            )
+        grads = tape.gradient(value, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        out = []
+        for i, g in zip(nums, grads):
+            a = args[i]
+            if isinstance(g, tf.IndexedSlices):
+                g = tf.convert_to_tensor(g)
+            if isinstance(a, tf.SparseTensor):
+                g = tf.SparseTensor(a.indices, g, a.dense_shape)
+            out.append(g)
+        return value, (tuple(out) if isinstance(argnums, tuple) else out[0])
+
+    def function(self, f):
+        tf = self.tf
+        compiled = tf.function(f)
+
+        def run(*args):
+            try:
+                return compiled(*args)
+            except tf.errors.InvalidArgumentError as e:
+                msg = e.message or ""
+                at = msg.find(_TAG)
+                if at < 0:
+                    raise
+                text = msg[at + len(_TAG):].split("]")[0].strip()
+                raise IndexError(text) from None
+
+        return run
+
+
+def _inverse(perm):
+    inv = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inv[p] = i
+    return inv
+
+
+def _dims_used(p):
+    """How many axes of x an index part consumes."""
+    if p is None:
+        return 0
+    if isinstance(p, slice):
+        return 1
+    nd = getattr(p, "ndim", None)
+    if nd is None:
+        shape = getattr(p, "shape", None)
+        nd = len(shape) if shape is not None else 0
+    dt = getattr(p, "dtype", None)
+    if dt is not None and (dt == np.bool_ or getattr(dt, "is_bool", False)):
+        return nd
+    return 1
+
+
+def _numpy_getitem():
+    """numpy-style indexing (integer arrays, masks) of a tf.Tensor, from TF's
+    numpy layer; only the symbolic set_subtensor path needs it."""
+    try:
+        from tensorflow.python.ops.numpy_ops import np_array_ops
+
+        return np_array_ops._getitem
+    except (ImportError, AttributeError):  # pragma: no cover - a future TF
+        return lambda x, index: x[index]
+
+
+def _autograph_leaves_unibackend_alone():
+    """Inside a user's tf.function, AutoGraph would rewrite unibackend's own
+    (graph-safe) Python; let it call the ops as they are, as it does for keras."""
+    try:
+        from tensorflow.python.autograph.core import config
+
+        rule = config.DoNotConvert("unibackend")
+        if not any(getattr(r, "_prefix", None) == "unibackend" for r in config.CONVERSION_RULES):
+            config.CONVERSION_RULES = (rule,) + tuple(config.CONVERSION_RULES)
+    except (ImportError, AttributeError):  # pragma: no cover - a future TF
+        pass

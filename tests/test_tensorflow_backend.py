@@ -1,0 +1,452 @@
+"""The TensorFlow plugin: every op against the numpy reference, the places
+where TF's own ops differ from the contract (NaN order, ties, duplicate
+scatter indices, no dtype promotion, silent out-of-range on GPU), eager and
+inside tf.function, autodiff, and every error as the contract's exception."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import unibackend as ub
+
+tf = pytest.importorskip("tensorflow")
+
+inf, nan = np.inf, np.nan
+
+
+@pytest.fixture(autouse=True)
+def tensorflow_backend():
+    with ub.use_backend("tensorflow") as B:
+        yield B
+
+
+def ref(op, *args, **kwargs):
+    """The numpy reference's answer."""
+    with ub.use_backend("numpy"):
+        return op(*args, **kwargs)
+
+
+def same(out, expect, exact=False):
+    assert isinstance(out, tf.Tensor), type(out)
+    got = out.numpy()
+    expect = np.asarray(expect)
+    assert got.dtype == expect.dtype, (got.dtype, expect.dtype)
+    assert got.shape == expect.shape, (got.shape, expect.shape)
+    if exact:
+        np.testing.assert_array_equal(got, expect)
+    else:
+        np.testing.assert_allclose(got, expect, rtol=1e-6 if got.dtype == np.float32 else 1e-12, atol=1e-7)
+
+
+# -- set-up, dispatch, conversion ---------------------------------------------
+
+def test_backends_lists_tensorflow_without_importing_it():
+    code = (
+        "import sys, unibackend as ub\n"
+        "info = {i.name: i for i in ub.backends()}['tensorflow']\n"
+        "assert info.installed and info.version, info\n"
+        "assert set(info.capabilities) >= {'autodiff', 'sparse', 'symbolic'}, info\n"
+        "assert 'tensorflow' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_eager_graph_variable_and_sparse_tensors_all_select_tensorflow():
+    x = np.array([[1.0, 2.0], [3.0, 4.0]])
+    with ub.use_backend("numpy"):
+        assert isinstance(ub.softmax(tf.constant(x)), tf.Tensor)
+        assert isinstance(ub.softmax(tf.Variable(x)), tf.Tensor)
+        assert isinstance(ub.sparse_dot(tf.sparse.from_dense(x), x), tf.Tensor)
+
+        @tf.function
+        def in_graph(t):
+            out = ub.softmax(t)
+            assert isinstance(out, tf.Tensor) and not hasattr(out, "numpy")  # symbolic
+            return out
+
+        same(in_graph(tf.constant(x)), ref(ub.softmax, x))
+
+
+def test_asarray_is_a_no_op_for_a_tensor_of_the_right_dtype_and_casts_otherwise():
+    B = ub.get_backend()
+    t = tf.constant([1.0, 2.0], tf.float32)
+    assert B.asarray(t) is t
+    assert B.asarray(t, np.dtype(np.float32)) is t
+    assert B.asarray(t, np.dtype(np.float64)).dtype == tf.float64
+    # numpy's rules, not TF's: a Python float list is float64.
+    assert ub.asarray([1.0, 2.0]).dtype == tf.float64
+    assert ub.asarray(np.arange(3), "float32").dtype == tf.float32
+    v = tf.Variable([1.0, 2.0])
+    assert isinstance(ub.asarray(v), tf.Tensor)
+
+
+def test_to_numpy_gives_arrays_and_sparse_gives_scipy_csr_with_duplicates_summed():
+    np.testing.assert_array_equal(ub.to_numpy(tf.constant([1.0, 2.0])), [1.0, 2.0])
+    st = tf.SparseTensor([[1, 0], [0, 1], [1, 0]], [1.0, 2.0, 3.0], [2, 2])
+    out = ub.to_numpy(st)
+    assert isinstance(out, sp.csr_matrix)
+    np.testing.assert_array_equal(out.toarray(), [[0.0, 2.0], [4.0, 0.0]])
+
+
+# -- dot / sparse_dot ---------------------------------------------------------
+
+@pytest.mark.parametrize("sa,sb", [((3,), (3,)), ((2, 3), (3,)), ((3,), (3, 4)), ((2, 3), (3, 4)),
+                                   ((2, 5, 3), (3, 4)), ((2, 5, 3), (3,))])
+def test_dot_matches_numpy_dot_for_every_rank_pair(sa, sb):
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(sa), rng.standard_normal(sb)
+    same(ub.dot(a, b), ref(ub.dot, a, b))
+    same(ub.dot(tf.constant(a), tf.constant(b)), ref(ub.dot, a, b))
+
+
+def test_dot_promotes_float32_with_float64_although_tf_does_not():
+    a = tf.ones((2, 3), tf.float32)
+    b = tf.ones((3, 2), tf.float64)
+    assert ub.dot(a, b).dtype == tf.float64
+    assert ub.dot(a, np.ones(3)).dtype == tf.float64
+    assert ub.dot(a, tf.ones(3, tf.float32)).dtype == tf.float32
+    assert ub.dot(tf.constant([[1, 2]]), np.ones(2, np.float32)).dtype == tf.float64  # ints -> float64
+
+
+@pytest.mark.parametrize("fmt", ["csr_matrix", "csc_matrix", "coo_matrix", "csr_array"])
+def test_sparse_dot_with_scipy_input_matches_numpy_for_2d_and_1d_w(fmt):
+    dense = np.array([[0.0, 2.0, 0.0], [1.0, 0.0, 3.0]])
+    x = getattr(sp, fmt)(dense)
+    w = np.arange(6.0).reshape(3, 2)
+    same(ub.sparse_dot(x, w), dense @ w)
+    same(ub.sparse_dot(x, w[:, 0]), dense @ w[:, 0])
+    same(ub.dot(x, tf.constant(w)), dense @ w)
+
+
+def test_sparse_dot_adds_duplicates_of_unordered_user_sparse_tensor_and_coo():
+    st = tf.SparseTensor([[1, 2], [0, 1], [1, 2], [0, 0]], [1.0, 2.0, 3.0, 4.0], [2, 3])
+    w = np.array([[1.0, 10.0], [100.0, 1000.0], [5.0, 7.0]])
+    expect = np.array([[4.0, 2.0, 0.0], [0.0, 0.0, 4.0]]) @ w
+    same(ub.sparse_dot(st, w), expect)
+    coo = sp.coo_matrix(([1.0, 2.0], ([0, 0], [1, 1])), shape=(2, 3))
+    same(ub.sparse_dot(coo, w), ref(ub.sparse_dot, coo, w))
+    assert coo.nnz == 2  # the input keeps its duplicates
+
+
+def test_sparse_dot_promotes_a_float32_sparse_tensor_with_float64_w():
+    st = tf.sparse.from_dense(tf.constant([[0.0, 2.0], [1.0, 0.0]], tf.float32))
+    out = ub.sparse_dot(st, np.array([1.0, 10.0]))
+    same(out, np.array([20.0, 1.0]))
+    assert st.values.dtype == tf.float32
+
+
+def test_sparse_dot_with_an_entry_outside_the_sparse_tensor_shape_raises_index_error():
+    st = tf.SparseTensor([[0, 0], [1, 5]], [1.0, 2.0], [2, 3])
+    with pytest.raises(IndexError, match=r"sparse_dot: x stores an entry at index \(1, 5\), outside its shape \(2, 3\)"):
+        ub.sparse_dot(st, np.ones(3))
+
+
+def test_sparse_dot_gradients_are_xt_g_for_w_and_structured_for_values():
+    dense = np.array([[0.0, 2.0, 0.0], [1.0, 0.0, 3.0]])
+    w = np.arange(6.0).reshape(3, 2)
+    x = sp.csr_matrix(dense)
+    gw = ub.grad(lambda w: tf.reduce_sum(ub.sparse_dot(x, w)))(w)
+    same(gw, dense.T @ np.ones((2, 2)))
+    gx = ub.grad(lambda x: tf.reduce_sum(ub.sparse_dot(x, w)))(x)
+    assert isinstance(gx, tf.SparseTensor)
+    got = ub.to_numpy(gx)
+    # only the stored positions: d/dx[i, j] = sum_k w[j, k]
+    expect = sp.csr_matrix((w.sum(axis=1)[x.indices], x.indices, x.indptr), shape=x.shape)
+    np.testing.assert_allclose(got.toarray(), expect.toarray())
+    assert got.nnz == x.nnz
+
+
+# -- argsort ------------------------------------------------------------------
+
+def test_argsort_puts_nan_last_where_tf_argsort_puts_it_in_the_middle():
+    x = np.array([1.0, nan, 0.0, nan, 2.0])
+    # The framework difference this plugin pins: TF's own sort.
+    np.testing.assert_array_equal(tf.argsort(x, stable=True).numpy(), [2, 0, 1, 3, 4])
+    same(ub.argsort(x), np.array([2, 0, 4, 1, 3]), exact=True)
+    same(ub.argsort(x, descending=True), np.array([1, 3, 4, 0, 2]), exact=True)
+
+
+def test_argsort_is_stable_both_ways_with_signed_zeros_equal_and_nan_above_inf():
+    x = np.array([1.0, nan, -0.0, inf, 0.0, nan, -inf, 1.0])
+    for desc in (False, True):
+        same(ub.argsort(x, descending=desc), ref(ub.argsort, x, descending=desc), exact=True)
+        same(ub.argsort(x.astype(np.float32), descending=desc), ref(ub.argsort, x, descending=desc), exact=True)
+        same(ub.argsort(x.astype(np.float16), descending=desc), ref(ub.argsort, x, descending=desc), exact=True)
+
+
+def test_argsort_matches_numpy_on_random_ties_along_every_axis():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 3, (6, 40, 5)).astype(np.float64)
+    x[rng.random(x.shape) < 0.1] = nan
+    x[rng.random(x.shape) < 0.1] *= -1  # -0.0 among the zeros
+    for axis in (0, 1, -1):
+        for desc in (False, True):
+            same(ub.argsort(x, axis, desc), ref(ub.argsort, x, axis, desc), exact=True)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64, np.uint8, np.uint64, np.bool_])
+def test_argsort_of_integers_orders_extremes_without_overflow(dtype):
+    if dtype == np.bool_:
+        x = np.array([True, False, True, False])
+    else:
+        info = np.iinfo(dtype)
+        x = np.array([info.max, 0, info.min, 1, info.max, info.min], dtype)
+    for desc in (False, True):
+        same(ub.argsort(tf.constant(x), descending=desc), ref(ub.argsort, x, descending=desc), exact=True)
+
+
+# -- set_subtensor / inc_subtensor ---------------------------------------------
+
+X = np.arange(12.0).reshape(3, 4)
+INDICES = [
+    1, -1, (slice(None), 2), (slice(1, None), slice(None, None, 2)), (Ellipsis, 0),
+    np.array([2, 0, 2]), (np.array([0, 0, 1]), np.array([1, 1, 3])), X > 5,
+    (slice(None, None, -1), 1), ([0, 2], slice(1, 3)),
+]
+
+
+@pytest.mark.parametrize("index", INDICES, ids=range(len(INDICES)))
+def test_set_and_inc_subtensor_match_numpy_last_write_wins_and_every_add_counts(index):
+    sel_shape = X[index].shape
+    value = np.arange(1.0, 1.0 + np.prod(sel_shape)).reshape(sel_shape) * 100
+    for op in (ub.set_subtensor, ub.inc_subtensor):
+        same(op(X, index, value), ref(op, X, index, value), exact=True)
+        same(op(tf.constant(X), index, 7.0), ref(op, X, index, 7.0), exact=True)
+
+
+def test_set_subtensor_with_duplicates_keeps_the_last_write_on_tf_tensors():
+    x = tf.zeros(4, tf.float64)
+    same(ub.set_subtensor(x, tf.constant([1, 3, 1]), np.array([5.0, 6.0, 7.0])), np.array([0.0, 7.0, 0.0, 6.0]), exact=True)
+    same(ub.inc_subtensor(x, tf.constant([1, 3, 1]), np.array([5.0, 6.0, 7.0])), np.array([0.0, 12.0, 0.0, 6.0]), exact=True)
+
+
+def test_set_subtensor_keeps_x_dtype_and_never_mutates_a_variable():
+    v = tf.Variable(np.zeros((2, 2), np.float32))
+    out = ub.set_subtensor(v, (0, 1), np.float64(3.0))
+    assert out.dtype == tf.float32
+    np.testing.assert_array_equal(out.numpy(), [[0.0, 3.0], [0.0, 0.0]])
+    np.testing.assert_array_equal(v.numpy(), np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("index", [3, (0, -5), tf.constant([0, 7]), tf.constant([[-4]])], ids=range(4))
+def test_set_subtensor_out_of_range_raises_index_error_not_a_tf_error(index):
+    for op in (ub.set_subtensor, ub.inc_subtensor):
+        with pytest.raises(IndexError, match=r"_subtensor: index") as info:
+            op(tf.constant(X), index, 1.0)
+        assert type(info.value) is IndexError
+
+
+def test_set_subtensor_gradient_flows_to_untouched_x_and_to_the_last_write():
+    def f(x, v):
+        return tf.reduce_sum(ub.set_subtensor(x, np.array([0, 0]), v) * np.array([1.0, 2.0, 3.0]))
+
+    gx, gv = ub.grad(f, argnums=(0, 1))(np.ones(3), np.array([5.0, 6.0]))
+    same(gx, np.array([0.0, 2.0, 3.0]))
+    same(gv, np.array([0.0, 1.0]))
+
+
+# -- masked_mean ----------------------------------------------------------------
+
+def test_masked_mean_ignores_masked_nan_and_gives_zero_when_nothing_holds():
+    x = np.array([[1.0, nan, 3.0], [inf, -inf, nan]])
+    mask = np.array([[1, 0, 1], [0, 0, 0]])
+    same(ub.masked_mean(x, mask, axis=1), np.array([2.0, 0.0]))
+    same(ub.masked_mean(tf.constant(x), tf.constant(mask != 0), axis=1), np.array([2.0, 0.0]))
+    g = ub.grad(lambda x: ub.masked_mean(x, mask, axis=None))(x)
+    same(g, np.array([[0.5, 0.0, 0.5], [0.0, 0.0, 0.0]]))
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1, (0, 2), -1])
+def test_masked_mean_matches_numpy_with_broadcast_numeric_masks(axis):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    mask = rng.random((4, 1)) < 0.5
+    same(ub.masked_mean(x, mask.astype(np.float32), axis=axis), ref(ub.masked_mean, x, mask, axis=axis))
+
+
+# -- keep_topk / softmax / topk_gate ---------------------------------------------
+
+def test_keep_topk_counts_nan_as_largest_and_keeps_the_lower_index_on_ties():
+    x = np.array([1.0, nan, 2.0, 2.0, nan, 2.0])
+    same(ub.keep_topk(x, 3), np.array([-inf, nan, 2.0, -inf, nan, -inf]), exact=True)
+    same(ub.keep_topk(x, 4, fill=0.0), np.array([0.0, nan, 2.0, 2.0, nan, 0.0]), exact=True)
+    same(ub.keep_topk(x, 0, fill=-1.0), np.full(6, -1.0), exact=True)
+    same(ub.keep_topk(x, 6), x, exact=True)
+
+
+def test_keep_topk_matches_numpy_on_heavy_ties_along_every_axis():
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 3, (5, 7, 6)).astype(np.float32)
+    x[rng.random(x.shape) < 0.1] = nan
+    for axis in (0, 1, 2):
+        for k in (1, 3, x.shape[axis] - 1):
+            same(ub.keep_topk(x, k, axis=axis), ref(ub.keep_topk, x, k, axis=axis), exact=True)
+
+
+def test_softmax_is_stable_gives_zero_for_minus_inf_and_zeros_for_an_all_minus_inf_slice():
+    x = np.array([[1000.0, 1000.0, -inf], [-inf, -inf, -inf], [1.0, 2.0, 3.0]])
+    out = ub.softmax(x)
+    same(out, ref(ub.softmax, x))
+    np.testing.assert_array_equal(out.numpy()[:2], [[0.5, 0.5, 0.0], [0.0, 0.0, 0.0]])
+    same(ub.softmax(x.astype(np.float32), axis=0), ref(ub.softmax, x.astype(np.float32), axis=0))
+
+
+def test_topk_gate_has_exactly_k_nonzero_weights_summing_to_one():
+    x = np.array([[3.0, 3.0, 3.0, 1.0], [-inf, 0.0, 5.0, 5.0]])
+    out = ub.topk_gate(x, 2)
+    same(out, ref(ub.topk_gate, x, 2))
+    np.testing.assert_allclose(out.numpy(), [[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.5, 0.5]])
+
+
+# -- embedding_mean ---------------------------------------------------------------
+
+TABLE = np.arange(12.0).reshape(6, 2)
+IDS = np.array([[1, 1, 2, 0], [0, 0, 0, 0], [5, 3, 0, 0]])
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint8])
+def test_embedding_mean_counts_repeats_and_gives_zeros_for_padding_rows(dtype):
+    out = ub.embedding_mean(TABLE, IDS.astype(dtype))
+    same(out, ref(ub.embedding_mean, TABLE, IDS))
+    np.testing.assert_allclose(out.numpy(), [[(2 + 2 + 4) / 3, (3 + 3 + 5) / 3], [0.0, 0.0], [8.0, 9.0]])
+
+
+def test_embedding_mean_with_other_pad_ids_including_one_outside_the_id_dtype():
+    ids = IDS.astype(np.int32)
+    same(ub.embedding_mean(TABLE, ids, pad_id=1), ref(ub.embedding_mean, TABLE, ids, pad_id=1))
+    same(ub.embedding_mean(TABLE.astype(np.float32), tf.constant(ids), pad_id=2**40),
+         ref(ub.embedding_mean, TABLE.astype(np.float32), ids, pad_id=2**40))
+
+
+def test_embedding_mean_gradient_is_dense_with_an_exactly_zero_pad_row():
+    g = ub.grad(lambda t: tf.reduce_sum(ub.embedding_mean(t, IDS)))(tf.constant(TABLE))
+    assert isinstance(g, tf.Tensor) and not isinstance(g, tf.IndexedSlices)
+    expect = np.zeros_like(TABLE)
+    expect[1], expect[2], expect[3], expect[5] = 2 / 3, 1 / 3, 0.5, 0.5
+    same(g, expect)
+    assert np.all(g.numpy()[0] == 0.0)
+
+
+def test_embedding_mean_bad_ids_raise_the_contract_exceptions_on_tf_inputs():
+    with pytest.raises(IndexError, match=r"embedding_mean: id 6 is out of range for a table of 6 rows"):
+        ub.embedding_mean(tf.constant(TABLE), tf.constant([[1, 6]]))
+    with pytest.raises(IndexError, match=r"embedding_mean: id -1 is out of range"):
+        ub.embedding_mean(TABLE, tf.constant([[-1, 0]], tf.int32))
+    with pytest.raises(TypeError, match=r"embedding_mean: ids must be integers"):
+        ub.embedding_mean(TABLE, tf.constant([[1.0]]))
+
+
+def test_embedding_mean_keeps_memory_linear_no_n_by_l_by_d_gather():
+    """The graph holds no tensor of n*L*d elements: every intermediate is at
+    most max(n*d, V*d, nnz*2) elements."""
+    n, L, V, d = 8, 16, 5, 32
+    ids = np.random.default_rng(4).integers(0, V, (n, L))
+    f = tf.function(lambda t, i: ub.embedding_mean(t, i))
+    graph = f.get_concrete_function(tf.TensorSpec((V, d), tf.float64), tf.TensorSpec((n, L), tf.int64)).graph
+    limit = max(n * d, V * d, n * L * 2)
+    for op in graph.get_operations():
+        for t in op.outputs:
+            if t.shape.rank is not None and t.shape.is_fully_defined():
+                assert t.shape.num_elements() <= limit, (op.type, t.shape)
+    same(f(tf.constant(TABLE[:V].repeat(16, axis=1)), tf.constant(ids)), ref(ub.embedding_mean, TABLE[:V].repeat(16, axis=1), ids))
+
+
+# -- autodiff and tf.function -------------------------------------------------------
+
+def test_value_and_grad_returns_a_tf_scalar_and_dense_grads_for_each_argnum():
+    def f(a, b, scale=1.0):
+        return scale * tf.reduce_sum(ub.dot(a, b))
+
+    a, b = np.ones((2, 3)), np.arange(3.0)
+    value, (ga, gb) = ub.value_and_grad(f, argnums=(0, 1))(a, b, scale=2.0)
+    same(value, np.float64(12.0))
+    same(ga, np.tile(2 * b, (2, 1)))
+    same(gb, np.full(3, 4.0))
+
+
+def test_value_and_grad_gives_zeros_for_an_unused_argument_and_watches_variables():
+    v = tf.Variable([1.0, 2.0])
+    g0, g1 = ub.grad(lambda x, y: tf.reduce_sum(x * x), argnums=(0, 1))(v, np.ones(2))
+    same(g0, np.array([2.0, 4.0], np.float32))
+    same(g1, np.zeros(2))
+
+
+def test_value_and_grad_of_a_non_scalar_function_raises_type_error():
+    with pytest.raises(TypeError, match=r"value_and_grad: f must return a scalar, got a value of shape \(2,\)"):
+        ub.grad(lambda x: x * 2)(np.ones(2))
+
+
+def test_every_op_runs_inside_a_users_tf_function_and_agrees_with_eager():
+    x = np.array([[1.0, nan, 2.0, 2.0], [0.5, -0.0, 0.0, -inf]])
+
+    @tf.function
+    def many(x, ids, table):
+        return (ub.argsort(x), ub.argsort(x, descending=True), ub.keep_topk(x, 2), ub.softmax(x),
+                ub.masked_mean(x, x > 0, axis=1), ub.set_subtensor(x, (0, np.array([1, 1])), np.array([8.0, 9.0])),
+                ub.inc_subtensor(x, (Ellipsis, 1), 1.0), ub.embedding_mean(table, ids),
+                ub.dot(table, np.ones(2)), ub.sparse_dot(sp.csr_matrix(np.eye(4)), table[:4]))
+
+    args = (tf.constant(x), tf.constant(IDS), tf.constant(TABLE))
+    got = many(*args)
+    eager = (ub.argsort(x), ub.argsort(x, descending=True), ub.keep_topk(x, 2), ub.softmax(x),
+             ub.masked_mean(x, x > 0, axis=1), ub.set_subtensor(x, (0, np.array([1, 1])), np.array([8.0, 9.0])),
+             ub.inc_subtensor(x, (Ellipsis, 1), 1.0), ub.embedding_mean(TABLE, IDS),
+             ub.dot(TABLE, np.ones(2)), ub.sparse_dot(sp.csr_matrix(np.eye(4)), TABLE[:4]))
+    for g, e in zip(got, eager):
+        same(g, e.numpy(), exact=True)
+
+
+def test_ub_function_is_a_tf_function_that_maps_numpy_to_tf_and_takes_grads():
+    @ub.function
+    def loss(table, ids):
+        return ub.value_and_grad(lambda t: tf.reduce_sum(ub.embedding_mean(t, ids) ** 2))(table)
+
+    value, g = loss(TABLE, IDS)
+    v_ref, g_ref = ub.value_and_grad(lambda t: tf.reduce_sum(ub.embedding_mean(t, IDS) ** 2))(TABLE)
+    same(value, v_ref.numpy())
+    same(g, g_ref.numpy())
+
+
+def test_out_of_range_ids_inside_ub_function_raise_index_error():
+    f = ub.function(lambda t, i: ub.embedding_mean(t, i))
+    same(f(TABLE, IDS), ref(ub.embedding_mean, TABLE, IDS))
+    with pytest.raises(IndexError, match=r"embedding_mean: an id is out of range for a table of 6 rows") as info:
+        f(TABLE, IDS + 4)
+    assert type(info.value) is IndexError
+
+
+def test_out_of_range_ids_inside_a_users_tf_function_fail_the_graph_with_the_contract_message():
+    """In a user's own graph the value is only known when it runs: the check
+    is an in-graph assert (on every device) carrying the contract's message."""
+    f = tf.function(lambda t, i: ub.embedding_mean(t, i))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"embedding_mean: an id is out of range"):
+        f(tf.constant(TABLE), tf.constant(IDS + 4))
+
+
+SIG = [tf.TensorSpec([None, None], tf.float64), tf.TensorSpec([None], tf.int64)]
+
+
+def test_set_subtensor_on_unknown_dims_in_a_graph_keeps_last_write_and_adds_duplicates():
+    @tf.function(input_signature=SIG)
+    def both(x, i):
+        return (ub.set_subtensor(x, (i, slice(None, None, -1)), tf.constant([1.0, 2.0, 3.0], tf.float64)),
+                ub.inc_subtensor(x, (Ellipsis, i), tf.constant(1.0, tf.float64)))
+
+    x = np.arange(9.0).reshape(3, 3)
+    i = np.array([0, 2, 0, -1])
+    s, a = both(x, i)
+    expect_s = x.copy()
+    expect_s[[0, 2], :] = [3.0, 2.0, 1.0]
+    same(s, expect_s, exact=True)
+    same(a, ref(ub.inc_subtensor, x, (Ellipsis, i), 1.0), exact=True)
+
+
+def test_set_subtensor_out_of_range_on_unknown_dims_fails_the_graph():
+    @tf.function(input_signature=SIG)
+    def put(x, i):
+        return ub.set_subtensor(x, i, tf.constant(0.0, tf.float64))
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"set_subtensor: an index is out of range for axis 0"):
+        put(np.zeros((3, 3)), np.array([0, 3]))
