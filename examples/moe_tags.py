@@ -75,7 +75,7 @@ def accuracy(model, bow, ids, labels):
     return float((probs.argmax(axis=1) == labels).mean())
 
 
-def train(model, bow, ids, labels, epochs, batch_size, lr, seed, quiet=False):
+def train(model, bow, ids, labels, epochs, batch_size, lr, seed, quiet=False, test=None):
     from tqdm import tqdm
 
     trainer = nn.Trainer(model, nn.Adam(lr))
@@ -93,13 +93,16 @@ def train(model, bow, ids, labels, epochs, batch_size, lr, seed, quiet=False):
             seen += idx.size
             bar.set_postfix(loss=f"{total / seen:.4f}")
         bar.close()
-        print(f"epoch {epoch}: loss {total / seen:.4f}", flush=True)
+        line = f"epoch {epoch}: loss {total / seen:.4f}"
+        if test is not None:
+            line += f", test accuracy {accuracy(model, *test):.3f}"
+        print(line, flush=True)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backend", default="torch", help="numpy, torch, tensorflow or theano")
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--save", metavar="PATH", help="write the trained model here (.npz)")
     p.add_argument("--predict", metavar="PATH", help="load a saved model and report its test accuracy")
     p.add_argument("--train-size", type=int, default=6000)
@@ -126,7 +129,7 @@ def main(argv=None):
     bow, ids, labels = make_data(a.train_size, a.seed)
     t0 = time.perf_counter()
     try:
-        train(model, bow, ids, labels, a.epochs, a.batch_size, a.lr, a.seed, a.quiet)
+        train(model, bow, ids, labels, a.epochs, a.batch_size, a.lr, a.seed, a.quiet, test)
     except ub.CapabilityError as e:
         print(f"cannot train on {a.backend!r}: {e}\n"
               f"(numpy can still serve a trained model: --backend numpy --predict PATH)", file=sys.stderr)

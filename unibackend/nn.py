@@ -513,6 +513,16 @@ def _topo(outputs):
     return order
 
 
+def _compiles(B):
+    """Whether a forward pass / training step runs as one ``ub.function``.
+
+    Only on theano: there every eager op is a compiled function of its own,
+    and one graph for the whole step is what makes it fast.  torch's
+    ``ub.function`` is ``f`` itself, and a ``tf.function`` cannot take the
+    scipy.sparse inputs a model is fed, so those run eagerly."""
+    return (getattr(B, "alias_of", "") or B.name) == "theano"
+
+
 class Model:
     """The layers between ``inputs`` and ``outputs``, with their parameters.
 
@@ -650,8 +660,7 @@ class Model:
         params = {k: asarray(v) for k, v in self.params.items()}
         names, single = self._wanted(output)
         values = self._feed(data)
-        if B.capabilities.symbolic:
-            # one compiled graph for the whole forward pass (theano)
+        if _compiles(B):
             key = (B.name, tuple(names))
             fn = self._compiled.get(key)
             if fn is None:
@@ -866,9 +875,9 @@ class Trainer:
     :class:`Dense`) on the backend in force (torch, tensorflow or theano).
 
     Each :meth:`step` takes ``ub.value_and_grad`` of the loss with respect to
-    every parameter and hands the gradients to the optimizer.  On a backend
-    with symbolic graphs (theano) the value-and-grad is wrapped in
-    ``ub.function``, so a step runs one graph compiled on the first batch.
+    every parameter and hands the gradients to the optimizer.  On theano the
+    value-and-grad is wrapped in ``ub.function``, so a step runs one graph
+    compiled on the first batch (and again only for a new input signature).
     On numpy it raises ``ub.CapabilityError`` saying which backends can.
     """
 
@@ -897,7 +906,7 @@ class Trainer:
 
     def _step_fn(self):
         B = R.get_backend()
-        if not B.capabilities.symbolic:
+        if not _compiles(B):
             return self._vg
         fn = self._compiled.get(B.name)
         if fn is None:
