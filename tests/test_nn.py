@@ -35,7 +35,7 @@ AUTODIFF = [b for b in ALL if b != "numpy"]
 FEATURES, VOCAB, CLASSES = 40, 12, 3
 
 
-def tiny_model(seed=0):
+def tiny_model(seed=0, dtype="float32"):
     bow = nn.Input("bow", FEATURES, sparse=True)
     tags = nn.Input("tags", ids=True)
     emb = nn.EmbeddingMean(VOCAB, 4, name="tag_mean")(tags)
@@ -43,7 +43,7 @@ def tiny_model(seed=0):
     gate = nn.TopKGate(4, 2, name="gate")(hidden)
     moe = nn.MixtureOfExperts(5, 4, "relu", name="moe")(hidden, gate)
     out = nn.Dense(CLASSES, "softmax", name="out")(moe)
-    return nn.Model([bow, tags], out, seed=seed)
+    return nn.Model([bow, tags], out, seed=seed, dtype=dtype)
 
 
 def tiny_data(n=16, seed=0):
@@ -319,9 +319,7 @@ def test_loss_and_gradients_agree_across_autodiff_backends():
     data, labels = tiny_data()
     results = {}
     for name in AUTODIFF:
-        model = tiny_model()
-        model.params = {k: v.astype(np.float64) for k, v in model.params.items()}
-        model.dtype = np.dtype(np.float64)
+        model = tiny_model(dtype="float64")
         before = dict(model.params)
         with ub.use_backend(name):
             loss = nn.Trainer(model, nn.SGD(1.0, 0.0)).step(data, labels)
