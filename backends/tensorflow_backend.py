@@ -118,6 +118,9 @@ class TensorflowBackend(Backend):
                 return self.dtype(x)
         return None
 
+    def is_symbolic(self, x):
+        return isinstance(x, self.tf.Tensor) and not isinstance(x, self._eager_type)
+
     def is_sparse(self, x):
         return isinstance(x, self.tf.SparseTensor)
 

@@ -450,3 +450,15 @@ def test_set_subtensor_out_of_range_on_unknown_dims_fails_the_graph():
 
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"set_subtensor: an index is out of range for axis 0"):
         put(np.zeros((3, 3)), np.array([0, 3]))
+
+
+def test_a_symbolic_index_on_a_static_shape_is_checked_in_graph_and_ub_function_raises_index_error():
+    put = ub.function(lambda x, i, v: (ub.set_subtensor(x, i, v), ub.inc_subtensor(x, i, v)))
+    i = np.array([1, -1, 1])
+    v = np.array([5.0, 6.0, 7.0])
+    s, a = put(np.zeros(4), i, v)
+    same(s, ref(ub.set_subtensor, np.zeros(4), i, v), exact=True)
+    same(a, ref(ub.inc_subtensor, np.zeros(4), i, v), exact=True)
+    with pytest.raises(IndexError, match=r"(set|inc)_subtensor: an index is out of range for axis 0") as info:
+        put(np.zeros(4), np.array([0, 4, 0]), v)
+    assert type(info.value) is IndexError

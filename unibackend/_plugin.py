@@ -75,6 +75,10 @@ class Backend:
         """x's dtype when x is a dense native float tensor with a concrete
         ``.shape`` (the ops' fast path), else None."""
         return None
+    def is_symbolic(self, x):
+        """True when x is a native tensor whose value exists only when a graph
+        runs (an index part like that is checked in-graph by the plugin)."""
+        return False
     def is_sparse(self, x) -> bool: ...
     def sparse_from_scipy(self, csr): ...
     def sparse_to_scipy(self, x): ...

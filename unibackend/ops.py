@@ -34,8 +34,8 @@ def dot(a, b):
     B = resolve("dot", a, b)
     # Fast path (dispatch cost matters on small products): two dense native
     # tensors of one float dtype with aligned shapes need no conversion.
-    dt = B.plain_float_dtype(a)
-    if dt is not None and dt == B.plain_float_dtype(b):
+    dt, db = B.plain_float_dtype(a), B.plain_float_dtype(b)
+    if dt is not None and db is not None and dt == db:  # (np.dtype("float64") == None is True)
         sa, sb = a.shape, b.shape
         if sa and 0 < len(sb) < 3 and sa[-1] == sb[0]:
             return B.dot(a, b)
@@ -122,7 +122,8 @@ def _subtensor(op, x, index, value, accumulate):
     value = B.asarray(value)
     xdt = B.dtype(x)
     xshape = tuple(B.shape(x))
-    if any(d is None for d in xshape):  # symbolic: the plugin checks in-graph
+    # symbolic: the plugin checks in-graph
+    if any(d is None for d in xshape) or any(B.is_symbolic(p) for p in parts):
         return B.set_subtensor(x, index, B.asarray(value, xdt), accumulate)
     sub = C.subtensor(op, xshape, index, B.to_numpy)
     C.check_broadcast(op, "value", tuple(B.shape(value)), sub.shape)
