@@ -38,7 +38,7 @@ def result_float(op, *dtypes):
     if isinstance(out, np.dtype):
         if out.kind in "biu":
             return np.dtype(np.float64)
-        if out.kind not in "fc":
+        if out.kind not in "fc" and out.name != "bfloat16":  # ml_dtypes' bfloat16 is kind "V"
             raise TypeError(f"{op}: dtype {out} is not a number type")
     return out
 

@@ -1,0 +1,347 @@
+"""The PyTorch backend: CPU and CUDA.
+
+Native tensors stay on their device; neutral inputs (numpy, scipy, lists,
+scalars) go to ``self.device`` (None: CPU).  Every tie, NaN and padding rule
+is computed in a device-independent way (never from the order in which
+torch.topk or a CUDA sort happens to break ties).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from unibackend._plugin import Backend, Capabilities
+
+
+class TorchBackend(Backend):
+    name = "torch"
+    module = "torch"
+    extra = "torch"
+    capabilities = Capabilities(autodiff=True, sparse=True, symbolic=False, devices=True)
+
+    # -- set-up ------------------------------------------------------------
+    def load(self):
+        import warnings
+
+        import torch
+
+        self.torch = torch
+        self.F = torch.nn.functional
+        self._Tensor = torch.Tensor
+        self._strided = torch.strided
+        self._coo = torch.sparse_coo
+        self._csr = torch.sparse_csr
+        self._dev = torch.device(self.device) if self.device is not None else torch.device("cpu")
+        self._is_cuda = self._dev.type == "cuda"
+        self._is_cpu = self._dev.type == "cpu"
+        self._matmul = torch.matmul
+        self._others = {self._dev: self}   # torch.device -> plugin instance for for_tensor
+        pairs = [
+            (torch.float16, np.float16), (torch.float32, np.float32), (torch.float64, np.float64),
+            (torch.int8, np.int8), (torch.int16, np.int16), (torch.int32, np.int32),
+            (torch.int64, np.int64), (torch.uint8, np.uint8), (torch.bool, np.bool_),
+            (torch.complex64, np.complex64), (torch.complex128, np.complex128),
+        ]
+        for t, n in ((getattr(torch, "uint16", None), np.uint16),
+                     (getattr(torch, "uint32", None), np.uint32),
+                     (getattr(torch, "uint64", None), np.uint64)):
+            if t is not None:
+                pairs.append((t, n))
+        self._to_np = {t: np.dtype(n) for t, n in pairs}
+        self._small_ints = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+        try:  # bfloat16 has a numpy dtype only through ml_dtypes (shipped with TF/JAX)
+            import ml_dtypes
+
+            self._bf16 = np.dtype(ml_dtypes.bfloat16)
+        except ImportError:
+            self._bf16 = torch.bfloat16  # no numpy dtype: the torch dtype stands for itself
+        self._to_np[torch.bfloat16] = self._bf16
+        self._to_torch = {n: t for t, n in self._to_np.items()}
+        self._float_np = {t: n for t, n in self._to_np.items() if t.is_floating_point}
+        # torch warns once per process that CSR is "beta": spend that warning
+        # here, silenced, rather than on a user's first sparse_dot.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.sparse_csr_tensor(torch.zeros(2, dtype=torch.int64), torch.zeros(0, dtype=torch.int64),
+                                    torch.zeros(0), size=(1, 1), check_invariants=False)
+        self._loaded = True
+
+    def version(self):
+        from importlib.metadata import version
+
+        return version("torch")
+
+    def native_types(self):
+        return (self.torch.Tensor,)
+
+    def for_tensor(self, x):
+        if self._is_cpu and x.is_cpu:  # the common case, without building x.device
+            return self
+        dev = x.device
+        inst = self._others.get(dev)
+        if inst is None:
+            from unibackend._registry import backend
+
+            inst = self._others[dev] = backend(self.name, None if dev.type == "cpu" else str(dev))
+        return inst
+
+    # -- conversion --------------------------------------------------------
+    def asarray(self, x, dtype=None):
+        if isinstance(x, self._Tensor):  # native: stays on its device
+            if dtype is None:
+                return x
+            td = self._torch_dtype(dtype)
+            return x if x.dtype is td else x.to(td)
+        a = x if type(x) is np.ndarray else np.asarray(x)
+        if dtype is not None and a.dtype != dtype:
+            if dtype == self._bf16:
+                return self.asarray(a, np.float32).to(self.torch.bfloat16)
+            a = a.astype(dtype)
+        elif a.dtype == self._bf16:
+            return self.asarray(a.astype(np.float32)).to(self.torch.bfloat16)
+        if not a.flags.writeable or any(s < 0 for s in a.strides):
+            a = a.copy()  # torch.from_numpy needs writable, forward-strided memory
+        t = self.torch.from_numpy(a)
+        return t.to(self._dev) if self._is_cuda else t
+
+    def _torch_dtype(self, dtype):
+        td = self._to_torch.get(dtype)
+        if td is None:
+            if isinstance(dtype, self.torch.dtype):
+                return dtype
+            raise TypeError(f"torch backend: dtype {dtype} has no torch equivalent")
+        return td
+
+    def to_numpy(self, x):
+        if not isinstance(x, self._Tensor):
+            return np.asarray(x)
+        x = x.detach()
+        if x.dtype is self.torch.bfloat16:
+            if isinstance(self._bf16, np.dtype):
+                return x.cpu().view(self.torch.int16).numpy().view(self._bf16)
+            return x.cpu().float().numpy()
+        return x.cpu().resolve_conj().numpy()
+
+    def shape(self, x):
+        return x.shape
+
+    def dtype(self, x):
+        return self._to_np[x.dtype]
+
+    def plain_float_dtype(self, x):
+        if isinstance(x, self._Tensor):
+            dt = self._float_np.get(x.dtype)
+            if dt is not None and x.layout is self._strided:
+                return dt
+        return None
+
+    def is_symbolic(self, x):
+        return False  # torch is eager: every tensor has its value
+
+    def is_sparse(self, x):
+        return isinstance(x, self._Tensor) and x.layout is not self._strided
+
+    def sparse_from_scipy(self, csr):
+        t = self.torch
+        out = t.sparse_csr_tensor(
+            t.from_numpy(csr.indptr), t.from_numpy(csr.indices), self.asarray(csr.data),
+            size=csr.shape, check_invariants=False,
+        )
+        return out.to(self._dev) if self._is_cuda else out
+
+    def sparse_to_scipy(self, x):
+        import scipy.sparse as sp
+
+        x = x.detach()
+        if x.layout is not self._csr:
+            x = x.to_sparse_coo().coalesce().to_sparse_csr() if x.layout is not self._coo \
+                else x.coalesce().to_sparse_csr()
+        return sp.csr_matrix(
+            (self.to_numpy(x.values()), self.to_numpy(x.col_indices()), self.to_numpy(x.crow_indices())),
+            shape=tuple(x.shape),
+        )
+
+    def sparse_info(self, x):
+        return tuple(x.shape), self._to_np[x.dtype]
+
+    def sparse_cast(self, x, dtype):
+        return x.to(self._torch_dtype(dtype))
+
+    def id_bounds(self, ids, pad_id):
+        t = self.torch
+        if ids.numel() == 0:
+            return None
+        if ids.dtype not in self._small_ints:
+            ids = ids.to(t.int64)  # torch's uint16/32/64 lack reductions
+        info = t.iinfo(ids.dtype)
+        if info.min <= pad_id <= info.max:
+            real = ids != pad_id
+            lo = t.where(real, ids, info.max).amin()
+            hi = t.where(real, ids, info.min).amax()
+        else:  # pad_id cannot occur in ids of this dtype
+            lo, hi = ids.amin(), ids.amax()
+        lo, hi = t.stack([lo, hi]).tolist()  # one device sync
+        return None if lo > hi else (int(lo), int(hi))
+
+    # -- ops ---------------------------------------------------------------
+    def dot(self, a, b):
+        # matmul with a 1-D or 2-D b is numpy's dot, an N-D a included.
+        return self._matmul(a, b)
+
+    def sparse_dot(self, x, w):
+        t = self.torch
+        vec = w.dim() == 1
+        w2 = w.unsqueeze(1) if vec else w
+        if x.layout is not self._coo and x.layout is not self._csr:
+            x = x.to_sparse_csr() if x.layout is t.sparse_csc else x.to_sparse_coo()
+        if x.requires_grad:
+            # COO keeps the gradient w.r.t. x structured (CSR's backward is dense).
+            xs = x if x.layout is self._coo else x.to_sparse_coo()
+            out = t.sparse.mm(xs, w2)
+        elif x.layout is self._coo:
+            x = x.coalesce()
+            out = x.to_sparse_csr() @ w2 if self._csr_dtype(x) else t.sparse.mm(x, w2)
+        elif self._csr_dtype(x):
+            out = x @ w2
+        else:
+            out = t.sparse.mm(x.to_sparse_coo(), w2)
+        return out.squeeze(1) if vec else out
+
+    def _csr_dtype(self, x):
+        # CSR matmul exists for float32/float64 everywhere; half precision goes through COO.
+        return x.dtype is self.torch.float32 or x.dtype is self.torch.float64
+
+    def argsort(self, x, axis, descending):
+        t = self.torch
+        if x.dtype is t.bool:
+            x = x.to(t.uint8)
+        elif x.is_floating_point() and x.device.type != "cpu":
+            # GPU sorts are radix sorts on the bit pattern: make -0.0 == +0.0
+            # and every NaN the same (positive) NaN so that ties stay ties.
+            x = t.where(t.isnan(x), math.nan, x + 0.0)
+        return t.argsort(x, dim=axis, descending=descending, stable=True)
+
+    def set_subtensor(self, x, sub, value, accumulate):
+        if sub.basic:
+            out = x.clone()
+            if accumulate:
+                out[sub.index] += value
+            else:
+                out[sub.index] = value
+            return out
+        # Flat positions are row-major: write into a C-contiguous copy.
+        out = x.clone(memory_format=self.torch.contiguous_format)
+        flat = out.view(-1)
+        vals = value.broadcast_to(sub.shape).reshape(-1)
+        if accumulate:
+            flat.index_put_((self._positions(sub.positions(), x.device),), vals, accumulate=True)
+        else:
+            pos, take = sub.last_writes()
+            if take is not None:
+                vals = vals[self._positions(take, x.device)]
+            flat.index_put_((self._positions(pos, x.device),), vals)
+        return out
+
+    def _positions(self, a, device):
+        t = self.torch.from_numpy(np.ascontiguousarray(a).reshape(-1))
+        return t.to(device) if device.type != "cpu" else t
+
+    def masked_mean(self, x, mask, axes):
+        t = self.torch
+        keep = (mask != 0).broadcast_to(x.shape)
+        total = t.where(keep, x, 0).sum(dim=axes)
+        count = keep.sum(dim=axes).to(x.dtype)
+        return total / count.clamp(min=1)
+
+    def keep_topk(self, x, k, axis, fill):
+        t = self.torch
+        n = x.shape[axis]
+        if k == n:
+            return x.clone()
+        if k == 0:
+            return t.full_like(x, fill)
+        # The k-th largest value per slice (torch.topk ranks NaN largest);
+        # which of the entries equal to it stay is decided here, by index,
+        # not by topk's device-dependent tie order.
+        kth = t.topk(x.detach(), k, dim=axis).values.narrow(axis, k - 1, 1)
+        nan_x, nan_t = t.isnan(x), t.isnan(kth)
+        above = (x > kth) | (nan_x & ~nan_t)
+        tied = (x == kth) | (nan_x & nan_t)
+        room = k - above.sum(dim=axis, keepdim=True)
+        keep = above | (tied & (tied.cumsum(dim=axis) <= room))
+        return t.where(keep, x, fill)
+
+    def softmax(self, x, axis):
+        t = self.torch
+        if x.shape[axis] == 0:
+            return x.clone()
+        dead = x.amax(dim=axis, keepdim=True) == -math.inf  # all -inf slices
+        if x.requires_grad:
+            # Keep NaN out of the backward pass: feed dead slices zeros.
+            out = t.softmax(t.where(dead, 0, x), dim=axis)
+            return t.where(dead, 0, out)
+        out = t.softmax(x, dim=axis)
+        return out.masked_fill_(dead, 0)
+
+    def embedding_mean(self, table, ids, pad_id):
+        t = self.torch
+        n, L = ids.shape
+        V, d = table.shape
+        if n == 0 or L == 0:
+            return table.new_zeros((n, d))
+        if ids.dtype is not t.int64 and ids.dtype is not t.int32:
+            ids = ids.to(t.int64)
+        if 0 <= pad_id < V:
+            # padding_idx leaves pad entries out of the sum and of the divisor,
+            # gives all-padding rows zeros, and the pad row a zero gradient.
+            return self.F.embedding_bag(ids, table, mode="mean", padding_idx=pad_id)
+        # pad_id is no row of the table: point pad entries at row 0 with weight 0.
+        real = ids != pad_id
+        count = real.sum(dim=1, keepdim=True).clamp(min=1).to(table.dtype)
+        weights = real.to(table.dtype) / count
+        return self.F.embedding_bag(t.where(real, ids, 0), table, mode="sum",
+                                    per_sample_weights=weights)
+
+    # -- autodiff and compilation ------------------------------------------
+    def value_and_grad(self, f, argnums, args, kwargs):
+        t = self.torch
+        nums = argnums if isinstance(argnums, tuple) else (argnums,)
+        nums = [n % len(args) for n in nums]
+        args = list(args)
+        for n in set(nums):
+            args[n] = self._grad_input(args[n])
+        value = f(*args, **kwargs)
+        if not isinstance(value, self._Tensor):
+            value = self.asarray(value)
+        if value.numel() != 1:
+            raise ValueError(
+                f"value_and_grad: f must return a scalar, got a result of shape {tuple(value.shape)}"
+            )
+        inputs = [args[n] for n in nums]
+        if value.requires_grad:
+            grads = t.autograd.grad(value, inputs, allow_unused=True)
+        else:
+            grads = (None,) * len(inputs)
+        grads = tuple(g if g is not None else t.zeros_like(a) for g, a in zip(grads, inputs))
+        value = value.detach()
+        return value, (grads if isinstance(argnums, tuple) else grads[0])
+
+    def _grad_input(self, x):
+        """A fresh float leaf tensor requiring grad (a sparse one for sparse x)."""
+        t = self.torch
+        from unibackend._checks import canonical_csr, is_scipy_sparse, result_float
+
+        if is_scipy_sparse(x):
+            csr = canonical_csr("value_and_grad", x, result_float("value_and_grad", x.dtype))
+            x = self.sparse_from_scipy(csr).to_sparse_coo()
+        elif not isinstance(x, self._Tensor):
+            x = self.asarray(x)
+        if not (x.is_floating_point() or x.is_complex()):
+            x = x.to(t.float64)
+        if x.layout is self._coo:
+            x = x.coalesce()
+        return x.detach().requires_grad_()
+
+    def function(self, f):
+        return f

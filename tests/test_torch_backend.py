@@ -1,0 +1,713 @@
+"""The torch plugin: every op against the numpy reference, on CPU and (when
+present) CUDA, with the known torch differences pinned (tie order of topk and
+sort, NaN, -0.0, padding, duplicates, dtypes, devices)."""
+import math
+import threading
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import unibackend as ub
+
+torch = pytest.importorskip("torch")
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param
+
+
+def on_numpy(fn, *args, **kw):
+    with ub.use_backend("numpy"):
+        return ub.to_numpy(fn(*args, **kw))
+
+
+def on_torch(device, fn, *args, **kw):
+    """Run ``fn`` with torch in force on ``device``; the result must be a
+    torch tensor on that device."""
+    with ub.use_backend("torch", device):
+        out = fn(*args, **kw)
+    assert isinstance(out, torch.Tensor), type(out)
+    assert out.device.type == device
+    return out
+
+
+def agree(device, fn, *args, exact=False, **kw):
+    """``fn`` on torch gives what it gives on numpy: same shape and dtype,
+    values equal (exact) or close; returns the torch result."""
+    want = on_numpy(fn, *args, **kw)
+    got = on_torch(device, fn, *args, **kw)
+    g = ub.to_numpy(got)
+    assert g.shape == want.shape, (g.shape, want.shape)
+    assert g.dtype == want.dtype, (g.dtype, want.dtype)
+    if exact:
+        np.testing.assert_array_equal(g, want)
+    else:
+        tol = {np.float16: 2e-3, np.float32: 1e-5}.get(want.dtype.type, 1e-12)
+        np.testing.assert_allclose(g, want, rtol=tol, atol=tol, equal_nan=True)
+    return got
+
+
+def T(x, device="cpu", **kw):
+    return torch.as_tensor(np.asarray(x), device=device, **kw)
+
+
+rng = np.random.default_rng(1234)
+
+
+# -- loading, conversion, devices ---------------------------------------------
+
+def test_backends_lists_torch_with_autodiff_sparse_and_devices():
+    info = {b.name: b for b in ub.backends()}["torch"]
+    assert info.installed and info.version.split("+")[0] == torch.__version__.split("+")[0]
+    assert set(info.capabilities) == {"autodiff", "sparse", "devices"}
+
+
+def test_asarray_returns_a_torch_tensor_of_the_right_dtype_unchanged():
+    x = torch.ones(3, dtype=torch.float32)
+    assert ub.asarray(x) is x
+    assert ub.asarray(x, "float32") is x
+    assert ub.asarray(x, np.float64).dtype == torch.float64
+
+
+def test_asarray_of_neutral_inputs_keeps_numpy_dtypes():
+    with ub.use_backend("torch"):
+        assert ub.asarray([1.5, 2.0]).dtype == torch.float64  # torch alone would say float32
+        assert ub.asarray([1, 2]).dtype == torch.int64
+        assert ub.asarray(3.0).shape == ()
+        assert ub.asarray(np.arange(3), "float32").dtype == torch.float32
+
+
+def test_asarray_accepts_read_only_and_negatively_strided_arrays():
+    a = np.arange(6.0)
+    a.flags.writeable = False
+    with ub.use_backend("torch"):
+        np.testing.assert_array_equal(ub.to_numpy(ub.asarray(a)), a)
+        np.testing.assert_array_equal(ub.to_numpy(ub.asarray(a[::-1])), a[::-1])
+
+
+@pytest.mark.parametrize("dt", ["float16", "float32", "float64", "int32", "int64", "bool", "uint8"])
+def test_dtype_map_round_trips_between_numpy_and_torch(dt):
+    a = np.arange(4).astype(dt)
+    with ub.use_backend("torch") as B:
+        t = ub.asarray(a)
+        assert B.dtype(t) == np.dtype(dt)
+        back = ub.to_numpy(t)
+    assert back.dtype == np.dtype(dt)
+    np.testing.assert_array_equal(back, a)
+
+
+def test_bfloat16_maps_to_the_ml_dtypes_bfloat16_and_promotes_with_float32():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bf = np.dtype(ml_dtypes.bfloat16)
+    x = torch.tensor([1.0, 2.0, 3.0], dtype=torch.bfloat16)
+    with ub.use_backend("torch") as B:
+        assert B.dtype(x) == bf
+        assert ub.to_numpy(x).dtype == bf
+        assert ub.asarray(np.ones(2, bf)).dtype == torch.bfloat16
+        assert ub.asarray(x, np.float32).dtype == torch.float32
+    # a bfloat16 logits vector meets float32 weights: float32, as numpy says
+    out = ub.dot(x, torch.ones(3, 2))
+    assert out.dtype == torch.float32
+    np.testing.assert_allclose(ub.to_numpy(out), [6.0, 6.0])
+
+
+def test_results_are_torch_tensors_and_to_numpy_brings_them_back(device):
+    out = on_torch(device, ub.softmax, np.zeros((2, 3)))
+    back = ub.to_numpy(out)
+    assert isinstance(back, np.ndarray)
+    np.testing.assert_allclose(back, np.full((2, 3), 1 / 3))
+
+
+def test_neutral_inputs_go_to_the_device_chosen_in_the_context(device):
+    with ub.use_backend("torch", device):
+        assert ub.asarray(np.ones(2)).device.type == device
+        assert ub.dot(np.ones(3), np.ones(3)).device.type == device
+
+
+def test_set_backend_with_a_device_sends_neutral_inputs_there(device):
+    from unibackend import _registry as R
+
+    saved = R._default
+    try:
+        ub.set_backend("torch", device)
+        assert ub.softmax([1.0, 2.0]).device.type == device
+    finally:
+        R._default = saved
+
+
+def test_backend_in_force_is_per_thread():
+    seen = {}
+
+    def worker():
+        seen["thread"] = type(ub.softmax([0.0, 1.0]))
+
+    with ub.use_backend("torch"):
+        th = threading.Thread(target=worker)
+        th.start()
+        th.join()
+        seen["here"] = type(ub.softmax([0.0, 1.0]))
+    assert seen["here"] is torch.Tensor
+    assert seen["thread"] is np.ndarray  # the thread did not inherit the context
+
+
+def test_torch_tensor_selects_torch_while_numpy_is_in_force():
+    with ub.use_backend("numpy"):
+        out = ub.dot(torch.ones(2, 3), np.ones(3))  # the numpy argument follows the tensor
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float64
+    np.testing.assert_allclose(out.numpy(), [3.0, 3.0])
+
+
+@cuda_only
+def test_cpu_tensor_stays_on_cpu_when_cuda_is_in_force():
+    with ub.use_backend("torch", "cuda"):
+        out = ub.dot(torch.ones(2, 3), np.ones(3))
+    assert out.device.type == "cpu"
+
+
+@cuda_only
+def test_numpy_input_moves_to_the_cuda_tensor_it_meets():
+    with ub.use_backend("torch"):  # CPU in force
+        out = ub.dot(torch.ones(2, 3, device="cuda"), np.ones(3))
+        mm = ub.masked_mean(torch.ones(2, 3, device="cuda"), np.array([1, 0, 1]), 1)
+    assert out.device.type == "cuda" and mm.device.type == "cuda"
+
+
+def test_torch_and_tensorflow_tensors_together_raise_type_error():
+    tf = pytest.importorskip("tensorflow")
+    with pytest.raises(TypeError, match="torch.*tensorflow|tensorflow.*torch"):
+        ub.dot(torch.ones(2), tf.ones(2))
+
+
+# -- dot -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sa,sb", [((5,), (5,)), ((5,), (5, 3)), ((4, 5), (5,)),
+                                   ((4, 5), (5, 3)), ((2, 4, 5), (5, 3)), ((2, 4, 5), (5,)),
+                                   ((0, 5), (5, 3))])
+def test_dot_matches_numpy_for_1d_2d_and_nd(device, sa, sb):
+    agree(device, ub.dot, rng.standard_normal(sa), rng.standard_normal(sb))
+
+
+def test_dot_promotes_float32_with_float64_and_ints_to_float64(device):
+    a32 = rng.standard_normal((3, 4)).astype(np.float32)
+    assert agree(device, ub.dot, a32, a32.T).dtype == torch.float32
+    assert agree(device, ub.dot, a32, rng.standard_normal(4)).dtype == torch.float64
+    assert agree(device, ub.dot, np.arange(4), np.arange(4)).dtype == torch.float64
+
+
+def test_dot_of_torch_tensors_on_a_device_matches_numpy(device):
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal((4, 2))
+    out = ub.dot(T(a, device), T(b, device))
+    assert out.device.type == device
+    np.testing.assert_allclose(ub.to_numpy(out), a @ b)
+
+
+def test_dot_errors_are_value_errors_before_torch_runs():
+    with pytest.raises(ValueError, match="dot: b must have 1 or 2 dims"):
+        ub.dot(torch.ones(2, 2), torch.ones(2, 2, 2))
+    with pytest.raises(ValueError, match="not aligned"):
+        ub.dot(torch.ones(2, 3), torch.ones(2, 2))
+
+
+# -- sparse_dot ------------------------------------------------------------------
+
+def _messy_coo():
+    """COO with a duplicate, an explicit zero and unsorted entries."""
+    rows = np.array([2, 0, 1, 0, 2, 1])
+    cols = np.array([3, 1, 0, 1, 2, 4])
+    vals = np.array([1.0, 2.0, -3.0, 4.0, 0.0, 5.0])
+    return sp.coo_matrix((vals, (rows, cols)), shape=(3, 5))
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo"])
+@pytest.mark.parametrize("wshape", [(5,), (5, 4)])
+def test_sparse_dot_of_scipy_matrices_matches_numpy(device, fmt, wshape):
+    x = _messy_coo().asformat(fmt) if fmt != "coo" else _messy_coo()
+    agree(device, ub.sparse_dot, x, rng.standard_normal(wshape))
+
+
+def test_sparse_dot_of_scipy_sparse_arrays_and_float32_matches_numpy(device):
+    x = sp.csr_array(sp.random(20, 30, density=0.2, random_state=0, dtype=np.float32))
+    w = rng.standard_normal((30, 3)).astype(np.float32)
+    assert agree(device, ub.sparse_dot, x, w).dtype == torch.float32
+
+
+def test_dot_with_a_sparse_a_goes_to_sparse_dot(device):
+    agree(device, ub.dot, _messy_coo(), rng.standard_normal((5, 2)))
+
+
+def _torch_coo(device, requires_grad=False, dtype=torch.float64):
+    c = _messy_coo()
+    idx = torch.tensor(np.vstack([c.row, c.col]), device=device)
+    x = torch.sparse_coo_tensor(idx, torch.tensor(c.data, dtype=dtype, device=device), c.shape,
+                                check_invariants=True)
+    return x.requires_grad_(requires_grad)
+
+
+def test_sparse_dot_of_an_uncoalesced_torch_coo_adds_duplicates(device):
+    x = _torch_coo(device)
+    w = rng.standard_normal((5, 2))
+    out = ub.sparse_dot(x, w)
+    assert out.device.type == device
+    np.testing.assert_allclose(ub.to_numpy(out), _messy_coo() @ w)
+
+
+def test_sparse_dot_of_torch_csr_matches_scipy(device):
+    x = _torch_coo(device).coalesce().to_sparse_csr()
+    w = rng.standard_normal(5)
+    np.testing.assert_allclose(ub.to_numpy(ub.sparse_dot(x, w)), _messy_coo() @ w)
+
+
+@pytest.mark.parametrize("dt", [torch.float16, torch.bfloat16])
+def test_sparse_dot_in_half_precision_runs_where_torch_csr_cannot(device, dt):
+    x = _torch_coo(device, dtype=dt).coalesce().to_sparse_csr()
+    w = torch.tensor(rng.standard_normal((5, 2)), dtype=dt, device=device)
+    out = ub.sparse_dot(x, w)
+    assert out.dtype == dt
+    want = _messy_coo() @ w.float().cpu().numpy()
+    np.testing.assert_allclose(out.float().cpu().numpy(), want, rtol=2e-2, atol=5e-2)
+
+
+def test_sparse_dot_promotes_a_float32_torch_coo_with_float64_w(device):
+    x = _torch_coo(device, dtype=torch.float32)
+    out = ub.sparse_dot(x, np.ones(5))
+    assert out.dtype == torch.float64
+    np.testing.assert_allclose(ub.to_numpy(out), _messy_coo() @ np.ones(5))
+
+
+def test_sparse_dot_never_densifies_x(device, monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("x was densified")
+
+    monkeypatch.setattr(torch.Tensor, "to_dense", refuse)
+    with ub.use_backend("torch", device):
+        ub.sparse_dot(_messy_coo(), np.ones((5, 2)))
+        ub.sparse_dot(_torch_coo(device), np.ones((5, 2)))
+
+
+def test_sparse_dot_gradient_wrt_w_is_x_transpose_g(device):
+    x = _messy_coo()
+    g = rng.standard_normal((3, 2))
+    with ub.use_backend("torch", device):
+        grad = ub.grad(lambda w: (ub.sparse_dot(x, w) * ub.asarray(g)).sum())(np.ones((5, 2)))
+    np.testing.assert_allclose(ub.to_numpy(grad), x.T @ g)
+
+
+def test_sparse_dot_gradient_wrt_a_torch_coo_is_structured(device):
+    """d/dx sum(x @ w) = 1 wᵀ at x's stored positions only."""
+    x = _torch_coo(device, requires_grad=True)
+    w = torch.tensor(rng.standard_normal((5, 2)), device=device)
+    ub.sparse_dot(x, w).sum().backward()
+    gx = x.grad.coalesce()
+    want_pos = _messy_coo().tocsr()
+    want_pos.sum_duplicates()
+    r, c = gx.indices().cpu().numpy()
+    assert len(r) == want_pos.nnz  # the explicit zero is a stored position too
+    np.testing.assert_allclose(gx.values().cpu().numpy(), w.sum(1).cpu().numpy()[c])
+
+
+def test_sparse_dot_gradient_wrt_a_torch_csr_is_structured(device):
+    x = _torch_coo(device).coalesce().to_sparse_csr().requires_grad_()
+    w = torch.ones(5, 2, dtype=torch.float64, device=device)
+    ub.sparse_dot(x, w).sum().backward()
+    assert x.grad.layout == torch.sparse_csr
+    assert x.grad.values().numel() == x.values().numel()
+    np.testing.assert_allclose(x.grad.values().cpu().numpy(), 2.0)
+
+
+def test_grad_wrt_a_scipy_argument_is_a_structured_sparse_tensor(device):
+    """d/dx sum(x @ w) is w[col] at every stored position of x, and nothing elsewhere."""
+    x = _messy_coo()
+    w = np.arange(1.0, 6.0)
+    with ub.use_backend("torch", device):
+        gx = ub.grad(lambda x: ub.sparse_dot(x, w).sum())(x)
+    assert gx.layout == torch.sparse_coo
+    back = ub.to_numpy(gx)
+    canon = x.tocsr()
+    canon.sum_duplicates()
+    assert sp.issparse(back) and back.nnz == canon.nnz  # the explicit zero included
+    np.testing.assert_array_equal(back.indptr, canon.indptr)
+    np.testing.assert_array_equal(back.indices, canon.indices)
+    np.testing.assert_allclose(back.data, w[canon.indices])
+
+
+def test_sparse_to_scipy_gives_csr_with_duplicates_summed():
+    back = ub.to_numpy(_torch_coo("cpu"))
+    assert isinstance(back, sp.csr_matrix)
+    np.testing.assert_allclose(back.toarray(), _messy_coo().toarray())
+
+
+def test_sparse_dot_errors_are_raised_before_torch_runs():
+    with pytest.raises(TypeError, match="x must be sparse"):
+        ub.sparse_dot(torch.ones(2, 2), torch.ones(2))
+    with pytest.raises(ValueError, match="not aligned"):
+        ub.sparse_dot(_torch_coo("cpu"), torch.ones(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="w must have 1 or 2 dims"):
+        ub.sparse_dot(_messy_coo(), torch.ones(5, 1, 1))
+
+
+# -- argsort ---------------------------------------------------------------------
+
+def test_argsort_is_stable_in_both_directions_with_nan_largest_and_signed_zeros_equal(device):
+    x = np.array([1.0, np.nan, -0.0, 2.0, 0.0, 1.0, -np.inf, np.nan, 2.0, -0.0, np.inf])
+    up = agree(device, ub.argsort, x, exact=True)
+    down = agree(device, ub.argsort, x, descending=True, exact=True)
+    assert up.dtype == down.dtype == torch.int64
+    assert up.tolist() == [6, 2, 4, 9, 0, 5, 3, 8, 10, 1, 7]
+    assert down.tolist() == [1, 7, 10, 3, 8, 0, 5, 2, 4, 9, 6]
+
+
+@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_argsort_with_many_ties_matches_numpy_exactly(device, descending, axis):
+    x = rng.integers(0, 4, size=(7, 50)).astype(np.float32)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    x[x == 0] = np.where(rng.random((x == 0).sum()) < 0.5, -0.0, 0.0)
+    agree(device, ub.argsort, x, axis=axis, descending=descending, exact=True)
+
+
+@pytest.mark.parametrize("dt", ["int32", "int64", "uint8", "bool", "float16"])
+def test_argsort_of_other_dtypes_matches_numpy(device, dt):
+    x = rng.integers(0, 3, size=(3, 40)).astype(dt)
+    agree(device, ub.argsort, x, exact=True)
+    agree(device, ub.argsort, x, descending=True, exact=True)
+
+
+def test_argsort_of_a_large_slice_is_stable(device):
+    # large enough that CUDA takes its radix-sort path
+    x = rng.integers(0, 5, size=5000).astype(np.float64)
+    x[::7] = -0.0
+    agree(device, ub.argsort, x, exact=True)
+    agree(device, ub.argsort, x, descending=True, exact=True)
+
+
+def test_argsort_errors():
+    with pytest.raises(ValueError, match="at least 1 dim"):
+        ub.argsort(torch.tensor(1.0))
+    with pytest.raises(ValueError, match="axis=2 is out of range"):
+        ub.argsort(torch.ones(2, 2), axis=2)
+    with pytest.raises(TypeError, match="descending must be a bool"):
+        ub.argsort(torch.ones(2), descending="yes")
+
+
+# -- set_subtensor / inc_subtensor -------------------------------------------------
+
+INDICES = [
+    (1, 5.0),
+    (-1, np.arange(4.0)),
+    ((slice(1, None), 2), 7.0),
+    ((Ellipsis, slice(None, None, 2)), -1.0),
+    (np.array([2, 0, 2]), 3.0),                          # a row named twice
+    (([0, 1, 1, 0], [1, 2, 2, 1]), np.array([1.0, 2.0, 3.0, 4.0])),  # positions named twice
+    (np.array([[True, False, True, False]] * 3), 9.0),
+    ((slice(None), [3, -1]), np.array([[1.0], [2.0], [3.0]])),
+    ((slice(None, None, -1), 0), np.array([1.0, 2.0, 3.0])),  # a reversed slice
+]
+
+
+@pytest.mark.parametrize("op", [ub.set_subtensor, ub.inc_subtensor], ids=["set", "inc"])
+@pytest.mark.parametrize("index,value", INDICES, ids=range(len(INDICES)))
+def test_subtensor_matches_numpy_and_mutates_nothing(device, op, index, value):
+    x = rng.standard_normal((3, 4))
+    keep = x.copy()
+    agree(device, op, x, index, value, exact=True)
+    np.testing.assert_array_equal(x, keep)
+    xt = T(x, device)
+    out = op(xt, index, value)
+    np.testing.assert_array_equal(xt.cpu().numpy(), keep)  # the tensor is untouched
+    assert out.dtype == xt.dtype and out.device == xt.device
+
+
+def test_set_subtensor_last_write_wins_and_inc_subtensor_adds_every_time(device):
+    x = np.zeros(5)
+    idx = np.array([1, 3, 1, 1])
+    v = np.array([1.0, 2.0, 3.0, 4.0])
+    assert on_torch(device, ub.set_subtensor, x, idx, v).tolist() == [0, 4, 0, 2, 0]
+    assert on_torch(device, ub.inc_subtensor, x, idx, v).tolist() == [0, 8, 0, 2, 0]
+
+
+@pytest.mark.parametrize("index", [np.array([1, 0, 1]), (slice(None), 2), (1, slice(None, None, -1))])
+def test_subtensor_of_a_transposed_tensor_matches_numpy(device, index):
+    x = rng.standard_normal((4, 3))
+    xt = T(x.T.copy(), device).T  # same values, column-major strides
+    assert not xt.is_contiguous()
+    got = ub.to_numpy(ub.set_subtensor(xt, index, 7.0))
+    want = x.copy()
+    want[index] = 7.0
+    np.testing.assert_array_equal(got, want)
+
+
+def test_subtensor_index_given_as_a_torch_tensor_on_the_device(device):
+    x = T(np.zeros(4), device)
+    idx = torch.tensor([0, 3, 3], device=device)
+    out = ub.inc_subtensor(x, idx, 1.0)
+    assert out.tolist() == [1, 0, 0, 2]
+    with pytest.raises(IndexError):  # checked before any kernel: no device-side assert
+        ub.set_subtensor(x, torch.tensor([0, 4], device=device), 1.0)
+
+
+def test_subtensor_keeps_the_float32_dtype_of_x(device):
+    x = np.zeros(3, np.float32)
+    assert on_torch(device, ub.set_subtensor, x, 0, np.float64(1.5)).dtype == torch.float32
+
+
+def test_subtensor_errors_are_index_and_value_errors():
+    x = torch.zeros(3, 4)
+    with pytest.raises(IndexError):
+        ub.set_subtensor(x, 3, 1.0)
+    with pytest.raises(IndexError):
+        ub.inc_subtensor(x, (slice(None), [0, -5]), 1.0)
+    with pytest.raises(IndexError):
+        ub.set_subtensor(x, np.array([0.5]), 1.0)
+    with pytest.raises(ValueError, match="does not broadcast"):
+        ub.set_subtensor(x, 0, torch.ones(3))
+
+
+def test_grad_flows_through_set_subtensor_to_x_and_value(device):
+    def f(x, v):
+        return (ub.set_subtensor(x, np.array([0, 2, 0]), v) ** 2).sum()
+
+    with ub.use_backend("torch", device):
+        gx, gv = ub.grad(f, argnums=(0, 1))(np.ones(4), np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_allclose(ub.to_numpy(gx), [0, 2, 0, 2])   # overwritten entries: 0
+    np.testing.assert_allclose(ub.to_numpy(gv), [0, 4, 6])      # the first write lost
+
+
+# -- masked_mean -------------------------------------------------------------------
+
+def test_masked_mean_ignores_masked_nan_and_inf_and_gives_zero_for_empty_slices(device):
+    x = np.array([[1.0, np.nan, 3.0], [np.inf, -np.inf, np.nan], [2.0, 4.0, 6.0]])
+    mask = np.array([[1, 0, 1], [0, 0, 0], [1, 1, 1]])
+    out = agree(device, ub.masked_mean, x, mask, axis=1, exact=True)
+    assert out.tolist() == [2.0, 0.0, 4.0]
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1, (0, 2), -1])
+def test_masked_mean_matches_numpy_over_axes(device, axis):
+    x = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    mask = rng.random((4, 5)) < 0.5  # broadcast over the first axis
+    out = agree(device, ub.masked_mean, x, mask, axis=axis)
+    assert out.dtype == torch.float32
+
+
+def test_masked_mean_takes_numeric_masks_as_nonzero(device):
+    agree(device, ub.masked_mean, np.arange(4.0), np.array([0.0, 0.5, -2.0, 0.0]), exact=True)
+
+
+def test_masked_mean_gradient_is_zero_and_finite_at_masked_nan(device):
+    with ub.use_backend("torch", device):
+        g = ub.grad(lambda x: ub.masked_mean(x, np.array([1, 0, 1])))(np.array([1.0, np.nan, 3.0]))
+    np.testing.assert_array_equal(ub.to_numpy(g), [0.5, 0.0, 0.5])
+
+
+def test_masked_mean_mask_that_does_not_broadcast_raises_value_error():
+    with pytest.raises(ValueError, match="mask"):
+        ub.masked_mean(torch.ones(3, 4), torch.ones(3))
+
+
+# -- keep_topk / topk_gate -----------------------------------------------------------
+
+def test_keep_topk_breaks_ties_by_lower_index_on_every_device(device):
+    """torch.topk itself returns [30, 17] on CPU and [17, 3] on CUDA here."""
+    x = np.zeros(40)
+    x[[3, 17, 30]] = 1
+    out = agree(device, ub.keep_topk, x, 2, exact=True)
+    assert torch.nonzero(out == 1).flatten().tolist() == [3, 17]
+    assert int(torch.isinf(out).sum()) == 38
+
+
+def test_keep_topk_counts_nan_as_largest(device):
+    x = np.array([1.0, np.nan, 5.0, np.nan, np.inf, 2.0])
+    for k in range(7):
+        out = agree(device, ub.keep_topk, x, k, exact=True)
+        assert int((~torch.isneginf(out)).sum()) == k
+    # the k-th value itself NaN: the lower-index NaN stays
+    out = on_torch(device, ub.keep_topk, x, 1)
+    assert math.isnan(out[1]) and torch.isneginf(out[3])
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+@pytest.mark.parametrize("k", [0, 1, 3, 6])
+def test_keep_topk_with_many_ties_keeps_what_numpy_keeps(device, axis, k):
+    x = rng.integers(0, 3, size=(6, 6, 6)).astype(np.float32)
+    x[rng.random(x.shape) < 0.05] = np.nan
+    out = agree(device, ub.keep_topk, x, k, axis=axis, exact=True)
+    assert (~torch.isneginf(out)).sum(dim=axis).eq(k).all()
+
+
+def test_keep_topk_fill_and_dtype(device):
+    x = rng.standard_normal((4, 9)).astype(np.float16)
+    out = agree(device, ub.keep_topk, x, 3, fill=0.0, exact=True)
+    assert out.dtype == torch.float16
+
+
+def test_keep_topk_k_out_of_range_is_value_error():
+    with pytest.raises(ValueError, match="k=4 is out of range"):
+        ub.keep_topk(torch.ones(3), 4)
+    with pytest.raises(ValueError, match="k=-1"):
+        ub.keep_topk(torch.ones(3), -1)
+    with pytest.raises(TypeError, match="k must be an int"):
+        ub.keep_topk(torch.ones(3), 1.5)
+
+
+def test_topk_gate_has_k_nonzero_weights_summing_to_one(device):
+    logits = rng.integers(0, 3, size=(5, 8)).astype(np.float64)
+    out = agree(device, ub.topk_gate, logits, 3)
+    assert (out > 0).sum(dim=1).eq(3).all()
+    np.testing.assert_allclose(out.sum(dim=1).cpu().numpy(), 1.0)
+
+
+def test_grad_through_topk_gate_is_zero_off_the_kept_entries(device):
+    with ub.use_backend("torch", device):
+        g = ub.grad(lambda x: (ub.topk_gate(x, 2) * ub.asarray([1.0, 2, 3, 4])).sum())(
+            np.array([0.0, 1.0, 0.0, 1.0]))
+    g = ub.to_numpy(g)
+    assert g[0] == 0 and g[2] == 0 and np.isfinite(g).all()
+
+
+# -- softmax --------------------------------------------------------------------------
+
+def test_softmax_gives_exact_zeros_for_minus_inf_and_for_all_minus_inf_slices(device):
+    x = np.array([[0.0, -np.inf, 1.0], [-np.inf, -np.inf, -np.inf], [np.nan, 0.0, -np.inf]])
+    out = agree(device, ub.softmax, x)
+    assert out[0, 1] == 0 and out[1].eq(0).all() and torch.isnan(out[2]).all()
+
+
+def test_softmax_is_stable_for_large_logits_and_keeps_float32(device):
+    x = np.array([[1000.0, 1001.0, 999.0], [-1000.0, -1001.0, -999.0]], np.float32)
+    out = agree(device, ub.softmax, x, axis=1)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_softmax_matches_numpy_over_each_axis(device, axis):
+    agree(device, ub.softmax, rng.standard_normal((3, 4, 5)), axis=axis)
+
+
+def test_softmax_of_an_empty_axis_is_empty(device):
+    assert on_torch(device, ub.softmax, np.zeros((3, 0))).shape == (3, 0)
+
+
+def test_softmax_gradient_is_finite_for_an_all_minus_inf_slice(device):
+    x = np.array([[-np.inf, -np.inf], [0.0, 1.0]])
+    with ub.use_backend("torch", device):
+        g = ub.grad(lambda x: (ub.softmax(x) * ub.asarray([[1.0, 2.0], [3.0, 4.0]])).sum())(x)
+    g = ub.to_numpy(g)
+    assert (g[0] == 0).all() and np.isfinite(g).all()
+
+
+# -- embedding_mean ----------------------------------------------------------------
+
+TABLE = rng.standard_normal((6, 3))
+
+
+@pytest.mark.parametrize("pad_id", [0, 2, 5, -1, 6, 100])
+def test_embedding_mean_skips_padding_counts_repeats_and_zeros_all_pad_rows(device, pad_id):
+    real = [i for i in range(6) if i != pad_id]
+    ids = np.array([[real[0], pad_id, real[1], real[1]],
+                    [pad_id] * 4,
+                    [real[2], real[3], real[4], pad_id]])
+    out = agree(device, ub.embedding_mean, TABLE, ids, pad_id=pad_id)
+    np.testing.assert_allclose(ub.to_numpy(out)[0], (TABLE[real[0]] + 2 * TABLE[real[1]]) / 3)
+    assert out[1].eq(0).all()
+
+
+@pytest.mark.parametrize("idt", ["int32", "int64", "uint8", "int16"])
+def test_embedding_mean_accepts_every_integer_id_dtype(device, idt):
+    ids = rng.integers(0, 6, size=(4, 5)).astype(idt)
+    agree(device, ub.embedding_mean, TABLE.astype(np.float32), ids)
+
+
+def test_embedding_mean_of_torch_ids_on_the_device(device):
+    ids = torch.tensor([[1, 0, 3]], device=device)
+    out = ub.embedding_mean(T(TABLE, device), ids)
+    np.testing.assert_allclose(ub.to_numpy(out)[0], (TABLE[1] + TABLE[3]) / 2)
+
+
+def test_embedding_mean_of_empty_rows_and_no_rows(device):
+    agree(device, ub.embedding_mean, TABLE, np.zeros((3, 0), np.int64))
+    agree(device, ub.embedding_mean, TABLE, np.zeros((0, 4), np.int64))
+
+
+@pytest.mark.parametrize("pad_id", [0, 3, -1])
+def test_embedding_mean_gradient_leaves_the_pad_row_exactly_zero(device, pad_id):
+    ids = np.array([[1, pad_id, 2, 2], [pad_id] * 4])
+    if pad_id == 3:
+        ids = np.array([[1, 3, 2, 2], [3, 3, 3, 3]])
+    w = np.arange(6.0).reshape(2, 3)
+    with ub.use_backend("torch", device):
+        g = ub.to_numpy(ub.grad(lambda t: (ub.embedding_mean(t, ids, pad_id=pad_id) * ub.asarray(w)).sum())(TABLE))
+    want = np.zeros_like(TABLE)
+    want[1] = w[0] / 3
+    want[2] = 2 * w[0] / 3
+    np.testing.assert_allclose(g, want, atol=1e-15)
+    if 0 <= pad_id < 6:
+        assert (g[pad_id] == 0).all()
+
+
+def test_embedding_mean_errors():
+    table = torch.ones(4, 2)
+    with pytest.raises(IndexError, match="id 4 is out of range"):
+        ub.embedding_mean(table, torch.tensor([[1, 4]]))
+    with pytest.raises(IndexError, match="id -2"):
+        ub.embedding_mean(table, torch.tensor([[1, -2]]), pad_id=-1)
+    with pytest.raises(TypeError, match="ids must be integers"):
+        ub.embedding_mean(table, torch.tensor([[1.0, 2.0]]))
+    with pytest.raises(ValueError, match="ids must have 2 dims"):
+        ub.embedding_mean(table, torch.tensor([1, 2]))
+
+
+def test_id_bounds_ignores_padding_and_is_none_for_all_padding(device):
+    with ub.use_backend("torch", device) as B:
+        assert B.id_bounds(T([[5, 0, 2], [0, 9, 0]], device), 0) == (2, 9)
+        assert B.id_bounds(T([[0, 0]], device), 0) is None
+        assert B.id_bounds(T(np.zeros((2, 0), np.int64), device), 0) is None
+        assert B.id_bounds(T(np.array([[3, 200]], np.uint8), device), -1) == (3, 200)
+
+
+# -- autodiff --------------------------------------------------------------------------
+
+def test_value_and_grad_returns_torch_value_and_gradients(device):
+    def f(a, b, scale=1.0):
+        return scale * (ub.dot(a, b) ** 2).sum()
+
+    a, b = rng.standard_normal((2, 3)), rng.standard_normal(3)
+    with ub.use_backend("torch", device):
+        v, (ga, gb) = ub.value_and_grad(f, argnums=(0, 1))(a, b, scale=2.0)
+        g1 = ub.grad(f)(a, b)
+    r = a @ b
+    assert isinstance(v, torch.Tensor) and v.device.type == device
+    np.testing.assert_allclose(float(v), 2 * (r ** 2).sum())
+    np.testing.assert_allclose(ub.to_numpy(ga), 4 * np.outer(r, b))
+    np.testing.assert_allclose(ub.to_numpy(gb), 4 * a.T @ r)
+    np.testing.assert_allclose(ub.to_numpy(g1), 2 * np.outer(r, b))
+
+
+def test_grad_of_integer_input_is_float64_and_unused_inputs_get_zeros(device):
+    with ub.use_backend("torch", device):
+        ga, gb = ub.grad(lambda a, b: (ub.asarray(a) * 3.0).sum(), argnums=(0, 1))([1, 2], np.ones(2, np.float32))
+    assert ga.dtype == torch.float64 and ga.tolist() == [3.0, 3.0]
+    assert gb.dtype == torch.float32 and gb.tolist() == [0.0, 0.0]
+
+
+def test_grad_does_not_touch_the_callers_tensor():
+    x = torch.ones(3)
+    g = ub.grad(lambda x: (x * 2).sum())(x)
+    assert g.tolist() == [2.0, 2.0, 2.0]
+    assert not x.requires_grad and x.grad is None
+
+
+def test_value_and_grad_of_a_non_scalar_function_is_value_error():
+    with pytest.raises(ValueError, match="scalar"):
+        ub.grad(lambda x: x * 2)(torch.ones(3))
+
+
+def test_function_on_torch_is_the_function_itself():
+    with ub.use_backend("torch") as B:
+        f = lambda x: x  # noqa: E731
+        assert B.function(f) is f
+        assert ub.function(lambda x: ub.softmax(x))(torch.zeros(2)).tolist() == [0.5, 0.5]
