@@ -44,6 +44,7 @@ CUDA_LARGE_EMBEDDING = {"n": 65536, "L": 50, "V": 1_000_000, "d": 128}
 class Settings:
     repeats: int
     min_batch_s: float
+    budget_s: float = None      # seconds of timed rounds per case (fewer rounds for slow ops)
     naive: bool = True          # the naive candidates (slow) are timed too
 
 
@@ -148,7 +149,7 @@ def first_call(c, sync):
 def measure(op, label, params, nat, unified, others, settings, first_s=None):
     """Time ``unified`` and ``others`` side by side; a JSON-ready record."""
     cands = [unified] + [c for c in others if settings.naive or c.kind != "naive"]
-    timings = interleave(cands, settings.repeats, settings.min_batch_s, nat.sync)
+    timings = interleave(cands, settings.repeats, settings.min_batch_s, nat.sync, settings.budget_s)
     u = timings["unified"]
     rows = []
     for c in cands:

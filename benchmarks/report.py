@@ -117,6 +117,7 @@ SECTIONS = (
 def print_rich(result, file=None):
     try:
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
     except ImportError:
         print(to_markdown(result), file=file)
@@ -131,10 +132,10 @@ def print_rich(result, file=None):
             table.add_column(h, justify="right" if h in ("median", "measured", "peak memory") else "left")
         for r in rows:
             style = {"met": "green", "missed": "red", "not run": "dim"}.get(r[5]) if fn is target_rows else None
-            table.add_row(*r, style=style)
+            table.add_row(*[escape(str(c)) for c in r], style=style)
         console.print(table)
     for line in result.get("skipped", []):
-        console.print(f"[dim]skipped {line['backend']}: {line['reason']}[/dim]")
+        console.print(f"[dim]skipped {escape(line['backend'])}: {escape(line['reason'])}[/dim]")
 
 
 def _md_table(head, rows):

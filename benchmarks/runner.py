@@ -20,14 +20,14 @@ from . import report, targets
 
 BUILTIN = ("numpy", "torch", "tensorflow", "theano")
 ALL_OPS = K.OPS + ("import",)
-#: Backends keras 3 runs on that are also unibackend backends.
-KERAS_BACKENDS = ("numpy", "torch", "tensorflow")
+#: keras 3 backends that are also unibackend backends (and run without jax).
+KERAS_BACKENDS = ("torch", "tensorflow")  # keras's numpy backend needs jax
 
 MODES = {
     # repeats (rounds), seconds per timed batch
-    "quick": K.Settings(repeats=7, min_batch_s=0.02),
-    "full": K.Settings(repeats=21, min_batch_s=0.1),
-    "smoke": K.Settings(repeats=3, min_batch_s=0.0005),
+    "quick": K.Settings(repeats=7, min_batch_s=0.02, budget_s=2.0),
+    "full": K.Settings(repeats=21, min_batch_s=0.1, budget_s=30.0),
+    "smoke": K.Settings(repeats=3, min_batch_s=0.0005, budget_s=0.5),
 }
 
 
@@ -65,7 +65,7 @@ def main(argv=None):
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     settings = MODES[mode]
     if args.repeats:
-        settings = K.Settings(args.repeats, settings.min_batch_s)
+        settings = K.Settings(args.repeats, settings.min_batch_s, None)
     size = K.SIZES["smoke" if args.smoke else "full"]
     ops = _split(args.ops)
     bad = [o for o in ops if o not in ALL_OPS]
@@ -149,7 +149,8 @@ def _device_for(name, device):
 def run_backend(name, nat, ops, size, settings, args, log):
     import unibackend as ub
 
-    peer = K.NoPeers() if args.no_peers else K.peers("autoray")
+    # autoray has no theano dispatch (it would run numpy on the arrays).
+    peer = K.NoPeers() if args.no_peers or name == "theano" else K.peers("autoray")
     out = []
     with ub.use_backend(name, _device_for(name, args.device)):
         for op in ops:

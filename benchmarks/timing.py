@@ -24,6 +24,7 @@ class Candidate:
     call: str                # the call as a user writes it, for the table
     fn: object
     args: tuple = ()
+    setup_s: float = None    # time to build it (a hand-compiled function's compile)
 
 
 @dataclass
@@ -51,7 +52,8 @@ def _batch(fn, args, number, sync):
 
 
 def calibrate(c, min_batch_s, sync=None, max_number=1_000_000):
-    """Calls per batch so that one batch lasts at least ``min_batch_s``."""
+    """(calls per batch so that one batch lasts at least ``min_batch_s``,
+    the seconds that batch took)."""
     c.fn(*c.args)  # warm-up: caches, lazy imports, compiled functions
     if sync is not None:
         sync()
@@ -59,15 +61,22 @@ def calibrate(c, min_batch_s, sync=None, max_number=1_000_000):
     while True:
         t = _batch(c.fn, c.args, number, sync)
         if t >= min_batch_s or number >= max_number:
-            return number
+            return number, t
         # Aim a little above the goal so one more try is usually enough.
         number = min(max_number, max(number * 2, int(number * 1.2 * min_batch_s / max(t, 1e-9))))
 
 
-def interleave(cands, repeats, min_batch_s, sync=None):
-    """Time every candidate ``repeats`` rounds, interleaved.  Returns
-    {name: Timing}."""
-    numbers = [calibrate(c, min_batch_s, sync) for c in cands]
+def interleave(cands, repeats, min_batch_s, sync=None, budget_s=None, min_repeats=3):
+    """Time every candidate ``repeats`` rounds, interleaved (fewer, but at
+    least ``min_repeats``, when the rounds would outlast ``budget_s``).
+    Returns {name: Timing}."""
+    numbers, spans = [], []
+    for c in cands:
+        n, t = calibrate(c, min_batch_s, sync)
+        numbers.append(n)
+        spans.append(t)
+    if budget_s is not None:
+        repeats = max(min(repeats, min_repeats), min(repeats, int(budget_s / max(sum(spans), 1e-9))))
     out = {c.name: Timing(c.name, c.kind, c.call, n) for c, n in zip(cands, numbers)}
     enabled = gc.isenabled()
     gc.disable()
