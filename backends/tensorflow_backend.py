@@ -330,9 +330,21 @@ class TensorflowBackend(Backend):
         fill = tf.constant(fill, x.dtype)
         if k == 0:
             return tf.fill(tf.shape(x), fill)
-        # The k-th largest key t per slice; everything above t stays, and the
-        # first entries equal to t by index fill the remaining places.  This
-        # never depends on how a device's top_k orders ties.
+        # A NaN-free sum proves x NaN-free in one cheap pass (a NaN sum, from
+        # NaN or from inf - inf, just takes the careful path below).
+        if self._eager_cpu(x) and not np.isnan(tf.reduce_sum(x).numpy()):
+            # TF's CPU top_k ranks equal values lower index first (-0.0 == +0.0
+            # included): its indices are the contract's, once NaN is ruled out.
+            xt, perm = self._last_axis(x, axis)
+            rows = tf.reshape(xt, [-1, n])
+            top = tf.math.top_k(rows, k=k, sorted=False)
+            m = tf.shape(rows)[0]
+            at = tf.stack([tf.broadcast_to(tf.range(m)[:, None], [m, k]), top.indices], axis=-1)
+            out = tf.reshape(tf.tensor_scatter_nd_update(tf.fill(tf.shape(rows), fill), at, top.values), tf.shape(xt))
+            return out if perm is None else tf.transpose(out, _inverse(perm))
+        # Elsewhere (NaN present, graphs, GPUs): the k-th largest key t per
+        # slice; everything above t stays, and the first entries equal to t by
+        # index fill the remaining places.  No reliance on a kernel's tie order.
         key, perm = self._last_axis(self._order_key(x), axis)
         t = tf.math.top_k(key, k=k, sorted=True).values[..., k - 1:k]
         above = key > t
@@ -342,6 +354,9 @@ class TensorflowBackend(Backend):
         if perm is not None:
             keep = tf.transpose(keep, _inverse(perm))
         return tf.where(keep, x, fill)
+
+    def _eager_cpu(self, x):
+        return type(x) is self._eager_type and x.device.endswith("CPU:0")
 
     def softmax(self, x, axis):
         tf = self.tf
@@ -365,15 +380,13 @@ class TensorflowBackend(Backend):
                 [f"{_TAG}embedding_mean: an id is out of range for a table of {rows} rows"])
             with tf.control_dependencies([check]):
                 ids = tf.identity(ids)
-        # A row-normalised sparse (n, V) selection times the table: O(n*d + nnz)
-        # memory, repeated ids add up, rows of only padding have no entries,
-        # and the gradient w.r.t. the table is zero on rows never selected.
+        # A fused sparse segment mean: reads table rows in place, so memory is
+        # O(n*d + nnz); a repeated id counts each time, a row of only padding
+        # is an empty segment (zeros), and the table's gradient is zero on
+        # rows never read (the pad row).
         where = tf.where(real)                                  # (nnz, 2), row-major
-        counts = tf.reduce_sum(tf.cast(real, table.dtype), axis=1)
-        weights = tf.gather(1 / tf.maximum(counts, 1), where[:, 0])
         n = tf.shape(ids, out_type=tf.int64)[0]
-        sel = tf.SparseTensor(tf.stack([where[:, 0], tf.gather_nd(ids, where)], axis=1), weights, tf.stack([n, V]))
-        return tf.sparse.sparse_dense_matmul(sel, table)
+        return tf.sparse.segment_mean(table, tf.gather_nd(ids, where), where[:, 0], num_segments=n)
 
     # -- autodiff and compilation ------------------------------------------
     def value_and_grad(self, f, argnums, args, kwargs):

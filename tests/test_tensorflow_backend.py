@@ -285,6 +285,20 @@ def test_keep_topk_matches_numpy_on_heavy_ties_along_every_axis():
             same(ub.keep_topk(x, k, axis=axis), ref(ub.keep_topk, x, k, axis=axis), exact=True)
 
 
+@pytest.mark.parametrize("pool", [[-0.0, 0.0, 1.0, inf], [-0.0, 0.0, -1.0, -inf]], ids=["inf", "-inf"])
+def test_keep_topk_without_nan_agrees_with_numpy_eagerly_and_in_a_graph(pool):
+    """Eager NaN-free input takes TF's top_k indices; a graph takes the
+    threshold path: both keep exactly numpy's entries (ties, signed zeros, infs)."""
+    rng = np.random.default_rng(5)
+    x = rng.choice(np.array(pool), (4, 9, 6)).astype(np.float32)
+    graph = tf.function(lambda x, k, axis: ub.keep_topk(x, k, axis=axis, fill=-7.0))
+    for axis in (0, 1, 2):
+        for k in (1, 2, x.shape[axis] - 1):
+            expect = ref(ub.keep_topk, x, k, axis=axis, fill=-7.0)
+            same(ub.keep_topk(x, k, axis=axis, fill=-7.0), expect, exact=True)
+            same(graph(tf.constant(x), k, axis), expect, exact=True)
+
+
 def test_softmax_is_stable_gives_zero_for_minus_inf_and_zeros_for_an_all_minus_inf_slice():
     x = np.array([[1000.0, 1000.0, -inf], [-inf, -inf, -inf], [1.0, 2.0, 3.0]])
     out = ub.softmax(x)
