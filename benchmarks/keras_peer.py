@@ -14,6 +14,7 @@ import os
 import sys
 
 from . import cases as K
+from . import threads
 from .timing import Candidate
 
 
@@ -53,8 +54,10 @@ def main(argv=None):
     p.add_argument("--mode", default="quick", choices=("quick", "full", "smoke"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     os.environ.setdefault("KERAS_BACKEND", args.backend)
+    threads.limit(args.threads)
 
     import unibackend as ub
 
@@ -66,6 +69,7 @@ def main(argv=None):
     settings = K.Settings(settings.repeats, settings.min_batch_s, settings.budget_s, naive=False)
     size = K.SIZES["smoke" if args.mode == "smoke" else "full"]
     nat = K.natives(args.backend, args.device)
+    threads.apply(args.backend, args.threads)
     peer = KerasPeers(args.backend)
     out = []
     with ub.use_backend(args.backend, _device_for(args.backend, args.device)):

@@ -148,7 +148,7 @@ def _md_table(head, rows):
 def to_markdown(result):
     meta = result["meta"]
     parts = ["# unibackend bench", "",
-             f"`{meta['command']}` on {meta['machine']}, {meta['date']}", ""]
+             f"`{meta['command']}` on {meta['machine']}, {meta['date']}; threads: {meta['threads']}", ""]
     parts.append(", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
     parts.append("")
     for title, fn in SECTIONS:

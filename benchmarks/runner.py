@@ -16,7 +16,7 @@ import sys
 import time
 
 from . import cases as K
-from . import report, targets
+from . import report, targets, threads
 
 BUILTIN = ("numpy", "torch", "tensorflow", "theano")
 ALL_OPS = K.OPS + ("import",)
@@ -49,6 +49,9 @@ def parse(argv):
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                    help="device of the torch rows (numpy, theano and tensorflow run on the CPU)")
     p.add_argument("--repeats", type=int, default=None, help="rounds per case (overrides the mode)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="intra-op threads per framework (default 1: stable on a shared machine; "
+                        "0: each framework's default)")
     p.add_argument("--no-peers", action="store_true", help="skip autoray and keras.ops")
     p.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # minuscule sizes, for tests
@@ -75,12 +78,13 @@ def main(argv=None):
         return 2
     wanted = _split(args.backends)
     t_start = time.perf_counter()
+    threads.limit(args.threads)
 
     def log(msg):
         if not args.quiet:
             print(f"[{time.perf_counter() - t_start:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
-    result = {"meta": meta(argv, mode, args.device), "cases": [], "skipped": [], "notes": {}}
+    result = {"meta": meta(argv, mode, args.device, args.threads), "cases": [], "skipped": [], "notes": {}}
     ran = []
     for name in wanted:
         try:
@@ -89,6 +93,7 @@ def main(argv=None):
             log(f"skip {name}: {e}")
             result["skipped"].append({"backend": name, "reason": str(e)})
             continue
+        threads.apply(name, args.threads)
         ran.append(name)
         result["cases"] += run_backend(name, nat, ops, size, settings, args, log)
 
@@ -180,7 +185,7 @@ def run_keras(name, args, mode):
         return [], "keras is not installed (pip install 'unibackend[bench]')"
     env = dict(os.environ, KERAS_BACKEND=name, TF_CPP_MIN_LOG_LEVEL="3")
     cmd = [sys.executable, "-m", "unibackend.benchmarks.keras_peer", "--backend", name,
-           "--mode", mode, "--device", args.device]
+           "--mode", mode, "--device", args.device, "--threads", str(args.threads)]
     if args.repeats:
         cmd += ["--repeats", str(args.repeats)]
     try:
@@ -219,7 +224,7 @@ def import_times(repeats):
     }
 
 
-def meta(argv, mode, device):
+def meta(argv, mode, device, nthreads):
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {"python": platform.python_version()}
@@ -241,7 +246,7 @@ def meta(argv, mode, device):
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cmd = "unibackend bench " + " ".join(sys.argv[1:] if argv is None else argv)
     return {
-        "command": cmd.strip(), "mode": mode, "device": device,
+        "command": cmd.strip(), "mode": mode, "device": device, "threads": threads.describe(nthreads),
         "machine": f"{cpu}, {cores} cores, {platform.system()} {platform.release()}",
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "versions": versions,

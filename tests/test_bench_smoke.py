@@ -1,0 +1,116 @@
+"""Smoke test of ``unibackend bench``: the harness runs end to end on
+minuscule sizes and writes its table, JSON and plots.  No timing is asserted
+(the machine is shared; speed is what the benchmark reports, not a test)."""
+import json
+
+import pytest
+
+from unibackend.benchmarks import runner, targets
+
+CASE_KEYS = {"op", "label", "params", "backend", "device", "candidates", "first_call_s"}
+CANDIDATE_KEYS = {"name", "kind", "call", "median_s", "number", "rounds", "unified_ratio",
+                  "unified_overhead_s"}
+
+
+@pytest.fixture(scope="module")
+def numpy_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    rc = runner.main(["--smoke", "--quiet", "--backends", "numpy", "--no-peers", "--out", str(out)])
+    with open(out / "bench.json") as f:
+        return rc, out, json.load(f)
+
+
+def test_bench_numpy_smoke_run_exits_zero_and_writes_every_output(numpy_run):
+    rc, out, _ = numpy_run
+    assert rc == 0
+    assert (out / "bench.json").is_file() and (out / "bench.md").is_file()
+    pytest.importorskip("matplotlib")
+    for png in ("targets.png", "times.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_json_has_a_case_per_op_with_unified_native_and_naive_candidates(numpy_run):
+    _, _, result = numpy_run
+    ops = {}
+    for case in result["cases"]:
+        assert CASE_KEYS <= set(case), case.keys()
+        assert case["backend"] == "numpy"
+        kinds = {r["kind"] for r in case["candidates"]}
+        assert {"unified", "native"} <= kinds, (case["op"], kinds)
+        for r in case["candidates"]:
+            assert CANDIDATE_KEYS <= set(r), r.keys()
+            assert r["median_s"] > 0 and r["rounds"] >= 1 and r["number"] >= 1
+        ops.setdefault(case["op"], []).append(case)
+    assert set(ops) == {"dispatch", "keep_topk", "embedding_mean", "sparse_dot"}
+    assert len(ops["keep_topk"]) == 2  # one per k
+    for op in ("keep_topk", "embedding_mean", "sparse_dot"):
+        assert all(any(r["kind"] == "naive" for r in c["candidates"]) for c in ops[op]), op
+
+
+def test_bench_unified_row_is_its_own_reference(numpy_run):
+    """The unified candidate's ratio to itself is 1 and its overhead 0,
+    whatever the timings were."""
+    _, _, result = numpy_run
+    for case in result["cases"]:
+        (u,) = [r for r in case["candidates"] if r["kind"] == "unified"]
+        assert u["unified_ratio"] == 1.0 and u["unified_overhead_s"] == 0.0
+
+
+def test_bench_embedding_mean_reports_peak_memory_against_the_naive_gather(numpy_run):
+    _, _, result = numpy_run
+    (case,) = [c for c in result["cases"] if c["op"] == "embedding_mean"]
+    names = {m["name"] for m in case["memory"]}
+    assert {"unified", "naive"} <= names
+    assert case["memory_tool"] == "tracemalloc"
+    assert all(m["peak_bytes"] >= 0 for m in case["memory"])
+
+
+def test_bench_every_target_has_a_status_and_missing_backends_are_not_run(numpy_run):
+    _, _, result = numpy_run
+    rows = result["targets"]
+    assert {t.id for t in targets.TARGETS} == {r["id"] for r in rows}
+    for r in rows:
+        assert r["status"] in ("met", "missed", "not run"), r
+        assert (r["value"] is None) == (r["status"] == "not run"), r
+        if r["status"] == "missed":
+            assert r["note"], r  # a missed target is explained
+    torch_rows = [r for r in rows if r["backend"] == "torch"]
+    assert torch_rows and all(r["status"] == "not run" for r in torch_rows)
+    (imp,) = [r for r in rows if r["id"] == "import"]
+    assert imp["status"] in ("met", "missed")
+
+
+def test_bench_markdown_holds_the_targets_and_timings_tables(numpy_run):
+    _, out, result = numpy_run
+    md = (out / "bench.md").read_text()
+    assert "## Targets" in md and "## Timings" in md
+    assert "| target | backend | case | measured | target | status | note |" in md
+    for case in result["cases"]:
+        assert case["label"] in md
+
+
+def test_bench_skips_a_backend_that_is_not_known_with_its_reason(tmp_path):
+    rc = runner.main(["--smoke", "--quiet", "--backends", "numpy,nosuchbackend", "--ops", "dispatch",
+                      "--no-peers", "--no-plots", "--out", str(tmp_path)])
+    assert rc == 0
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["skipped"] == [{"backend": "nosuchbackend", "reason": "no such plugin"}]
+    assert [c["backend"] for c in result["cases"]] == ["numpy"]
+
+
+def test_bench_rejects_an_unknown_op(tmp_path, capsys):
+    assert runner.main(["--smoke", "--quiet", "--ops", "nosuchop", "--out", str(tmp_path)]) == 2
+    assert "nosuchop" in capsys.readouterr().err
+
+
+def test_bench_cuda_without_a_device_skips_torch_with_no_cuda_device(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    rc = runner.main(["--smoke", "--quiet", "--device", "cuda", "--backends", "torch", "--ops", "dispatch",
+                      "--no-peers", "--no-plots", "--out", str(tmp_path)])
+    assert rc == 0
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["cases"] == []
+    (skip,) = result["skipped"]
+    assert skip["backend"] == "torch" and "no CUDA device" in skip["reason"]
