@@ -35,6 +35,7 @@ class TorchBackend(Backend):
         self._dev = torch.device(self.device) if self.device is not None else torch.device("cpu")
         self._is_cuda = self._dev.type == "cuda"
         self._is_cpu = self._dev.type == "cpu"
+        self.gpu_paths = False  # True: CPU tensors take the GPU code paths too (to test them)
         self._matmul = torch.matmul
         self._others = {self._dev: self}   # torch.device -> plugin instance for for_tensor
         pairs = [
@@ -212,11 +213,16 @@ class TorchBackend(Backend):
         # CSR matmul exists for float32/float64 everywhere; half precision goes through COO.
         return x.dtype is self.torch.float32 or x.dtype is self.torch.float64
 
+    def _gpu_way(self, x):
+        """Whether x takes the GPU code paths: no data-dependent shortcut
+        (reading a value back would stall the stream), sorts canonicalised."""
+        return self.gpu_paths or not x.is_cpu
+
     def argsort(self, x, axis, descending):
         t = self.torch
         if x.dtype is t.bool:
             x = x.to(t.uint8)
-        elif x.is_floating_point() and x.device.type != "cpu":
+        elif x.is_floating_point() and self._gpu_way(x):
             # GPU sorts are radix sorts on the bit pattern: make -0.0 == +0.0
             # and every NaN the same (positive) NaN so that ties stay ties.
             x = t.where(t.isnan(x), math.nan, x + 0.0)
@@ -249,9 +255,18 @@ class TorchBackend(Backend):
 
     def masked_mean(self, x, mask, axes):
         t = self.torch
-        keep = (mask != 0).broadcast_to(x.shape)
-        total = t.where(keep, x, 0).sum(dim=axes)
-        count = keep.sum(dim=axes).to(x.dtype)
+        keep = (mask if mask.dtype is t.bool else mask != 0).broadcast_to(x.shape)
+        total = None
+        if not self._gpu_way(x):
+            # torch.where branches per element on the CPU (slow for a random
+            # mask), so multiply by the mask; a NaN/inf anywhere in a slice
+            # makes its sum non-finite, and only then is it done with where.
+            total = (x * keep).sum(dim=axes)
+            if not bool(t.isfinite(total).all()):
+                total = None
+        if total is None:
+            total = t.where(keep, x, 0).sum(dim=axes)  # masked NaN/inf never touch the sum
+        count = keep.sum(dim=axes, dtype=t.int32).to(x.dtype)
         return total / count.clamp(min=1)
 
     def keep_topk(self, x, k, axis, fill):
@@ -261,27 +276,48 @@ class TorchBackend(Backend):
             return x.clone()
         if k == 0:
             return t.full_like(x, fill)
-        # The k-th largest value per slice (torch.topk ranks NaN largest);
-        # which of the entries equal to it stay is decided here, by index,
-        # not by topk's device-dependent tie order.
-        kth = t.topk(x.detach(), k, dim=axis).values.narrow(axis, k - 1, 1)
-        nan_x, nan_t = t.isnan(x), t.isnan(kth)
-        above = (x > kth) | (nan_x & ~nan_t)
-        tied = (x == kth) | (nan_x & nan_t)
-        room = k - above.sum(dim=axis, keepdim=True)
-        keep = above | (tied & (tied.cumsum(dim=axis) <= room))
+        if not self._gpu_way(x):
+            # topk's own choice is the contract's unless the k-th and the
+            # (k+1)-th values tie; on the CPU asking costs no device sync.
+            if (k + 1) * 64 <= n or k * 64 > n:
+                # torch's CPU topk switches algorithm at k * 64 == n: asking
+                # for one more value is free unless that crosses the switch.
+                vals, idx = t.topk(x, k + 1, dim=axis)  # torch.topk ranks NaN largest
+                nxt = vals.detach().narrow(axis, k, 1)
+                vals, idx = vals.narrow(axis, 0, k), idx.narrow(axis, 0, k)
+            else:
+                vals, idx = t.topk(x, k, dim=axis)
+                nxt = x.detach().scatter(axis, idx, -math.inf).amax(dim=axis, keepdim=True)
+            v = vals.detach()
+            kth = v.narrow(axis, k - 1, 1)
+            if not bool(((kth == nxt) | (t.isnan(kth) & t.isnan(nxt))).any()):
+                return t.full_like(x, fill).scatter_(axis, idx, vals)
+        else:
+            v = t.topk(x.detach(), k, dim=axis).values
+            kth = v.narrow(axis, k - 1, 1)
+        # Device independent: everything above the k-th value stays; of the
+        # entries equal to it, the first ones by index fill the places left.
+        xd = x.detach()
+        nan_t = t.isnan(kth)
+        above = (xd <= kth).logical_not_().logical_and_(~nan_t)      # a NaN x is above a number
+        tied = (xd == kth).logical_or_(t.isnan(xd).logical_and_(nan_t))
+        room = ((v == kth) | (t.isnan(v) & nan_t)).sum(dim=axis, keepdim=True)
+        keep = above.logical_or_(tied.logical_and_(tied.cumsum(dim=axis, dtype=t.int32) <= room))
         return t.where(keep, x, fill)
 
     def softmax(self, x, axis):
         t = self.torch
         if x.shape[axis] == 0:
             return x.clone()
-        dead = x.amax(dim=axis, keepdim=True) == -math.inf  # all -inf slices
+        out = t.softmax(x, dim=axis)
+        # Only an all -inf slice needs fixing, and torch makes such a slice
+        # all NaN; on the CPU look at one entry per slice first (no sync cost).
+        if not self._gpu_way(x) and not bool(t.isnan(out.narrow(axis, 0, 1)).any()):
+            return out
+        dead = x.amax(dim=axis, keepdim=True) == -math.inf
         if x.requires_grad:
             # Keep NaN out of the backward pass: feed dead slices zeros.
-            out = t.softmax(t.where(dead, 0, x), dim=axis)
-            return t.where(dead, 0, out)
-        out = t.softmax(x, dim=axis)
+            return t.where(dead, 0, t.softmax(t.where(dead, 0, x), dim=axis))
         return out.masked_fill_(dead, 0)
 
     def embedding_mean(self, table, ids, pad_id):

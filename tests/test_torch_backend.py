@@ -16,8 +16,16 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-@pytest.fixture(params=DEVICES)
-def device(request):
+@pytest.fixture(params=["cpu", "cpu-gpu-paths"] + DEVICES[1:])
+def device(request, monkeypatch):
+    """A device name; "cpu-gpu-paths" runs on the CPU through the code paths
+    meant for GPUs (no data-dependent shortcuts, canonicalised sorts)."""
+    if request.param == "cpu-gpu-paths":
+        from unibackend import _registry as R
+
+        for dev in (None, "cpu"):
+            monkeypatch.setattr(R.backend("torch", dev), "gpu_paths", True)
+        return "cpu"
     return request.param
 
 
@@ -537,6 +545,17 @@ def test_keep_topk_with_many_ties_keeps_what_numpy_keeps(device, axis, k):
     x[rng.random(x.shape) < 0.05] = np.nan
     out = agree(device, ub.keep_topk, x, k, axis=axis, exact=True)
     assert (~torch.isneginf(out)).sum(dim=axis).eq(k).all()
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("ties", [False, True])
+def test_keep_topk_matches_numpy_around_torchs_topk_algorithm_switch(device, k, ties):
+    """torch's CPU topk changes algorithm at k * 64 == n; both sides agree with numpy."""
+    x = rng.integers(0, 4, size=(5, 128)) if ties else rng.standard_normal((5, 128))
+    x = x.astype(np.float64)
+    x[0, ::9] = np.nan
+    out = agree(device, ub.keep_topk, x, k, exact=True)
+    assert (~torch.isneginf(out)).sum(dim=1).eq(k).all()
 
 
 def test_keep_topk_fill_and_dtype(device):
