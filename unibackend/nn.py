@@ -437,8 +437,10 @@ class MixtureOfExperts(Layer):
     ``(x, gate)`` where ``gate`` is a :class:`TopKGate` of as many experts.
 
     The experts sit side by side in one ``W`` (d, experts * units), so all of
-    them run as one matrix product; the experts a row's gate drops get weight
-    exactly 0, so they add nothing to its output and get no gradient from it.
+    them run as one matrix product, and the weighting and the sum over the
+    experts are two more (with constant 0/1 matrices); the experts a row's
+    gate drops get weight exactly 0, so they add nothing to its output and
+    get no gradient from it.
     """
 
     n_inputs = 2
@@ -448,6 +450,8 @@ class MixtureOfExperts(Layer):
         self.units = _check_pos_int("MixtureOfExperts", "units", units)
         self.experts = _check_pos_int("MixtureOfExperts", "experts", experts)
         self.activation = _check_activation("MixtureOfExperts", activation)
+        self._constants = {}
+        self._dtype = np.float32  # set to the model's dtype by Model
 
     def config(self):
         return {"units": self.units, "experts": self.experts, "activation": self.activation}
@@ -474,16 +478,26 @@ class MixtureOfExperts(Layer):
         return {"W": _glorot(rng, d, self.units, (d, self.experts * self.units), dtype),
                 "b": np.zeros(self.experts * self.units, dtype)}
 
+    def _spread_and_sum(self, dtype):
+        """0/1 matrices: ``spread`` (experts, experts*units) copies each
+        expert's gate weight over its units; ``gather`` (experts*units, units)
+        adds the experts up.  Matrix products broadcast nothing, so the
+        mixture needs no size-1 column (which symbolic backends can only
+        broadcast when they know its size statically)."""
+        key = np.dtype(dtype).str
+        cached = self._constants.get(key)
+        if cached is None:
+            E, u = self.experts, self.units
+            spread = np.kron(np.eye(E, dtype=dtype), np.ones((1, u), dtype))
+            gather = np.tile(np.eye(u, dtype=dtype), (E, 1))
+            cached = self._constants[key] = (spread, gather)
+        return cached
+
     def forward(self, p, xs):
         x, gate = xs
-        act = ACTIVATIONS[self.activation]
-        y = dot(x, p["W"]) + p["b"]
-        u = self.units
-        out = None
-        for e in range(self.experts):
-            t = gate[:, e:e + 1] * act(y[:, e * u:(e + 1) * u])
-            out = t if out is None else out + t
-        return out
+        y = ACTIVATIONS[self.activation](dot(x, p["W"]) + p["b"])
+        spread, gather = self._spread_and_sum(self._dtype)
+        return dot(dot(gate, spread) * y, gather)
 
 
 LAYERS = {cls.__name__: cls for cls in (Input, Projection, Dense, EmbeddingMean, TopKGate, MixtureOfExperts)}
@@ -553,6 +567,9 @@ class Model:
             if isinstance(layer, Input) and layer not in self.inputs:
                 raise ValueError(f"Model: input {layer.name!r} is used but not listed in inputs")
         self.by_name = {layer.name: layer for layer in self.layers}
+        for layer in self.layers:
+            if isinstance(layer, MixtureOfExperts):
+                layer._dtype = self.dtype  # its constant 0/1 matrices
         for x in self.inputs:
             if x.name not in self.by_name:
                 raise ValueError(f"Model: input {x.name!r} does not reach any output")
@@ -910,7 +927,19 @@ class Trainer:
             return self._vg
         fn = self._compiled.get(B.name)
         if fn is None:
-            fn = self._compiled[B.name] = function(self._vg)
+            vg = self._vg
+
+            def flat(*args):  # a flat tuple of outputs: (loss, *grads)
+                value, grads = vg(*args)
+                return (value, *grads)
+
+            compiled = function(flat)
+
+            def fn(*args):
+                value, *grads = compiled(*args)
+                return value, grads
+
+            self._compiled[B.name] = fn
         return fn
 
     def step(self, data, labels):
