@@ -351,8 +351,8 @@ class TorchBackend(Backend):
         if not isinstance(value, self._Tensor):
             value = self.asarray(value)
         if value.numel() != 1:
-            raise ValueError(
-                f"value_and_grad: f must return a scalar, got a result of shape {tuple(value.shape)}"
+            raise TypeError(  # as the TF plugin (and JAX) say it
+                f"value_and_grad: f must return a scalar, got a value of shape {tuple(value.shape)}"
             )
         inputs = [args[n] for n in nums]
         if value.requires_grad:

@@ -720,8 +720,8 @@ def test_grad_does_not_touch_the_callers_tensor():
     assert not x.requires_grad and x.grad is None
 
 
-def test_value_and_grad_of_a_non_scalar_function_is_value_error():
-    with pytest.raises(ValueError, match="scalar"):
+def test_value_and_grad_of_a_non_scalar_function_is_type_error():
+    with pytest.raises(TypeError, match="scalar"):
         ub.grad(lambda x: x * 2)(torch.ones(3))
 
 
@@ -730,3 +730,17 @@ def test_function_on_torch_is_the_function_itself():
         f = lambda x: x  # noqa: E731
         assert B.function(f) is f
         assert ub.function(lambda x: ub.softmax(x))(torch.zeros(2)).tolist() == [0.5, 0.5]
+
+
+def test_ops_compose_with_plain_torch_autograd_and_parameters(device):
+    """A torch model can use the ops directly: nn.Parameter dispatches to
+    torch and loss.backward() reaches it."""
+    table = torch.nn.Parameter(torch.tensor(TABLE, device=device))
+    w = torch.nn.Parameter(torch.ones(3, 4, dtype=torch.float64, device=device))
+    ids = np.array([[1, 2, 0], [3, 0, 0]])
+    h = ub.embedding_mean(table, ids)
+    loss = ub.topk_gate(ub.dot(h, w), 2).pow(2).sum() + ub.masked_mean(h, np.array([1, 0, 1]))
+    loss.backward()
+    assert table.grad is not None and w.grad is not None
+    assert table.grad[0].eq(0).all() and table.grad[4:].eq(0).all()
+    assert torch.isfinite(w.grad).all()
