@@ -173,13 +173,20 @@ def _unified(call, fn, *args):
     return Candidate("unified", "unified", call, fn, args)
 
 
+def _noop(a, b):
+    return None
+
+
 def case_dispatch(nat, peer, size, settings):
     p = size["dispatch"]
     a0, b0 = dispatch_inputs(p)
     a, b = nat.put(a0), nat.put(b0)
     u = _unified("ub.dot(a, b)", ub.dot, a, b)
     first = first_call(u, nat.sync)
-    others = nat.dispatch(a, b) + peer.dispatch(a, b)
+    # An empty Python function: the unit that makes a dispatch overhead
+    # comparable across machines and loads (the overhead is Python calls).
+    ref = Candidate("python call", "reference", "f(a, b), an empty Python function", _noop, (a, b))
+    others = nat.dispatch(a, b) + peer.dispatch(a, b) + [ref]
     return [measure("dispatch", f"{p['n']}x{p['n']} matmul", p, nat, u, others, settings, first)]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 
-KIND_ORDER = {"unified": 0, "native": 1, "naive": 2, "peer": 3}
+KIND_ORDER = {"unified": 0, "native": 1, "naive": 2, "peer": 3, "reference": 4}
 
 
 def fmt_time(s):
@@ -123,6 +123,7 @@ def print_rich(result, file=None):
         print(to_markdown(result), file=file)
         return
     console = Console(file=file, width=max(160, Console().width))
+    console.print(escape(_header(result["meta"])))
     for title, fn in SECTIONS:
         head, rows = fn(result)
         if not rows:
@@ -145,12 +146,15 @@ def _md_table(head, rows):
     return "\n".join(out)
 
 
+def _header(meta):
+    return (f"`{meta['command']}` on {meta['machine']}, {meta['date']}; threads: {meta['threads']}; "
+            f"load average {meta.get('load_average_start')} at the start, {meta.get('load_average_end')} "
+            f"at the end; {meta.get('seconds')} s wall, {meta.get('cpu_seconds')} s CPU\n\n"
+            + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
+
+
 def to_markdown(result):
-    meta = result["meta"]
-    parts = ["# unibackend bench", "",
-             f"`{meta['command']}` on {meta['machine']}, {meta['date']}; threads: {meta['threads']}", ""]
-    parts.append(", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
-    parts.append("")
+    parts = ["# unibackend bench", "", _header(result["meta"]), ""]
     for title, fn in SECTIONS:
         head, rows = fn(result)
         if not rows:

@@ -118,6 +118,8 @@ def main(argv=None):
         if t["status"] == "missed":
             t["note"] = explain(t, result)
     result["meta"]["seconds"] = round(time.perf_counter() - t_start, 1)
+    result["meta"]["cpu_seconds"] = round(sum(os.times()[:4]), 1)  # this process and its children
+    result["meta"]["load_average_end"] = _loadavg()
     paths = report.write(result, args.out, plots=not args.no_plots)
     if not args.quiet:
         report.print_rich(result)
@@ -163,7 +165,11 @@ def run_backend(name, nat, ops, size, settings, args, log):
                 continue
             log(f"{op} on {name}")
             try:
-                out += K.CASES[op](nat, peer, size, settings)
+                t0 = time.perf_counter()
+                recs = K.CASES[op](nat, peer, size, settings)
+                for rec in recs:
+                    rec["wall_s"] = round((time.perf_counter() - t0) / len(recs), 2)
+                out += recs
             except Exception as e:  # a plugin defect must not end the run: report it
                 log(f"  {op} on {name} failed: {type(e).__name__}: {e}")
                 out.append({"op": op, "label": "failed", "params": {}, "backend": name,
@@ -246,11 +252,20 @@ def meta(argv, mode, device, nthreads):
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cmd = "unibackend bench " + " ".join(sys.argv[1:] if argv is None else argv)
     return {
+        "load_average_start": _loadavg(),
         "command": cmd.strip(), "mode": mode, "device": device, "threads": threads.describe(nthreads),
         "machine": f"{cpu}, {cores} cores, {platform.system()} {platform.release()}",
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "versions": versions,
     }
+
+
+def _loadavg():
+    """1-minute load average (how many others wanted the cores), or None."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 if __name__ == "__main__":

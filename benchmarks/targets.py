@@ -63,7 +63,7 @@ def evaluate(cases, import_result=None, backends_run=(), device="cpu"):
                 out.append(_row(t, "-", "fresh interpreter, wall", v, _status(t, v)))
             continue
         seen = set()
-        for case in cases:
+        for i, case in enumerate(cases):
             if case.get("process"):          # peer subprocess cases: no targets
                 continue
             if t.op is not None and case["op"] != t.op:
@@ -76,8 +76,10 @@ def evaluate(cases, import_result=None, backends_run=(), device="cpu"):
             if v is None:
                 continue
             seen.add(case["backend"])
-            out.append(_row(t, case["backend"], case["label"] if t.op else f"{case['op']} {case['label']}",
-                            v, _status(t, v), device=case["device"]))
+            row = _row(t, case["backend"], case["label"] if t.op else f"{case['op']} {case['label']}",
+                       v, _status(t, v), device=case["device"])
+            row["case_index"] = i
+            out.append(row)
         for b in t.backends:
             if b not in seen:
                 why = "backend not run" if b not in backends_run else "not measured"
