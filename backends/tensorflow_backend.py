@@ -10,6 +10,8 @@ contract's exception.
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from unibackend._checks import canonical_csr
@@ -39,6 +41,7 @@ class TensorflowBackend(Backend):
         self._eager_type = type(tf.constant(0))
         self._to_tf = {}      # numpy dtype -> tf.DType
         self._to_np = {}      # tf.DType -> numpy dtype
+        self._from_scipy = lambda: None  # the last sparse_from_scipy result (weak)
 
     def version(self):
         from importlib.metadata import PackageNotFoundError, version
@@ -61,9 +64,6 @@ class TensorflowBackend(Backend):
             dt = self._to_tf[dtype] = self.tf.as_dtype(dtype)
         return dt
 
-    def _symbolic(self, x):
-        return not isinstance(x, self._eager_type)
-
     # -- conversion --------------------------------------------------------
     def asarray(self, x, dtype=None):
         tf = self.tf
@@ -74,10 +74,9 @@ class TensorflowBackend(Backend):
         if isinstance(x, tf.Variable):
             x = tf.convert_to_tensor(x)  # a read: differentiable, never mutates
             return x if dtype is None else self.asarray(x, dtype)
-        if isinstance(x, (tf.SparseTensor, tf.IndexedSlices)):
-            if isinstance(x, tf.IndexedSlices):
-                x = tf.convert_to_tensor(x)
-                return self.asarray(x, dtype)
+        if isinstance(x, tf.IndexedSlices):  # a gradient: made dense
+            return self.asarray(tf.convert_to_tensor(x), dtype)
+        if isinstance(x, tf.SparseTensor):
             return x if dtype is None else self.sparse_cast(x, dtype)
         # numpy's dtype rules (a Python float is float64, not TF's float32).
         return tf.convert_to_tensor(np.asarray(x, dtype=dtype))
@@ -86,7 +85,7 @@ class TensorflowBackend(Backend):
         tf = self.tf
         if isinstance(x, tf.IndexedSlices):
             x = tf.convert_to_tensor(x)
-        if isinstance(x, (tf.Tensor, tf.Variable)) and self._symbolic(x) and not isinstance(x, tf.Variable):
+        if self.is_symbolic(x):
             value = tf.get_static_value(x)
             if value is None:
                 raise TypeError(
@@ -128,7 +127,10 @@ class TensorflowBackend(Backend):
         # Canonical CSR (sorted, no duplicates): its COO order is row-major.
         rows = np.repeat(np.arange(csr.shape[0], dtype=np.int64), np.diff(csr.indptr))
         indices = np.stack([rows, csr.indices.astype(np.int64)], axis=1)
-        return self.tf.SparseTensor(indices, self.tf.convert_to_tensor(csr.data), csr.shape)
+        st = self.tf.SparseTensor(indices, self.tf.convert_to_tensor(csr.data), csr.shape)
+        # sparse_dot need not check nor reorder what it gets straight from here.
+        self._from_scipy = weakref.ref(st)
+        return st
 
     def sparse_to_scipy(self, x):
         idx, vals = self.to_numpy(x.indices), self.to_numpy(x.values)
@@ -146,7 +148,7 @@ class TensorflowBackend(Backend):
 
     def id_bounds(self, ids, pad_id):
         tf = self.tf
-        if self._symbolic(ids):
+        if self.is_symbolic(ids):
             value = tf.get_static_value(ids)
             if value is None:
                 return None  # checked in-graph by embedding_mean
@@ -180,11 +182,12 @@ class TensorflowBackend(Backend):
 
     def sparse_dot(self, x, w):
         tf = self.tf
-        if not self._symbolic(x.indices):
-            self._check_sparse_indices(x)
-        # A user's tensor may be in any order (and may hold duplicates, which
-        # the product adds up); the kernel wants row-major order.
-        x = tf.sparse.reorder(x)
+        if x is not self._from_scipy():
+            if not self.is_symbolic(x.indices):
+                self._check_sparse_indices(x)
+            # A user's tensor may be in any order (and may hold duplicates,
+            # which the product adds up); the kernel wants row-major order.
+            x = tf.sparse.reorder(x)
         if w.shape.rank == 1:
             return tf.sparse.sparse_dense_matmul(x, w[:, None])[:, 0]
         return tf.sparse.sparse_dense_matmul(x, w)
@@ -206,7 +209,7 @@ class TensorflowBackend(Backend):
 
     def argsort(self, x, axis, descending):
         tf = self.tf
-        key, perm = self._last_axis(self._order_key(x), axis)
+        key, perm = self._last_axis(self._order_key("argsort", x), axis)
         if not descending:
             key = tf.bitwise.invert(key)  # reverses a signed int order, no overflow
         n = tf.shape(key)[-1]
@@ -215,7 +218,7 @@ class TensorflowBackend(Backend):
         idx = tf.cast(idx, tf.int64)
         return idx if perm is None else tf.transpose(idx, _inverse(perm))
 
-    def _order_key(self, x):
+    def _order_key(self, op, x):
         """Signed integers that order like x under the contract: -0.0 == +0.0,
         every NaN equal and greater than +inf; equal keys iff equal values."""
         tf = self.tf
@@ -235,7 +238,7 @@ class TensorflowBackend(Backend):
             return tf.bitwise.bitwise_xor(tf.bitcast(x, tf.int64), tf.constant(np.iinfo(np.int64).min, tf.int64))
         if dt.is_integer:
             return tf.cast(x, tf.int64) if dt != tf.int64 else x
-        raise TypeError(f"tensorflow: cannot order values of dtype {dt.name}")
+        raise TypeError(f"{op}: cannot order values of dtype {dt.name} on tensorflow")
 
     def _last_axis(self, x, axis):
         """x with ``axis`` moved last, and the permutation (None: no move)."""
@@ -246,23 +249,54 @@ class TensorflowBackend(Backend):
         return self.tf.transpose(x, perm), perm
 
     def set_subtensor(self, x, sub, value, accumulate):
-        tf = self.tf
-        if not hasattr(sub, "positions"):  # raw index: x has unknown dims
+        if not hasattr(sub, "positions"):  # raw index: symbolic shape or index
             return self._set_symbolic(x, sub, value, accumulate)
-        # Flat positions on a flattened x, in numpy's order; then reshape.
-        flat = tf.reshape(x, [-1])
-        vals = tf.reshape(tf.broadcast_to(value, sub.shape), [-1])
+        parts, lead = _leading_parts(sub.index, sub.xshape)
+        if sub.basic and lead == len(sub.xshape) and lead:
+            # A block that reaches the last axis: one strided-slice update
+            # (whole rows go to the row scatter below, several times faster).
+            return self._set_slices(x, sub, value, accumulate)
+        return self._set_rows(x, sub, value, accumulate, parts, lead)
+
+    def _set_slices(self, x, sub, value, accumulate):
+        """ints and forward slices: one strided-slice update of a copy."""
+        tf = self.tf
+        begin, end, strides, shrink = [], [], [], 0
+        for axis, p in enumerate(sub.index):
+            if isinstance(p, slice):
+                begin.append(p.start), end.append(p.stop), strides.append(p.step)
+            else:
+                begin.append(p), end.append(p + 1), strides.append(1)
+                shrink |= 1 << axis
+        value = tf.broadcast_to(value, sub.shape)
         if accumulate:
-            pos = sub.positions().reshape(-1, 1)
-            out = tf.tensor_scatter_nd_add(flat, pos, vals)
+            value = tf.strided_slice(x, begin, end, strides, shrink_axis_mask=shrink) + value
+        return tf.raw_ops.TensorStridedSliceUpdate(
+            input=x, begin=begin, end=end, strides=strides, value=value, shrink_axis_mask=shrink)
+
+    def _set_rows(self, x, sub, value, accumulate, parts, lead):
+        """Advanced indices: x seen as (rows, cols), where cols are the trailing
+        axes the index leaves whole; the index picks rows (flat positions when
+        it reaches the last axis), scattered once per row."""
+        tf = self.tf
+        xshape = sub.xshape
+        rows = np.arange(int(np.prod(xshape[:lead], dtype=np.int64)), dtype=np.int64)
+        rows = rows.reshape(xshape[:lead])[tuple(parts)]
+        cols = int(np.prod(xshape[lead:], dtype=np.int64))
+        rows = rows.reshape(-1)
+        x2 = tf.reshape(x, [-1, cols])
+        vals = tf.reshape(tf.broadcast_to(value, sub.shape), [-1, cols])
+        if accumulate:
+            out = tf.tensor_scatter_nd_add(x2, rows[:, None], vals)
         else:
             # TF leaves the order of duplicate writes undefined: scatter each
-            # position once, with the value of its last write.
-            pos, take = sub.last_writes()
-            if take is not None:
-                vals = tf.gather(vals, take)
-            out = tf.tensor_scatter_nd_update(flat, pos.reshape(-1, 1), vals)
-        return tf.reshape(out, sub.xshape)
+            # row once, with the value of its last write.
+            uniq, first_rev = np.unique(rows[::-1], return_index=True)
+            if uniq.size != rows.size:
+                vals = tf.gather(vals, rows.size - 1 - first_rev)
+                rows = uniq
+            out = tf.tensor_scatter_nd_update(x2, rows[:, None], vals)
+        return tf.reshape(out, xshape)
 
     def _set_symbolic(self, x, index, value, accumulate):
         """set/inc_subtensor when x's shape is only known when the graph runs:
@@ -316,10 +350,13 @@ class TensorflowBackend(Backend):
     def masked_mean(self, x, mask, axes):
         tf = self.tf
         keep = mask if mask.dtype == tf.bool else tf.not_equal(mask, tf.zeros((), mask.dtype))
-        keep = tf.broadcast_to(keep, tf.shape(x))
+        if keep.shape != x.shape:
+            keep = tf.broadcast_to(keep, tf.shape(x))
         # where, not multiply: a masked-out NaN or inf never reaches the sum.
         total = tf.reduce_sum(tf.where(keep, x, tf.zeros((), x.dtype)), axis=axes)
-        count = tf.reduce_sum(tf.cast(keep, tf.int64), axis=axes)
+        # Counted in integers (exact), int32 unless a slice could overflow it.
+        size = int(np.prod([x.shape[a] or 2**31 for a in axes], dtype=np.float64))
+        count = tf.reduce_sum(tf.cast(keep, tf.int32 if size < 2**31 else tf.int64), axis=axes)
         return total / tf.cast(tf.maximum(count, 1), x.dtype)
 
     def keep_topk(self, x, k, axis, fill):
@@ -332,7 +369,7 @@ class TensorflowBackend(Backend):
             return tf.fill(tf.shape(x), fill)
         # A NaN-free sum proves x NaN-free in one cheap pass (a NaN sum, from
         # NaN or from inf - inf, just takes the careful path below).
-        if self._eager_cpu(x) and not np.isnan(tf.reduce_sum(x).numpy()):
+        if self._eager_cpu(x) and x.dtype.is_floating and not np.isnan(tf.reduce_sum(x).numpy()):
             # TF's CPU top_k ranks equal values lower index first (-0.0 == +0.0
             # included): its indices are the contract's, once NaN is ruled out.
             xt, perm = self._last_axis(x, axis)
@@ -345,7 +382,7 @@ class TensorflowBackend(Backend):
         # Elsewhere (NaN present, graphs, GPUs): the k-th largest key t per
         # slice; everything above t stays, and the first entries equal to t by
         # index fill the remaining places.  No reliance on a kernel's tie order.
-        key, perm = self._last_axis(self._order_key(x), axis)
+        key, perm = self._last_axis(self._order_key("keep_topk", x), axis)
         t = tf.math.top_k(key, k=k, sorted=True).values[..., k - 1:k]
         above = key > t
         tied = tf.equal(key, t)
@@ -360,6 +397,14 @@ class TensorflowBackend(Backend):
 
     def softmax(self, x, axis):
         tf = self.tf
+        if self._eager_cpu(x) and x.dtype.is_floating:
+            # TF's fused softmax is right for every slice with a finite max;
+            # other slices (all -inf, +inf, NaN) come out NaN, and then the
+            # careful path below gives numpy's answer.
+            out = tf.nn.softmax(x, axis=axis)
+            # Such a slice is NaN throughout: one entry per slice tells.
+            if x.shape[axis] == 0 or not np.isnan(tf.reduce_sum(tf.gather(out, 0, axis=axis)).numpy()):
+                return out
         m = tf.reduce_max(x, axis=axis, keepdims=True)
         # An all -inf slice has max -inf: shift by 0 instead, e is then all 0.
         m = tf.where(tf.math.is_finite(m), m, tf.zeros((), x.dtype))
@@ -372,7 +417,7 @@ class TensorflowBackend(Backend):
         real = self._not_pad(ids, pad_id)
         ids = tf.cast(ids, tf.int64) if ids.dtype != tf.int64 else ids
         V = tf.shape(table, out_type=tf.int64)[0]
-        if self._symbolic(ids) and tf.get_static_value(ids) is None:
+        if self.is_symbolic(ids) and tf.get_static_value(ids) is None:
             bad = real & ((ids < 0) | (ids >= V))
             rows = "its" if table.shape[0] is None else f"{table.shape[0]}"
             check = tf.debugging.Assert(
@@ -492,3 +537,19 @@ def _autograph_leaves_unibackend_alone():
             config.CONVERSION_RULES = (rule,) + tuple(config.CONVERSION_RULES)
     except (ImportError, AttributeError):  # pragma: no cover - a future TF
         pass
+
+
+def _leading_parts(index, xshape):
+    """(parts, lead): the index without its trailing whole axes, and how many
+    leading axes of x it reaches (all of them when an Ellipsis sits inside)."""
+    parts = list(index)
+    if parts and parts[-1] is Ellipsis:
+        parts.pop()
+    if any(p is Ellipsis for p in parts):
+        return list(index), len(xshape)
+    lead = sum(_dims_used(p) for p in parts)
+    while parts and isinstance(parts[-1], slice) and lead > 0 and \
+            parts[-1].indices(xshape[lead - 1]) == (0, xshape[lead - 1], 1):
+        parts.pop()
+        lead -= 1
+    return parts, lead

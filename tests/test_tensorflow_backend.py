@@ -216,6 +216,26 @@ def test_set_and_inc_subtensor_match_numpy_last_write_wins_and_every_add_counts(
         same(op(tf.constant(X), index, 7.0), ref(op, X, index, 7.0), exact=True)
 
 
+X3 = np.arange(60.0).reshape(3, 4, 5)
+INDICES3 = [
+    (np.array([2, 0, 2]), slice(None)), (np.array([1, 1]), Ellipsis), (np.array([0, 2]), None),
+    (slice(None), np.array([3, 0, 3])), (np.array([1, 0]), Ellipsis, 4), (None, np.array([[2], [2]])),
+    np.array([True, False, True]), (1, np.array([0, 0, 3])), (slice(1, 3), slice(None), np.array([4, 4])),
+    (np.array([0, 1]), slice(None), np.array([2, 3])), (0, slice(None, None, 2)), (Ellipsis, slice(1, 4)),
+]
+
+
+@pytest.mark.parametrize("index", INDICES3, ids=range(len(INDICES3)))
+def test_set_and_inc_subtensor_match_numpy_on_3d_mixed_indices(index):
+    """Whatever part of x an index reaches (leading rows, flat positions, a
+    strided block), the result is numpy's, duplicates included."""
+    sel_shape = X3[index].shape
+    value = np.arange(1.0, 1.0 + np.prod(sel_shape)).reshape(sel_shape) * 100
+    for op in (ub.set_subtensor, ub.inc_subtensor):
+        same(op(tf.constant(X3), index, value), ref(op, X3, index, value), exact=True)
+        same(op(X3, index, value[..., :1] if value.ndim else value), ref(op, X3, index, value[..., :1] if value.ndim else value), exact=True)
+
+
 def test_set_subtensor_with_duplicates_keeps_the_last_write_on_tf_tensors():
     x = tf.zeros(4, tf.float64)
     same(ub.set_subtensor(x, tf.constant([1, 3, 1]), np.array([5.0, 6.0, 7.0])), np.array([0.0, 7.0, 0.0, 6.0]), exact=True)
@@ -245,6 +265,14 @@ def test_set_subtensor_gradient_flows_to_untouched_x_and_to_the_last_write():
     gx, gv = ub.grad(f, argnums=(0, 1))(np.ones(3), np.array([5.0, 6.0]))
     same(gx, np.array([0.0, 2.0, 3.0]))
     same(gv, np.array([0.0, 1.0]))
+
+    def g(x, v):  # a basic (strided-slice) index, and inc
+        w = np.arange(1.0, 7.0).reshape(2, 3)
+        return tf.reduce_sum((ub.set_subtensor(x, (1, slice(0, 2)), v) + ub.inc_subtensor(x, 0, v[0])) * w)
+
+    gx, gv = ub.grad(g, argnums=(0, 1))(np.ones((2, 3)), np.ones(2))
+    same(gx, np.array([[2.0, 4.0, 6.0], [4.0, 5.0, 12.0]]))
+    same(gv, np.array([4.0 + 1.0 + 2.0 + 3.0, 5.0]))
 
 
 # -- masked_mean ----------------------------------------------------------------
