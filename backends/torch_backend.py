@@ -51,6 +51,9 @@ class TorchBackend(Backend):
                 pairs.append((t, n))
         self._to_np = {t: np.dtype(n) for t, n in pairs}
         self._small_ints = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+        self._signed = {u: s for u, s in ((getattr(torch, "uint16", None), torch.int16),
+                                          (getattr(torch, "uint32", None), torch.int32),
+                                          (getattr(torch, "uint64", None), torch.int64)) if u is not None}
         try:  # bfloat16 has a numpy dtype only through ml_dtypes (shipped with TF/JAX)
             import ml_dtypes
 
@@ -94,17 +97,24 @@ class TorchBackend(Backend):
                 return x
             td = self._torch_dtype(dtype)
             return x if x.dtype is td else x.to(td)
+        t = self._host_tensor(x, dtype)
+        return t.to(self._dev) if self._is_cuda else t
+
+    def _host_tensor(self, x, dtype=None):
+        """A CPU tensor of neutral ``x`` (numpy's dtype rules, memory shared
+        with a numpy array where torch can)."""
         a = x if type(x) is np.ndarray else np.asarray(x)
+        if dtype is not None and not isinstance(dtype, np.dtype):  # bfloat16 without ml_dtypes
+            return self._host_tensor(a).to(self._torch_dtype(dtype))
         if dtype is not None and a.dtype != dtype:
             if dtype == self._bf16:
-                return self.asarray(a, np.float32).to(self.torch.bfloat16)
+                return self._host_tensor(a, np.float32).to(self.torch.bfloat16)
             a = a.astype(dtype)
         elif a.dtype == self._bf16:
-            return self.asarray(a.astype(np.float32)).to(self.torch.bfloat16)
+            return self._host_tensor(a.astype(np.float32)).to(self.torch.bfloat16)
         if not a.flags.writeable or any(s < 0 for s in a.strides):
             a = a.copy()  # torch.from_numpy needs writable, forward-strided memory
-        t = self.torch.from_numpy(a)
-        return t.to(self._dev) if self._is_cuda else t
+        return self.torch.from_numpy(a)
 
     def _torch_dtype(self, dtype):
         td = self._to_torch.get(dtype)
@@ -146,7 +156,7 @@ class TorchBackend(Backend):
     def sparse_from_scipy(self, csr):
         t = self.torch
         out = t.sparse_csr_tensor(
-            t.from_numpy(csr.indptr), t.from_numpy(csr.indices), self.asarray(csr.data),
+            t.from_numpy(csr.indptr), t.from_numpy(csr.indices), self._host_tensor(csr.data),
             size=csr.shape, check_invariants=False,
         )
         return out.to(self._dev) if self._is_cuda else out
@@ -218,8 +228,14 @@ class TorchBackend(Backend):
         (reading a value back would stall the stream), sorts canonicalised."""
         return self.gpu_paths or not x.is_cpu
 
+    def _real_only(self, op, x):
+        if x.is_complex():
+            raise TypeError(f"{op}: complex numbers have no order; the torch backend takes real "
+                            f"inputs only, got dtype {self.dtype(x)}")
+
     def argsort(self, x, axis, descending):
         t = self.torch
+        self._real_only("argsort", x)
         if x.dtype is t.bool:
             x = x.to(t.uint8)
         elif x.is_floating_point() and self._gpu_way(x):
@@ -229,6 +245,11 @@ class TorchBackend(Backend):
         return t.argsort(x, dim=axis, descending=descending, stable=True)
 
     def set_subtensor(self, x, sub, value, accumulate):
+        signed = self._signed.get(x.dtype)
+        if signed is not None:
+            # torch's index_put has no uint16/32/64 kernel; the same bits as
+            # signed ints give the same writes and (modular) additions.
+            return self.set_subtensor(x.view(signed), sub, value.view(signed), accumulate).view(x.dtype)
         if sub.basic:
             out = x.clone()
             if accumulate:
@@ -266,11 +287,12 @@ class TorchBackend(Backend):
                 total = None
         if total is None:
             total = t.where(keep, x, 0).sum(dim=axes)  # masked NaN/inf never touch the sum
-        count = keep.sum(dim=axes, dtype=t.int32).to(x.dtype)
-        return total / count.clamp(min=1)
+        count = keep.sum(dim=axes, dtype=t.int32).clamp(min=1).to(x.dtype)
+        return total / count
 
     def keep_topk(self, x, k, axis, fill):
         t = self.torch
+        self._real_only("keep_topk", x)
         n = x.shape[axis]
         if k == n:
             return x.clone()
@@ -307,6 +329,7 @@ class TorchBackend(Backend):
 
     def softmax(self, x, axis):
         t = self.torch
+        self._real_only("softmax", x)
         if x.shape[axis] == 0:
             return x.clone()
         out = t.softmax(x, dim=axis)
@@ -328,6 +351,9 @@ class TorchBackend(Backend):
             return table.new_zeros((n, d))
         if ids.dtype is not t.int64 and ids.dtype is not t.int32:
             ids = ids.to(t.int64)
+        if table.is_complex():  # embedding_bag takes real tables only
+            return t.complex(self.embedding_mean(table.real, ids, pad_id),
+                             self.embedding_mean(table.imag, ids, pad_id))
         if 0 <= pad_id < V:
             # padding_idx leaves pad entries out of the sum and of the divisor,
             # gives all-padding rows zeros, and the pad row a zero gradient.

@@ -124,6 +124,33 @@ def test_bfloat16_maps_to_the_ml_dtypes_bfloat16_and_promotes_with_float32():
     np.testing.assert_allclose(ub.to_numpy(out), [6.0, 6.0])
 
 
+def test_bfloat16_values_survive_to_numpy_and_back():
+    pytest.importorskip("ml_dtypes")
+    x = torch.tensor([1.5, -2.0, 3.25], dtype=torch.bfloat16)
+    back = ub.to_numpy(x)
+    np.testing.assert_array_equal(back.astype(np.float32), [1.5, -2.0, 3.25])
+    with ub.use_backend("torch"):
+        assert torch.equal(ub.asarray(back), x)
+    out = ub.softmax(x)
+    assert out.dtype == torch.bfloat16
+
+
+def test_without_ml_dtypes_bfloat16_stands_for_itself(monkeypatch):
+    import sys
+
+    from unibackend.backends.torch_backend import TorchBackend
+
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)  # import ml_dtypes fails
+    B = TorchBackend()
+    B.load()
+    x = torch.tensor([1.5, 2.0], dtype=torch.bfloat16)
+    assert B.dtype(x) is torch.bfloat16
+    assert B.asarray(np.array([1.5, 2.0]), torch.bfloat16).dtype == torch.bfloat16
+    assert B.asarray(x, np.dtype(np.float32)).dtype == torch.float32
+    back = B.to_numpy(x)
+    assert back.dtype == np.float32 and back.tolist() == [1.5, 2.0]
+
+
 def test_results_are_torch_tensors_and_to_numpy_brings_them_back(device):
     out = on_torch(device, ub.softmax, np.zeros((2, 3)))
     back = ub.to_numpy(out)
@@ -463,6 +490,15 @@ def test_subtensor_keeps_the_float32_dtype_of_x(device):
     assert on_torch(device, ub.set_subtensor, x, 0, np.float64(1.5)).dtype == torch.float32
 
 
+@pytest.mark.parametrize("dt", ["uint8", "uint16", "uint32", "uint64", "int8", "bool"])
+@pytest.mark.parametrize("op", [ub.set_subtensor, ub.inc_subtensor], ids=["set", "inc"])
+def test_subtensor_of_every_integer_dtype_matches_numpy(device, dt, op):
+    x = np.array([3, 1, 2, 1, 0]).astype(dt)
+    value = np.array([1, 1, 0]).astype(dt)
+    agree(device, op, x, [4, 0, 4], value, exact=True)
+    agree(device, op, x, slice(1, 4), value, exact=True)
+
+
 def test_subtensor_errors_are_index_and_value_errors():
     x = torch.zeros(3, 4)
     with pytest.raises(IndexError):
@@ -744,3 +780,20 @@ def test_ops_compose_with_plain_torch_autograd_and_parameters(device):
     assert table.grad is not None and w.grad is not None
     assert table.grad[0].eq(0).all() and table.grad[4:].eq(0).all()
     assert torch.isfinite(w.grad).all()
+
+
+# -- complex inputs -----------------------------------------------------------------
+
+def test_complex_inputs_work_where_numpy_and_torch_agree(device):
+    x = (rng.standard_normal((4, 3)) + 1j * rng.standard_normal((4, 3)))
+    agree(device, ub.dot, x, x.T)
+    agree(device, ub.masked_mean, x, np.array([1, 0, 1]), axis=1)
+    agree(device, ub.embedding_mean, x, np.array([[1, 2, 0], [0, 0, 0]]))
+    agree(device, ub.embedding_mean, x, np.array([[1, 2, -1]]), pad_id=-1)
+
+
+@pytest.mark.parametrize("op", [ub.argsort, ub.softmax, lambda x: ub.keep_topk(x, 1)],
+                         ids=["argsort", "softmax", "keep_topk"])
+def test_ops_that_order_values_refuse_complex_with_type_error(op):
+    with pytest.raises(TypeError, match="complex numbers have no order"):
+        op(torch.ones(3, dtype=torch.complex64))
