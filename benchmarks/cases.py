@@ -200,8 +200,10 @@ def case_keep_topk(nat, peer, size, settings):
         first = first_call(u, nat.sync)
         others = nat.keep_topk(x, k) + peer.keep_topk(x, k)
         params = {"rows": p["rows"], "cols": p["cols"], "k": k}
-        out.append(measure("keep_topk", f"{p['rows']}x{p['cols']} k={k}", params, nat, u, others,
-                           settings, first))
+        rec = measure("keep_topk", f"{p['rows']}x{p['cols']} k={k}", params, nat, u, others,
+                      settings, first)
+        rec["short"] = f"k={k}"
+        out.append(rec)
     return out
 
 

@@ -215,7 +215,7 @@ def _plot_targets(plt, result, path):
             v = max(t["value"], 1e-3) / t["limit"]     # overhead as a share of the 1 µs budget
         else:
             v = t["value"] / t["limit"]
-        labels.append(f"{t['id']} · {t['backend']} {t['case']}".strip())
+        labels.append(f"{t['id']} · {t['backend']} {t.get('short', '')}".strip())
         vals.append(v)
         cols.append("#2ca02c" if t["status"] == "met" else "#d62728")
     fig, ax = plt.subplots(figsize=(7.5, 0.28 * len(rows) + 1.0))
@@ -235,6 +235,8 @@ def _plot_targets(plt, result, path):
 
 
 def _plot_times(plt, result, path):
+    import matplotlib.ticker
+
     cases = [c for c in result["cases"] if not c.get("process")]
     ops = []
     for c in cases:
@@ -247,7 +249,9 @@ def _plot_times(plt, result, path):
     fig, axes = plt.subplots(nrows, ncols, figsize=(9, 3.0 * nrows), squeeze=False)
     for ax, op in zip(axes.flat, ops):
         mine = [c for c in cases if c["op"] == op]
-        groups = [f"{c['backend']}\n{c['label']}" if op == "keep_topk" else c["backend"] for c in mine]
+        groups = [f"{c['backend']}\n{c.get('short', '')}".strip() for c in mine]
+        top = max(r["median_s"] for c in mine for r in c["candidates"] if r["kind"] in COLORS)
+        unit, scale = ("ms", 1e3) if top >= 1e-3 else ("µs", 1e6)
         kinds = ["unified", "native", "naive", "peer"]
         width = 0.8 / len(kinds)
         for j, kind in enumerate(kinds):
@@ -256,15 +260,19 @@ def _plot_times(plt, result, path):
                 r = next((r for r in c["candidates"] if r["kind"] == kind), None)
                 if r is not None:
                     xs.append(i + (j - 1.5) * width)
-                    hs.append(r["median_s"] * 1e6)
+                    hs.append(r["median_s"] * scale)
             if xs:
                 ax.bar(xs, hs, width, label=kind, color=COLORS[kind])
         ax.set_xticks(range(len(mine)))
         ax.set_xticklabels(groups, fontsize=6)
         ax.set_yscale("log")
-        ax.set_ylabel("µs per call", fontsize=7)
-        ax.set_title(op if op == "keep_topk" else f"{op}  ({mine[0]['label']})", fontsize=8)
-        ax.tick_params(axis="y", labelsize=7)
+        plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+        ax.set_ylabel(f"{unit} per call", fontsize=7)
+        size = mine[0]["label"].replace(f" {mine[0].get('short', '')}", "") if mine[0].get("short") else mine[0]["label"]
+        ax.set_title(f"{op}  ({size})", fontsize=8)
+        ax.tick_params(axis="y", which="both", labelsize=6)
     for ax in list(axes.flat)[len(ops):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=6)

@@ -135,12 +135,22 @@ def load(name, device):
 
     if name not in _registry.known():
         raise Skip("no such plugin")
+    if name == "torch" and device != "cpu":
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is not None:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise Skip("no CUDA device (torch.cuda.is_available() is False)")
     try:
         _registry.backend(name, _device_for(name, device))
     except ub.BackendNotAvailable as e:
         raise Skip(str(e).split(";")[0]) from None
     except (ImportError, AttributeError) as e:
         raise Skip(f"plugin missing or broken: {e}") from None
+    except (ValueError, RuntimeError) as e:  # e.g. a device the plugin cannot use
+        raise Skip(f"plugin refused device {device!r}: {e}") from None
     try:
         return K.natives(name, device)
     except ModuleNotFoundError as e:

@@ -79,6 +79,7 @@ def evaluate(cases, import_result=None, backends_run=(), device="cpu"):
             row = _row(t, case["backend"], case["label"] if t.op else f"{case['op']} {case['label']}",
                        v, _status(t, v), device=case["device"])
             row["case_index"] = i
+            row["short"] = " ".join(x for x in ("" if t.op else case["op"], case.get("short", "")) if x)
             out.append(row)
         for b in t.backends:
             if b not in seen:
