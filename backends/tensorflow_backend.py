@@ -10,6 +10,7 @@ contract's exception.
 """
 from __future__ import annotations
 
+import inspect
 import weakref
 
 import numpy as np
@@ -39,6 +40,8 @@ class TensorflowBackend(Backend):
         self._getitem = _numpy_getitem()
         _autograph_leaves_unibackend_alone()
         self._eager_type = type(tf.constant(0))
+        takes = inspect.signature(tf.sparse.segment_mean).parameters
+        self._sparse_gradient = {"sparse_gradient": True} if "sparse_gradient" in takes else {}
         self._to_tf = {}      # numpy dtype -> tf.DType
         self._to_np = {}      # tf.DType -> numpy dtype
         self._from_scipy = lambda: None  # the last sparse_from_scipy result (weak)
@@ -251,6 +254,8 @@ class TensorflowBackend(Backend):
     def set_subtensor(self, x, sub, value, accumulate):
         if not hasattr(sub, "positions"):  # raw index: symbolic shape or index
             return self._set_symbolic(x, sub, value, accumulate)
+        if 0 in sub.shape or 0 in sub.xshape:
+            return self.tf.identity(x)  # nothing to write (TF's scatters refuse an empty x)
         parts, lead = _leading_parts(sub.index, sub.xshape)
         if sub.basic and lead == len(sub.xshape) and lead:
             # A block that reaches the last axis: one strided-slice update
@@ -428,10 +433,13 @@ class TensorflowBackend(Backend):
         # A fused sparse segment mean: reads table rows in place, so memory is
         # O(n*d + nnz); a repeated id counts each time, a row of only padding
         # is an empty segment (zeros), and the table's gradient is zero on
-        # rows never read (the pad row).
+        # rows never read (the pad row).  The gradient comes as IndexedSlices:
+        # TF's dense SparseSegmentMeanGrad leaves the table's gradient
+        # uninitialised when no id is real.
         where = tf.where(real)                                  # (nnz, 2), row-major
         n = tf.shape(ids, out_type=tf.int64)[0]
-        return tf.sparse.segment_mean(table, tf.gather_nd(ids, where), where[:, 0], num_segments=n)
+        return tf.sparse.segment_mean(table, tf.gather_nd(ids, where), where[:, 0], num_segments=n,
+                                      **self._sparse_gradient)
 
     # -- autodiff and compilation ------------------------------------------
     def value_and_grad(self, f, argnums, args, kwargs):

@@ -236,6 +236,13 @@ def test_set_and_inc_subtensor_match_numpy_on_3d_mixed_indices(index):
         same(op(X3, index, value[..., :1] if value.ndim else value), ref(op, X3, index, value[..., :1] if value.ndim else value), exact=True)
 
 
+@pytest.mark.parametrize("shape,index", [((0,), slice(None)), ((0, 3), (slice(None), 1)), ((2, 3), np.array([], np.int64))])
+def test_set_and_inc_subtensor_of_an_empty_selection_return_x_unchanged(shape, index):
+    x = np.zeros(shape, np.float32)
+    for op in (ub.set_subtensor, ub.inc_subtensor):
+        same(op(x, index, 1.0), x, exact=True)
+
+
 def test_set_subtensor_with_duplicates_keeps_the_last_write_on_tf_tensors():
     x = tf.zeros(4, tf.float64)
     same(ub.set_subtensor(x, tf.constant([1, 3, 1]), np.array([5.0, 6.0, 7.0])), np.array([0.0, 7.0, 0.0, 6.0]), exact=True)
@@ -369,6 +376,16 @@ def test_embedding_mean_gradient_is_dense_with_an_exactly_zero_pad_row():
     expect[1], expect[2], expect[3], expect[5] = 2 / 3, 1 / 3, 0.5, 0.5
     same(g, expect)
     assert np.all(g.numpy()[0] == 0.0)
+
+
+@pytest.mark.parametrize("ids", [np.zeros((2, 3), np.int64), np.zeros((0, 0), np.int32)], ids=["all-pad", "empty"])
+def test_embedding_mean_gradient_is_exactly_zero_when_no_id_is_real(ids):
+    """TF's dense SparseSegmentMeanGrad leaves its output uninitialised when
+    there is no index: the table's gradient must still be exact zeros."""
+    table = np.ones((3, 2), np.float32)
+    for _ in range(3):  # garbage would differ from call to call
+        g = ub.grad(lambda t: tf.reduce_sum(ub.embedding_mean(t, ids)))(table)
+        same(g, np.zeros((3, 2), np.float32), exact=True)
 
 
 def test_embedding_mean_bad_ids_raise_the_contract_exceptions_on_tf_inputs():
