@@ -1,0 +1,812 @@
+"""The theano plugin, on whichever implementation is in force (PyTensor in
+.venv; Theano 1.0.5 in .venv-theano with UNIBACKEND_THEANO=theano): every op
+eager (arrays in, numpy out, compiled once per signature) and symbolic
+(variables in, variables out, errors raised by checks inside the graph),
+against the numpy reference; function and value_and_grad; the
+implementation switch.  Needs neither torch nor tensorflow."""
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import unibackend as ub
+from unibackend import _registry as R
+from unibackend.backends.theano_backend import ENV, PytensorBackend, TheanoBackend
+
+try:
+    THEANO = R.backend("theano")
+except ub.BackendNotAvailable as e:  # neither pytensor nor theano here
+    pytest.skip(str(e), allow_module_level=True)
+
+T, S, th = THEANO.T, THEANO.S, THEANO.th
+rng = np.random.default_rng(20240607)
+
+
+@pytest.fixture(autouse=True)
+def theano_in_force():
+    with ub.use_backend("theano") as B:
+        yield B
+
+
+def on_numpy(fn, *args, **kw):
+    with ub.use_backend("numpy"):
+        return ub.to_numpy(fn(*args, **kw))
+
+
+def close(got, want, exact=False):
+    """Same shape and dtype as the numpy reference, values equal or close."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    assert got.dtype == want.dtype, (got.dtype, want.dtype)
+    if exact:
+        np.testing.assert_array_equal(got, want)
+    else:
+        tol = 1e-5 if want.dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol, equal_nan=True)
+
+
+def agree(fn, *args, exact=False, **kw):
+    """Eager: ``fn`` gives a numpy array equal to numpy's, inputs untouched."""
+    copies = [a.copy() if hasattr(a, "copy") else a for a in args]
+    want = on_numpy(fn, *args, **kw)
+    got = fn(*args, **kw)
+    assert type(got) is np.ndarray, type(got)
+    close(got, want, exact)
+    for a, c in zip(args, copies):
+        if isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, c)
+    return got
+
+
+def run(inputs, out, *values):
+    """Compile a user's own graph with the framework and run it."""
+    return th.function(inputs, out)(*values)
+
+
+def sym(a, name=None):
+    """A symbolic input of ``a``'s dtype and ndim."""
+    return T.TensorType(str(a.dtype), (False,) * a.ndim)(name) if THEANO.implementation == "theano" \
+        else T.tensor(name, dtype=str(a.dtype), shape=(None,) * a.ndim)
+
+
+def sym_agree(fn, *args, exact=False, **kw):
+    """Symbolic: ``fn`` of variables is a variable that, compiled, gives
+    numpy's result on the values."""
+    want = on_numpy(fn, *args, **kw)
+    vs = [sym(a) if isinstance(a, np.ndarray) else a for a in args]
+    out = fn(*vs, **kw)
+    assert isinstance(out, THEANO._Var), type(out)
+    arrays = [(v, a) for v, a in zip(vs, args) if isinstance(a, np.ndarray)]
+    close(run([v for v, _ in arrays], out, *[a for _, a in arrays]), want, exact)
+
+
+def count():
+    return THEANO.compilations
+
+
+# -- implementation, loading, conversion ------------------------------------
+
+def test_backends_lists_theano_with_autodiff_sparse_symbolic_and_the_pytensor_alias():
+    info = {b.name: b for b in ub.backends()}
+    assert info["theano"].installed
+    assert info["theano"].version.split()[0] == THEANO.implementation
+    assert set(info["theano"].capabilities) == {"autodiff", "sparse", "symbolic"}
+    assert info["pytensor"].alias_of == "theano"
+
+
+def test_is_available_and_version_import_no_framework():
+    code = (
+        "import sys; from unibackend.backends.theano_backend import TheanoBackend as B; "
+        "b = B(); print(b.is_available()[0], b.version().split()[0], "
+        "[m for m in ('pytensor', 'theano') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", THEANO.implementation, "[]"]
+
+
+@pytest.mark.parametrize("impl", ["pytensor", "theano"])
+def test_unibackend_theano_env_var_forces_an_implementation(monkeypatch, impl):
+    import importlib.util
+
+    monkeypatch.setenv(ENV, impl)
+    chosen, why = TheanoBackend()._choice()
+    if importlib.util.find_spec(impl) is not None:
+        assert (chosen, why) == (impl, "")
+    else:
+        assert chosen is None and f"{ENV}={impl}" in why
+
+
+def test_unibackend_theano_env_var_with_an_unknown_name_makes_the_backend_unavailable(monkeypatch):
+    monkeypatch.setenv(ENV, "caffe")
+    ok, why = TheanoBackend().is_available()
+    assert not ok and "UNIBACKEND_THEANO='caffe'" in why
+
+
+def test_pytensor_alias_forces_pytensor_whatever_the_env_says(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setenv(ENV, "theano")
+    chosen, why = PytensorBackend()._choice()
+    if importlib.util.find_spec("pytensor") is not None:
+        assert chosen == "pytensor"
+    else:
+        assert chosen is None and "backend 'pytensor'" in why
+
+
+def test_without_the_env_var_pytensor_is_preferred_when_installed(monkeypatch):
+    import importlib.util
+
+    monkeypatch.delenv(ENV, raising=False)
+    want = "pytensor" if importlib.util.find_spec("pytensor") is not None else "theano"
+    assert TheanoBackend()._choice() == (want, "")
+
+
+def test_a_symbolic_variable_selects_theano_while_numpy_is_in_force():
+    x = T.matrix("x", dtype="float64")
+    with ub.use_backend("numpy"):
+        out = ub.softmax(x)
+    assert isinstance(out, THEANO._Var)
+
+
+def test_eager_results_are_numpy_and_asarray_gives_numpy():
+    assert type(ub.softmax(np.zeros(3))) is np.ndarray
+    assert type(ub.asarray([1.0, 2.0])) is np.ndarray
+    assert ub.asarray([1, 2], "float32").dtype == np.float32
+
+
+def test_asarray_of_a_variable_casts_in_the_graph():
+    x = T.vector("x", dtype="float32")
+    assert ub.asarray(x) is x
+    y = ub.asarray(x, "float64")
+    assert y.dtype == "float64"
+    np.testing.assert_array_equal(run([x], y, np.ones(2, np.float32)), [1.0, 1.0])
+
+
+def test_to_numpy_of_a_constant_graph_evaluates_it_and_of_a_graph_with_inputs_is_type_error():
+    c = T.constant(np.arange(3.0))
+    np.testing.assert_array_equal(ub.to_numpy(c * 2), [0.0, 2.0, 4.0])
+    with pytest.raises(TypeError, match="to_numpy: .* symbolic variable"):
+        ub.to_numpy(T.vector("x") * 2)
+
+
+def test_shape_of_a_variable_is_unknown_and_dtype_is_numpy(theano_in_force):
+    x = T.matrix("x", dtype="float32")
+    assert theano_in_force.shape(x) == (None, None)
+    assert theano_in_force.dtype(x) == np.dtype(np.float32)
+
+
+# -- compilation cache ---------------------------------------------------------
+
+def test_second_eager_call_of_each_op_compiles_nothing():
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal((4, 2))
+    x = sp.random(3, 4, density=0.5, format="csr", random_state=1)
+    ids = np.array([[1, 2, 0], [2, 0, 0]])
+    calls = [
+        lambda: ub.dot(a, b),
+        lambda: ub.sparse_dot(x, b),
+        lambda: ub.argsort(a, descending=True),
+        lambda: ub.set_subtensor(a, (1, slice(0, 2)), 5.0),
+        lambda: ub.inc_subtensor(a, np.array([0, 0]), 1.0),
+        lambda: ub.masked_mean(a, a > 0, axis=1),
+        lambda: ub.keep_topk(a, 2),
+        lambda: ub.softmax(a),
+        lambda: ub.embedding_mean(a, ids),
+    ]
+    for call in calls:
+        call()
+        before = count()
+        call()
+        assert count() == before
+
+
+def test_new_values_of_k_fill_pad_id_and_index_reuse_the_compiled_graph():
+    """k, fill, pad_id, ints and slice bounds of a basic index, and the
+    positions of an advanced index are inputs of the graph, not constants."""
+    a = rng.standard_normal((4, 5))
+    ids = np.array([[1, 2, 0], [3, 0, 0]])
+    ub.keep_topk(a, 1)
+    ub.set_subtensor(a, (0, slice(0, 2)), 1.0)
+    ub.set_subtensor(a, np.array([0, 1]), 1.0)
+    ub.embedding_mean(a, ids)
+    before = count()
+    for k in range(5):
+        ub.keep_topk(a, k, fill=float(k))
+    ub.set_subtensor(a, (3, slice(1, 5)), 2.0)
+    ub.set_subtensor(a, (-1, slice(None, None, 2)), 2.0)
+    ub.set_subtensor(a, np.array([3, 3, 2]), 1.0)
+    ub.embedding_mean(a, ids, pad_id=3)
+    assert count() == before
+
+
+def test_a_new_dtype_or_ndim_compiles_a_new_graph_once():
+    before = count()
+    ub.softmax(np.zeros((2, 3, 4), np.float32))
+    ub.softmax(np.zeros((2, 3, 4), np.float32) + 1)
+    assert count() - before in (0, 1)  # 0 if an earlier test made that graph
+    before = count()
+    ub.softmax(np.zeros((2, 3, 4), np.float32))
+    assert count() == before
+
+
+def test_the_compiled_function_cache_is_bounded_and_drops_the_least_recently_used():
+    B = TheanoBackend()
+    B.load()
+    B.cache_size = 2
+    a = np.ones((2, 3))
+    B.softmax(a, 0)
+    B.softmax(a, 1)
+    B.softmax(a, 0)      # 0 is now the most recent
+    B.argsort(a, 1, False)  # drops axis 1 of softmax
+    assert B.compilations == 3 and len(B._cache) == 2
+    B.softmax(a, 0)
+    assert B.compilations == 3
+    B.softmax(a, 1)
+    assert B.compilations == 4
+
+
+# -- dot, sparse_dot -------------------------------------------------------------
+
+@pytest.mark.parametrize("sa,sb", [((4,), (4,)), ((3, 4), (4,)), ((4,), (4, 2)), ((3, 4), (4, 2)), ((2, 3, 4), (4, 2))])
+def test_dot_matches_numpy_eager_and_symbolic(sa, sb):
+    a, b = rng.standard_normal(sa), rng.standard_normal(sb)
+    agree(ub.dot, a, b)
+    sym_agree(ub.dot, a, b)
+
+
+def test_dot_promotes_float32_with_float64():
+    agree(ub.dot, rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal(4))
+
+
+def test_dot_errors_are_raised_before_compiling():
+    before = count()
+    with pytest.raises(ValueError, match="dot: shapes .* are not aligned"):
+        ub.dot(np.ones((3, 4)), np.ones((3, 2)))
+    with pytest.raises(ValueError, match="dot: b must have 1 or 2 dims"):
+        ub.dot(np.ones((3, 4)), np.ones((4, 2, 2)))
+    assert count() == before
+
+
+def test_dot_of_symbolic_unaligned_shapes_raises_value_error_when_run():
+    a, b = T.matrix("a", dtype="float64"), T.matrix("b", dtype="float64")
+    f = th.function([a, b], ub.dot(a, b))
+    with pytest.raises(ValueError, match="dot: shapes are not aligned"):
+        f(np.ones((3, 4)), np.ones((3, 2)))
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo"])
+@pytest.mark.parametrize("wshape", [(6, 3), (6,)])
+def test_sparse_dot_of_scipy_matrices_matches_numpy(fmt, wshape):
+    x = sp.random(5, 6, density=0.4, format=fmt, random_state=3)
+    agree(ub.sparse_dot, x, rng.standard_normal(wshape))
+
+
+def test_sparse_dot_adds_coo_duplicates_and_keeps_explicit_zeros():
+    x = sp.coo_matrix(([1.0, 2.0, 0.0], ([0, 0, 1], [1, 1, 2])), shape=(2, 3))
+    got = ub.sparse_dot(x, np.ones((3, 2)))
+    np.testing.assert_array_equal(got, [[3.0, 3.0], [0.0, 0.0]])
+    assert x.nnz == 3  # not mutated
+
+
+@pytest.mark.parametrize("make", ["csr_matrix", "csc_matrix"])
+def test_sparse_dot_and_dot_of_sparse_variables_use_structured_dot(make):
+    x = getattr(S, make)("x", dtype="float64")
+    w = T.matrix("w", dtype="float64")
+    xv = sp.random(4, 5, density=0.5, format=make[:3], random_state=4)
+    wv = rng.standard_normal((5, 2))
+    for out in (ub.sparse_dot(x, w), ub.dot(x, w)):
+        assert isinstance(out, THEANO._Var) and not THEANO.is_sparse(out)
+        assert any("StructuredDot" in type(n.op).__name__ for n in _ancestors(out))
+        np.testing.assert_allclose(run([x, w], out, xv, wv), xv @ wv, rtol=1e-12)
+
+
+def _ancestors(out):
+    seen, todo = [], [out.owner]
+    while todo:
+        node = todo.pop()
+        if node is not None and node not in seen:
+            seen.append(node)
+            todo += [i.owner for i in node.inputs]
+    return seen
+
+
+def test_sparse_dot_of_a_symbolic_x_with_a_misaligned_w_raises_value_error_when_run():
+    x, w = S.csr_matrix("x", dtype="float64"), T.vector("w", dtype="float64")
+    f = th.function([x, w], ub.sparse_dot(x, w))
+    with pytest.raises(ValueError, match="sparse_dot: shapes are not aligned"):
+        f(sp.csr_matrix(np.ones((2, 3))), np.ones(4))
+
+
+def test_sparse_dot_errors_are_raised_before_compiling():
+    before = count()
+    with pytest.raises(ValueError, match="sparse_dot: shapes"):
+        ub.sparse_dot(sp.csr_matrix(np.ones((2, 3))), np.ones((4, 2)))
+    with pytest.raises(TypeError, match="sparse_dot: x must be sparse"):
+        ub.sparse_dot(np.ones((2, 3)), np.ones(3))
+    assert count() == before
+
+
+# -- argsort ---------------------------------------------------------------------
+
+SPECIAL = np.array([np.nan, 1.0, -0.0, 0.0, np.nan, 1.0, np.inf, -np.inf, 0.0, -0.0, -np.inf, np.inf])
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_argsort_is_stable_with_nan_largest_and_signed_zeros_equal(descending):
+    got = agree(ub.argsort, SPECIAL, descending=descending, exact=True)
+    if not descending:
+        assert list(got[-2:]) == [0, 4]  # NaN after +inf, in index order
+    else:
+        assert list(got[:2]) == [0, 4]
+    sym_agree(ub.argsort, SPECIAL, descending=descending, exact=True)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("descending", [False, True])
+def test_argsort_with_many_ties_along_each_axis_matches_numpy_exactly(axis, descending):
+    x = rng.integers(0, 3, size=(7, 9)).astype(np.float32)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    agree(ub.argsort, x, axis=axis, descending=descending, exact=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(hnp.arrays(np.float64, st.integers(2, 30), elements=st.sampled_from([0.0, -0.0, 1.0, -1.0, np.nan, np.inf, -np.inf])),
+       st.booleans())
+def test_argsort_property_stable_both_ways(x, descending):
+    """For any vector of heavily tied values with NaN, +-inf and signed zeros,
+    argsort equals the numpy reference's stable order in both directions."""
+    close(ub.argsort(x, descending=descending), on_numpy(ub.argsort, x, descending=descending), exact=True)
+
+
+def test_argsort_of_a_large_slice_is_stable():
+    x = rng.integers(0, 4, size=5000).astype(np.float64)
+    agree(ub.argsort, x, exact=True)
+    agree(ub.argsort, x, descending=True, exact=True)
+
+
+# -- set_subtensor, inc_subtensor -------------------------------------------------
+
+X = np.arange(24.0).reshape(4, 6)
+
+INDICES = [
+    (2, 7.0),
+    (-1, np.arange(6.0)),
+    ((1, slice(1, 5)), 9.0),
+    ((slice(None, None, 2), -2), np.array([1.0, 2.0])),
+    ((Ellipsis, 3), 0.5),
+    ((slice(None), slice(None, None, -2)), 1.0),
+    (np.array([0, 2, 0]), np.arange(6.0)),
+    ((np.array([0, 0, 3]), np.array([1, 1, -1])), np.array([5.0, 6.0, 7.0])),
+    ((slice(1, 3), np.array([4, 4, 0])), 2.5),
+    (X > 15, -1.0),
+    ([1, 1], np.array([[1.0], [2.0]])),
+]
+
+
+@pytest.mark.parametrize("op", [ub.set_subtensor, ub.inc_subtensor])
+@pytest.mark.parametrize("index,value", INDICES)
+def test_subtensor_eager_matches_numpy_and_mutates_nothing(op, index, value):
+    agree(op, X, index, value)
+
+
+@pytest.mark.parametrize("op", [ub.set_subtensor, ub.inc_subtensor])
+@pytest.mark.parametrize("index,value", INDICES)
+def test_subtensor_of_a_symbolic_x_with_the_raw_index_matches_numpy(op, index, value):
+    want = on_numpy(op, X, index, value)
+    x = T.matrix("x", dtype="float64")
+    out = op(x, index, value)
+    assert isinstance(out, THEANO._Var)
+    close(run([x], out, X), want)
+
+
+def test_set_subtensor_last_write_wins_and_inc_subtensor_adds_every_time_eager_and_symbolic():
+    idx = (np.array([0, 0, 2, 0]), np.array([1, 1, 1, 1]))
+    vals = np.array([1.0, 2.0, 3.0, 4.0])
+    s, i = ub.set_subtensor(X, idx, vals), ub.inc_subtensor(X, idx, vals)
+    assert s[0, 1] == 4.0 and s[2, 1] == 3.0
+    assert i[0, 1] == X[0, 1] + 7.0 and i[2, 1] == X[2, 1] + 3.0
+    x, r, c = T.matrix("x", dtype="float64"), T.lvector("r"), T.lvector("c")
+    s2 = run([x, r, c], ub.set_subtensor(x, (r, c), vals), X, *idx)
+    i2 = run([x, r, c], ub.inc_subtensor(x, (r, c), vals), X, *idx)
+    np.testing.assert_array_equal(s2, s)
+    np.testing.assert_array_equal(i2, i)
+
+
+def test_subtensor_with_a_symbolic_index_part_and_numpy_x():
+    r = T.lvector("r")
+    out = ub.inc_subtensor(X, r, 1.0)
+    assert isinstance(out, THEANO._Var)
+    np.testing.assert_array_equal(run([r], out, np.array([3, 3])), on_numpy(ub.inc_subtensor, X, np.array([3, 3]), 1.0))
+
+
+def test_subtensor_with_a_symbolic_boolean_mask():
+    x, m = T.matrix("x", dtype="float64"), T.matrix("m", dtype="bool")
+    np.testing.assert_array_equal(run([x, m], ub.set_subtensor(x, m, 0.0), X, X > 10), np.where(X > 10, 0.0, X))
+
+
+def test_subtensor_with_a_symbolic_value_and_numpy_x_uses_the_core_index():
+    v = T.vector("v", dtype="float64")
+    for index in ((1, slice(0, 3)), (np.array([0, 0, 3]), np.array([1, 1, 2]))):
+        want = on_numpy(ub.set_subtensor, X, index, np.array([1.0, 2.0, 3.0]))
+        np.testing.assert_array_equal(run([v], ub.set_subtensor(X, index, v), np.array([1.0, 2.0, 3.0])), want)
+
+
+def test_subtensor_keeps_float32():
+    x = np.ones((2, 3), np.float32)
+    assert ub.set_subtensor(x, 0, 2.0).dtype == np.float32
+    assert ub.inc_subtensor(x, np.array([1, 1]), np.float64(2.0)).dtype == np.float32
+
+
+def test_subtensor_eager_errors_are_raised_before_compiling():
+    before = count()
+    with pytest.raises(IndexError, match="set_subtensor: index"):
+        ub.set_subtensor(X, (0, 6), 1.0)
+    with pytest.raises(IndexError, match="inc_subtensor: index"):
+        ub.inc_subtensor(X, np.array([0, 9]), 1.0)
+    with pytest.raises(ValueError, match="set_subtensor: value of shape"):
+        ub.set_subtensor(X, 0, np.ones(5))
+    assert count() == before
+
+
+@pytest.mark.parametrize("index", [7, -5, (0, 6), np.array([0, 4]), (slice(None), np.array([-7]))])
+def test_subtensor_of_a_symbolic_x_out_of_range_raises_index_error_when_run(index):
+    x = T.matrix("x", dtype="float64")
+    f = th.function([x], ub.set_subtensor(x, index, 1.0))
+    with pytest.raises(IndexError, match="set_subtensor: an index is out of range"):
+        f(X)
+
+
+def test_subtensor_of_a_symbolic_index_out_of_range_raises_index_error_when_run():
+    r = T.lvector("r")
+    f = th.function([r], ub.inc_subtensor(X, r, 1.0))
+    with pytest.raises(IndexError, match="inc_subtensor: an index is out of range"):
+        f(np.array([0, 4]))
+
+
+def test_subtensor_of_a_symbolic_mask_of_the_wrong_shape_raises_index_error_when_run():
+    x, m = T.matrix("x", dtype="float64"), T.matrix("m", dtype="bool")
+    f = th.function([x, m], ub.set_subtensor(x, m, 0.0))
+    with pytest.raises(IndexError, match="a boolean index does not match"):
+        f(X, np.ones((4, 5), bool))
+
+
+def test_subtensor_of_a_symbolic_value_that_does_not_broadcast_raises_value_error_when_run():
+    x, v = T.matrix("x", dtype="float64"), T.vector("v", dtype="float64")
+    f = th.function([x, v], ub.set_subtensor(x, 0, v))
+    with pytest.raises(ValueError, match="value does not broadcast"):
+        f(X, np.ones(5))
+
+
+def test_subtensor_static_errors_of_a_symbolic_x_are_raised_when_building():
+    x = T.matrix("x", dtype="float64")
+    with pytest.raises(IndexError, match="too many indices"):
+        ub.set_subtensor(x, (0, 0, 0), 1.0)
+    with pytest.raises(IndexError, match="integer or boolean"):
+        ub.set_subtensor(x, np.array([0.5]), 1.0)
+    with pytest.raises(IndexError, match="single ellipsis"):
+        ub.set_subtensor(x, (Ellipsis, Ellipsis), 1.0)
+    with pytest.raises(ValueError, match="does not broadcast"):
+        ub.set_subtensor(x, (0, 0), np.ones((2, 2)))
+
+
+# -- masked_mean -----------------------------------------------------------------
+
+def test_masked_mean_ignores_masked_nan_and_inf_and_gives_zero_for_empty_slices():
+    x = np.array([[1.0, np.nan, 3.0], [np.inf, 2.0, -np.inf], [5.0, 6.0, 7.0]])
+    mask = np.array([[1, 0, 1], [0, 1, 0], [0, 0, 0]], bool)
+    got = agree(ub.masked_mean, x, mask, axis=1)
+    np.testing.assert_array_equal(got, [2.0, 2.0, 0.0])
+    sym_agree(ub.masked_mean, x, mask, axis=1)
+
+
+@pytest.mark.parametrize("axis", [None, 0, (0, 2), -1])
+def test_masked_mean_with_a_broadcast_numeric_mask_matches_numpy(axis):
+    x = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    mask = (rng.random((4, 1)) > 0.4).astype(np.int64)
+    agree(ub.masked_mean, x, mask, axis=axis)
+
+
+def test_masked_mean_gradient_is_zero_and_finite_at_masked_nan():
+    x = np.array([1.0, np.nan, 3.0])
+    g = ub.grad(lambda x: ub.masked_mean(x, np.array([1, 0, 1]), axis=0))(x)
+    np.testing.assert_array_equal(g, [0.5, 0.0, 0.5])
+
+
+def test_masked_mean_of_a_symbolic_mask_that_does_not_broadcast_raises_value_error_when_run():
+    x, m = T.matrix("x", dtype="float64"), T.vector("m", dtype="bool")
+    f = th.function([x, m], ub.masked_mean(x, m, axis=1))
+    with pytest.raises(ValueError, match="masked_mean: mask does not broadcast"):
+        f(np.ones((2, 3)), np.ones(4, bool))
+
+
+# -- keep_topk, topk_gate ------------------------------------------------------------
+
+def test_keep_topk_breaks_ties_by_lower_index_and_counts_nan_as_largest():
+    x = np.array([[1.0, 3.0, 3.0, 2.0, 3.0], [np.nan, 0.0, np.nan, 5.0, -0.0]])
+    got = agree(ub.keep_topk, x, 2, exact=True)
+    np.testing.assert_array_equal(got[0], [-np.inf, 3.0, 3.0, -np.inf, -np.inf])
+    assert np.isnan(got[1, [0, 2]]).all() and (got[1, [1, 3, 4]] == -np.inf).all()
+    sym_agree(ub.keep_topk, x, 2, exact=True)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("k", [0, 1, 3, 6])
+def test_keep_topk_with_many_ties_keeps_what_numpy_keeps(axis, k):
+    x = rng.integers(0, 3, size=(6, 6)).astype(np.float64)
+    x[rng.random(x.shape) < 0.15] = np.nan
+    x[rng.random(x.shape) < 0.15] = -0.0
+    agree(ub.keep_topk, x, k, axis=axis, exact=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(hnp.arrays(np.float64, st.tuples(st.integers(2, 5), st.integers(2, 8)),
+                  elements=st.sampled_from([0.0, -0.0, 1.0, 2.0, np.nan, np.inf, -np.inf])),
+       st.data())
+def test_keep_topk_property_exactly_k_stay_as_numpy_chooses(x, data):
+    """For any matrix of tied values with NaN, +-inf and signed zeros and any
+    0 <= k <= n, keep_topk keeps exactly the entries the numpy reference keeps."""
+    k = data.draw(st.integers(0, x.shape[1]))
+    close(ub.keep_topk(x, k, fill=-7.0), on_numpy(ub.keep_topk, x, k, fill=-7.0), exact=True)
+
+
+def test_keep_topk_fill_and_float32():
+    x = np.array([3.0, 1.0, 2.0], np.float32)
+    got = agree(ub.keep_topk, x, 1, fill=0.5, exact=True)
+    assert got.dtype == np.float32
+
+
+def test_keep_topk_of_an_empty_axis_is_empty():
+    agree(ub.keep_topk, np.zeros((3, 0)), 0, exact=True)
+
+
+def test_keep_topk_k_out_of_range_is_value_error_eager_and_when_a_symbolic_graph_runs():
+    with pytest.raises(ValueError, match="keep_topk: k=4 is out of range"):
+        ub.keep_topk(np.ones(3), 4)
+    x = T.vector("x", dtype="float64")
+    f = th.function([x], ub.keep_topk(x, 4))
+    np.testing.assert_array_equal(f(np.arange(5.0)), [-np.inf, 1.0, 2.0, 3.0, 4.0])
+    with pytest.raises(ValueError, match="keep_topk: k is larger than the size"):
+        f(np.ones(3))
+
+
+def test_topk_gate_has_k_nonzero_weights_summing_to_one_eager_and_symbolic():
+    x = rng.standard_normal((4, 6))
+    got = agree(ub.topk_gate, x, 2)
+    assert ((got > 0).sum(axis=1) == 2).all()
+    np.testing.assert_allclose(got.sum(axis=1), 1.0)
+    sym_agree(ub.topk_gate, x, 2)
+
+
+def test_grad_through_topk_gate_is_zero_off_the_kept_entries():
+    x = np.array([[0.3, 2.0, -1.0, 1.5]])
+    w = np.array([[1.0, 2.0, 3.0, 4.0]])
+    g = ub.grad(lambda x: (ub.topk_gate(x, 2) * w).sum())(x)
+    assert g[0, 0] == 0.0 and g[0, 2] == 0.0 and g[0, 1] != 0.0
+
+
+# -- softmax -----------------------------------------------------------------------
+
+def test_softmax_gives_exact_zeros_for_minus_inf_and_for_all_minus_inf_slices():
+    x = np.array([[-np.inf, 0.0, 1.0], [-np.inf, -np.inf, -np.inf]])
+    got = agree(ub.softmax, x)
+    assert got[0, 0] == 0.0 and (got[1] == 0.0).all()
+    sym_agree(ub.softmax, x)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_softmax_is_stable_for_large_logits_and_keeps_float32(axis):
+    x = (rng.standard_normal((2, 3, 4)) * 1e4).astype(np.float32)
+    got = agree(ub.softmax, x, axis=axis)
+    assert np.isfinite(got).all()
+
+
+def test_softmax_gradient_is_finite_for_an_all_minus_inf_slice():
+    x = np.array([[-np.inf, -np.inf], [0.0, 1.0]])
+    g = ub.grad(lambda x: (ub.softmax(x) * np.array([1.0, 2.0])).sum())(x)
+    assert np.isfinite(g).all()
+
+
+# -- embedding_mean ----------------------------------------------------------------
+
+@pytest.mark.parametrize("pad_id", [0, 3, -1])
+def test_embedding_mean_skips_padding_counts_repeats_and_zeros_all_pad_rows(pad_id):
+    table = rng.standard_normal((6, 4))
+    p = pad_id
+    ids = np.array([[1, 2, p, p], [5, 5, 2, p], [p, p, p, p], [4, 1, 1, 1]])
+    got = agree(ub.embedding_mean, table, ids, pad_id=pad_id)
+    np.testing.assert_allclose(got[1], (2 * table[5] + table[2]) / 3)
+    assert (got[2] == 0.0).all()
+    sym_agree(ub.embedding_mean, table, ids, pad_id=pad_id)
+
+
+@pytest.mark.parametrize("idt", [np.int32, np.int64, np.uint8])
+def test_embedding_mean_accepts_integer_id_dtypes_and_keeps_float32(idt):
+    table = rng.standard_normal((5, 3)).astype(np.float32)
+    agree(ub.embedding_mean, table, np.array([[1, 4, 0]], idt))
+
+
+def test_embedding_mean_never_reads_the_pad_row():
+    table = np.ones((4, 2))
+    table[0] = np.nan
+    np.testing.assert_array_equal(ub.embedding_mean(table, np.array([[1, 0], [0, 0]])), [[1.0, 1.0], [0.0, 0.0]])
+
+
+def test_embedding_mean_builds_no_gather_of_the_table():
+    """The graph reaches the table through structured_dot only: no (n, L, d)
+    gather, memory O(n*d + nnz)."""
+    table, ids = T.matrix("t", dtype="float64"), T.lmatrix("i")
+    out = ub.embedding_mean(table, ids)
+    users = [type(n.op).__name__ for n in _ancestors(out) if table in n.inputs]
+    assert "StructuredDot" in users
+    assert set(users) <= {"StructuredDot", "Shape", "Shape_i"}, users  # shape only, never values
+
+
+@pytest.mark.parametrize("pad_id", [0, 2])
+def test_embedding_mean_gradient_leaves_the_pad_row_exactly_zero(pad_id):
+    table = rng.standard_normal((4, 3))
+    ids = np.array([[1, pad_id, 3], [pad_id, pad_id, 1]])
+    g = ub.grad(lambda t: (ub.embedding_mean(t, ids, pad_id=pad_id) ** 2).sum())(table)
+    assert (g[pad_id] == 0.0).all()
+    assert (g[1] != 0.0).all()
+
+
+def test_embedding_mean_eager_errors_are_raised_before_compiling():
+    before = count()
+    with pytest.raises(IndexError, match="embedding_mean: id 7 is out of range"):
+        ub.embedding_mean(np.ones((5, 2)), np.array([[1, 7]]))
+    with pytest.raises(TypeError, match="embedding_mean: ids must be integers"):
+        ub.embedding_mean(np.ones((5, 2)), np.array([[1.0]]))
+    assert count() == before
+
+
+@pytest.mark.parametrize("bad", [5, -2])
+def test_embedding_mean_of_symbolic_ids_out_of_range_raises_index_error_when_run(bad):
+    table, ids = T.matrix("t", dtype="float64"), T.lmatrix("i")
+    f = th.function([table, ids], ub.embedding_mean(table, ids, pad_id=-1))
+    np.testing.assert_array_equal(f(np.ones((5, 2)), np.array([[-1, 4]])), [[1.0, 1.0]])
+    with pytest.raises(IndexError, match="embedding_mean: an id is out of range"):
+        f(np.ones((5, 2)), np.array([[1, bad]]))
+
+
+def test_embedding_mean_of_float_symbolic_ids_is_type_error():
+    with pytest.raises(TypeError, match="ids must be integers"):
+        ub.embedding_mean(T.matrix("t", dtype="float64"), T.matrix("i", dtype="float64"))
+
+
+# -- function and value_and_grad -------------------------------------------------------
+
+def test_function_traces_once_per_signature_and_calls_the_compiled_graph():
+    calls = []
+
+    def model(w, x, ids):
+        calls.append(1)
+        h = ub.embedding_mean(w, ids) + ub.dot(x, np.eye(3))
+        return ub.softmax(h), ub.masked_mean(h, h > 0, axis=1)
+
+    f = ub.function(model)
+    w, x, ids = rng.standard_normal((5, 3)), rng.standard_normal((2, 3)), np.array([[1, 2], [0, 4]])
+    before = count()
+    p, m = f(w, x, ids)
+    p2, _ = f(w * 2, x, ids)
+    assert len(calls) == 1 and count() == before + 1
+    f(w.astype(np.float32), x.astype(np.float32), ids)  # a new signature: traced again
+    assert len(calls) == 2 and count() == before + 2
+    with ub.use_backend("numpy"):
+        want_p, want_m = model(w, x, ids)
+        want_p2 = model(w * 2, x, ids)[0]
+    close(p, want_p)
+    close(m, want_m)
+    close(p2, want_p2)
+
+
+def test_function_of_symbolic_arguments_composes_into_the_graph():
+    f = ub.function(lambda x: ub.softmax(x) * 2)
+    x = T.vector("x", dtype="float64")
+    out = f(x)
+    assert isinstance(out, THEANO._Var)
+    np.testing.assert_allclose(run([x], out, np.zeros(4)), np.full(4, 0.5))
+
+
+def test_function_raises_the_in_graph_errors_with_a_clean_message():
+    f = ub.function(lambda t, i: ub.embedding_mean(t, i))
+    f(np.ones((3, 2)), np.array([[1, 2]]))
+    with pytest.raises(IndexError) as e:
+        f(np.ones((3, 2)), np.array([[1, 3]]))
+    assert str(e.value).startswith("embedding_mean: an id is out of range") and "\n" not in str(e.value)
+
+
+def test_value_and_grad_matches_the_analytic_gradient_and_compiles_once():
+    def f(a, b, scale=1.0):
+        return scale * (ub.dot(a, b) ** 2).sum()
+
+    a, b = rng.standard_normal((2, 3)), rng.standard_normal(3)
+    vg = ub.value_and_grad(f, argnums=(0, 1))
+    v, (ga, gb) = vg(a, b, scale=2.0)
+    before = count()
+    vg(a + 1, b, scale=2.0)
+    assert count() == before
+    r = a @ b
+    assert type(v) is np.ndarray and v.shape == ()
+    np.testing.assert_allclose(v, 2 * (r ** 2).sum())
+    np.testing.assert_allclose(ga, 4 * np.outer(r, b))
+    np.testing.assert_allclose(gb, 4 * a.T @ r)
+    np.testing.assert_allclose(ub.grad(f)(a, b), 2 * np.outer(r, b))
+
+
+def test_grad_of_integer_input_is_float64_and_unused_inputs_get_zeros():
+    ga, gb = ub.grad(lambda a, b: (ub.asarray(a) * 3.0).sum(), argnums=(0, 1))([1, 2], np.ones(2, np.float32))
+    assert ga.dtype == np.float64 and ga.tolist() == [3.0, 3.0]
+    assert gb.dtype == np.float32 and gb.tolist() == [0.0, 0.0]
+
+
+def test_value_and_grad_of_a_non_scalar_function_is_value_error():
+    with pytest.raises(ValueError, match="scalar"):
+        ub.grad(lambda x: x * 2)(np.ones(3))
+
+
+def test_value_and_grad_of_symbolic_arguments_returns_symbolic_gradients():
+    x = T.vector("x", dtype="float64")
+    v, g = ub.value_and_grad(lambda x: ub.softmax(x)[0])(x)
+    assert isinstance(v, THEANO._Var) and isinstance(g, THEANO._Var)
+    p = np.exp([0.0, 1.0]) / np.exp([0.0, 1.0]).sum()
+    np.testing.assert_allclose(run([x], g, np.array([0.0, 1.0])), [p[0] * (1 - p[0]), -p[0] * p[1]])
+
+
+def test_sparse_dot_gradient_wrt_w_is_x_transpose_g_and_wrt_scipy_x_is_structured_csr():
+    x = sp.random(4, 5, density=0.4, format="coo", random_state=7)
+    w = rng.standard_normal((5, 2))
+    gw = ub.grad(lambda x, w: ub.sparse_dot(x, w).sum(), argnums=1)(x, w)
+    np.testing.assert_allclose(gw, x.T @ np.ones((4, 2)))
+    gx = ub.grad(lambda x, w: ub.sparse_dot(x, w).sum(), argnums=0)(x, w)
+    assert isinstance(gx, sp.csr_matrix)
+    xc = x.tocsr()
+    assert gx.nnz == xc.nnz
+    np.testing.assert_allclose(gx.toarray(), (xc != 0).toarray() * (np.ones((4, 2)) @ w.T))
+
+
+def test_grad_flows_through_set_subtensor_to_x_and_value():
+    x, v = np.ones((2, 3)), np.array([2.0, 3.0])
+    gx, gv = ub.grad(lambda x, v: (ub.set_subtensor(x, (slice(None), 1), v) * 2).sum(), argnums=(0, 1))(x, v)
+    np.testing.assert_array_equal(gx, [[2.0, 0.0, 2.0], [2.0, 0.0, 2.0]])
+    np.testing.assert_array_equal(gv, [2.0, 2.0])
+
+
+def test_a_model_trains_under_function_and_value_and_grad():
+    """A tiny mixture-of-experts-style model: the loss falls over 30 steps."""
+    x = rng.standard_normal((16, 4))
+    y = (x[:, 0] > 0).astype(np.float64)
+
+    def loss(w, x, y):
+        p = ub.softmax(ub.dot(x, w))[:, 1]
+        return ((p - y) ** 2).mean()
+
+    vg = ub.value_and_grad(loss)
+    w = np.zeros((4, 2))
+    first = float(vg(w, x, y)[0])
+    for _ in range(30):
+        v, g = vg(w, x, y)
+        w = w - 2.0 * g
+    assert float(v) < first * 0.7
+
+
+def test_eager_ops_run_on_the_implementation_the_env_var_chose():
+    code = (
+        "import numpy as np, unibackend as ub, sys; ub.set_backend('theano'); "
+        "print(ub.get_backend().implementation, type(ub.softmax(np.zeros(2))).__name__, "
+        "'pytensor' in sys.modules, 'theano' in sys.modules)"
+    )
+    env = dict(os.environ, **{ENV: THEANO.implementation})
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    impl, kind, has_pt, has_th = out.stdout.split()
+    assert (impl, kind) == (THEANO.implementation, "ndarray")
+    assert (has_pt, has_th) == (("True", "False") if impl == "pytensor" else ("False", "True"))
+
+
+def test_contract_constant_math_inf_is_a_valid_fill():
+    assert ub.keep_topk(np.array([1.0, 2.0]), 1, fill=-math.inf)[0] == -np.inf
