@@ -108,7 +108,10 @@ def main(argv=None):
     imp = None
     if "import" in ops:
         log("import unibackend vs import numpy (fresh interpreters)")
-        imp = import_times(3 if args.smoke else 7 if args.quick else 15)
+        try:
+            imp = import_times(3 if args.smoke else 7 if args.quick else 15)
+        except subprocess.CalledProcessError as e:
+            result["skipped"].append({"backend": "import", "reason": f"a fresh interpreter failed: {e}"})
         result["import"] = imp
 
     result["targets"] = targets.evaluate(result["cases"], imp, ran, args.device)
@@ -217,22 +220,27 @@ def run_keras(name, args, mode):
 def import_times(repeats):
     """Wall time of ``python -c 'import X'`` in fresh interpreters, numpy and
     unibackend interleaved, plus a bare interpreter for the start-up cost."""
+    import tempfile
+
     env = {k: v for k, v in os.environ.items() if k != "UNIBACKEND_BACKEND"}
     stmts = {"python": "pass", "numpy": "import numpy", "unibackend": "import unibackend"}
     rounds = {k: [] for k in stmts}
-    for r in range(repeats):
-        order = list(stmts) if r % 2 == 0 else list(reversed(stmts))
-        for k in order:
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-c", stmts[k]], env=env, check=True)
-            rounds[k].append(time.perf_counter() - t0)
+    # An empty working directory: ``python -c`` puts it first on sys.path, and
+    # a source tree there would shadow the installed package.
+    with tempfile.TemporaryDirectory() as cwd:
+        for r in range(repeats):
+            order = list(stmts) if r % 2 == 0 else list(reversed(stmts))
+            for k in order:
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "-c", stmts[k]], env=env, cwd=cwd, check=True)
+                rounds[k].append(time.perf_counter() - t0)
+        frameworks = subprocess.run(
+            [sys.executable, "-c", "import sys, unibackend; print(','.join(sorted(m for m in "
+             "('torch','tensorflow','pytensor','theano','keras','jax') if m in sys.modules)))"],
+            env=env, cwd=cwd, capture_output=True, text=True).stdout.strip()
     wall = statistics.median(u / n for u, n in zip(rounds["unibackend"], rounds["numpy"]))
     only = statistics.median((u - p) / max(n - p, 1e-9) for u, n, p in
                              zip(rounds["unibackend"], rounds["numpy"], rounds["python"]))
-    frameworks = subprocess.run(
-        [sys.executable, "-c", "import sys, unibackend; print(','.join(sorted(m for m in "
-         "('torch','tensorflow','pytensor','theano','keras','jax') if m in sys.modules)))"],
-        env=env, capture_output=True, text=True).stdout.strip()
     return {
         "median_s": {k: statistics.median(v) for k, v in rounds.items()},
         "ratio": wall, "ratio_without_startup": only, "repeats": repeats,
