@@ -1,5 +1,6 @@
 """pytest plugin (entry point ``pytest11``): options to point the conformance
-suite at chosen backends."""
+suite at chosen backends.  Loaded in every pytest run, so it only adds
+options; the suite itself is ``pytest --pyargs unibackend.conformance``."""
 
 
 def pytest_addoption(parser):
@@ -10,4 +11,24 @@ def pytest_addoption(parser):
         default=None,
         help="comma-separated backends the conformance suite checks against numpy "
         "(default: every installed backend)",
+    )
+    group.addoption(
+        "--unibackend-ops",
+        action="store",
+        default=None,
+        help="comma-separated ops (or check names) the conformance suite runs (default: all)",
+    )
+    group.addoption(
+        "--unibackend-profile",
+        action="store",
+        default="ci",
+        choices=("ci", "thorough"),
+        help="hypothesis profile of the conformance suite: ci (derandomized) or thorough",
+    )
+    group.addoption(
+        "--unibackend-max-examples",
+        action="store",
+        type=int,
+        default=None,
+        help="examples per conformance check and backend (overrides the profile)",
     )

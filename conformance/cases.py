@@ -1,0 +1,285 @@
+"""Generated inputs that can print themselves as Python, and the comparisons
+that turn a difference into a bug report.
+
+A :class:`Case` holds the arguments of one example together with the code
+that rebuilds each of them exactly (dtype, memory layout, sparse storage
+order, duplicates), and the statement that calls the op.  The suite runs
+that very statement, so the reproducer it prints is what was run.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import unibackend as ub
+from unibackend._checks import is_scipy_sparse
+
+
+class Disagreement(AssertionError):
+    """A backend disagreed with the reference (or broke a property) on a case."""
+
+    def __init__(self, message, *, case=None, backend=None, check=None, index=None,
+                 got=None, want=None, kind="value"):
+        super().__init__(message)
+        self.message = message
+        self.case = case
+        self.backend = backend
+        self.check = check
+        self.index = index
+        self.got = got
+        self.want = want
+        self.kind = kind
+
+
+# ---------------------------------------------------------------------------
+# Python source for arrays, sparse matrices and indices
+
+def array_code(a):
+    """Source that rebuilds the C-contiguous array ``a`` exactly."""
+    a = np.asarray(a)
+    dt = "np.bool_" if a.dtype.kind == "b" else f"np.{a.dtype.name}"
+    if a.ndim == 0:
+        return f"{dt}({_scalar(a.item())})"
+    if a.size == 0:
+        return f"np.zeros({tuple(a.shape)!r}, dtype={dt})"
+    body = _nested(a.tolist())
+    return f"np.array({body}, dtype={dt})"
+
+
+def _scalar(v):
+    if isinstance(v, float):
+        if np.isnan(v):
+            return "nan"
+        if np.isinf(v):
+            return "inf" if v > 0 else "-inf"
+    return repr(v)
+
+
+def _nested(v):
+    if isinstance(v, list):
+        return "[" + ", ".join(_nested(e) for e in v) + "]"
+    return _scalar(v)
+
+
+def value_code(v):
+    """Source for a parameter value (int, float, slice, tuple, array, ...)."""
+    if isinstance(v, Arg):
+        return v.code
+    if isinstance(v, np.ndarray):
+        return array_code(v)
+    if isinstance(v, float):
+        return _scalar(v)
+    if v is Ellipsis:
+        return "..."
+    if isinstance(v, slice):
+        return f"slice({v.start!r}, {v.stop!r}, {v.step!r})"
+    if isinstance(v, tuple):
+        inner = ", ".join(value_code(e) for e in v)
+        return f"({inner},)" if len(v) == 1 else f"({inner})"
+    if isinstance(v, list):
+        return "[" + ", ".join(value_code(e) for e in v) + "]"
+    return repr(v)
+
+
+class Arg:
+    """A generated value and the source that rebuilds it."""
+
+    __slots__ = ("value", "code")
+
+    def __init__(self, value, code):
+        self.value = value
+        self.code = code
+
+    def __repr__(self):
+        return self.code
+
+
+def snapshot(v):
+    """A deep copy of every buffer of ``v`` (to prove an op did not mutate it)."""
+    if isinstance(v, np.ndarray):
+        return ("a", v.copy(), v.tobytes(order="A"))
+    if is_scipy_sparse(v):
+        names = ("data", "row", "col") if v.format == "coo" else ("data", "indices", "indptr")
+        return ("s", tuple(np.asarray(getattr(v, n)).tobytes() for n in names) + (v.shape,))
+    if isinstance(v, (tuple, list)):
+        return ("t", tuple(snapshot(e) for e in v))
+    return ("o", None)
+
+
+def unchanged(v, snap):
+    kind = snap[0]
+    if kind == "a":
+        return v.tobytes(order="A") == snap[2]
+    if kind == "s":
+        return snapshot(v)[1] == snap[1]
+    if kind == "t":
+        return all(unchanged(e, s) for e, s in zip(v, snap[1]))
+    return True
+
+
+class Case:
+    """One example: named arguments, and the statement that computes ``result``
+    from them (run under ``ub.use_backend``)."""
+
+    def __init__(self, stmt, args, *, want=None, note=""):
+        self.stmt = stmt          # e.g. "result = ub.keep_topk(x, k, axis=axis, fill=fill)"
+        self.args = args          # name -> Arg or plain value
+        self.want_stmt = want     # numpy statement for the reference; None: the numpy backend
+        self.note = note
+
+    def replace(self, **args):
+        """The same statement on other arguments."""
+        return Case(self.stmt, {**self.args, **args}, want=self.want_stmt, note=self.note)
+
+    def values(self):
+        return {k: (v.value if isinstance(v, Arg) else v) for k, v in self.args.items()}
+
+    def _exec(self, stmt, backend, device):
+        env = {"np": np, "ub": ub, "nan": np.nan, "inf": np.inf}
+        env.update(self.values())
+        if stmt.startswith("def "):
+            # One function object per source text, every array passed as an
+            # argument: a compiling backend then compiles once per signature.
+            head, call = stmt.split("\nresult =", 1)
+            env["f"] = function_of(head)
+            stmt = "result =" + call
+        if backend is None:
+            exec(stmt, env)
+        else:
+            with ub.use_backend(backend, device):
+                exec(stmt, env)
+        return env["result"]
+
+    def run(self, backend, device=None):
+        """``result`` of the case on ``backend`` as numpy, checking that no input was mutated."""
+        vals = self.values()
+        snaps = {k: snapshot(v) for k, v in vals.items()}
+        out = self._exec(self.stmt, backend, device)
+        for k, v in vals.items():
+            if not unchanged(v, snaps[k]):
+                raise Disagreement(f"the op mutated its input {k!r}", kind="mutation")
+        return to_numpy(out)
+
+    def reference(self):
+        """The reference result: the numpy backend, or the numpy statement ``want``."""
+        if self.want_stmt is None:
+            return self.run("numpy")
+        return to_numpy(self._exec(self.want_stmt, None, None))
+
+    def __repr__(self):
+        return "Case(" + ", ".join(f"{k}={value_code(v)}" for k, v in self.args.items()) + ")"
+
+    def reproducer(self, backend, device, failure):
+        """A self-contained snippet that shows the disagreement on the installed package."""
+        lines = [
+            f"# unibackend conformance: {failure.check} on backend {backend!r}"
+            + (f" (device {device!r})" if device else ""),
+        ]
+        for line in str(failure.message).splitlines():
+            lines.append(f"# {line}")
+        args = [f"{k} = {value_code(v)}" for k, v in self.args.items()]
+        lines += ["import numpy as np"]
+        if any("sp." in a for a in args):
+            lines.append("import scipy.sparse as sp")
+        lines += ["from numpy import nan, inf", "import unibackend as ub", ""] + args
+        dev = f", device={device!r}" if device else ""
+        lines.append(f"with ub.use_backend({backend!r}{dev}):")
+        lines += ["    " + s for s in self.stmt.splitlines()]
+        lines.append("got = ub.to_numpy(result)")
+        if self.want_stmt is None:
+            lines.append("with ub.use_backend('numpy'):  # the reference")
+            lines += ["    " + s for s in self.stmt.splitlines()]
+        else:
+            lines.append("# the reference, in float64 numpy")
+            lines += self.want_stmt.splitlines()
+        lines.append("want = np.asarray(result)")
+        lines.append('print("got: ", got, got.dtype, got.shape)')
+        lines.append('print("want:", want, want.dtype, want.shape)')
+        if failure.index is not None:
+            lines.append(f"print('at index {failure.index}:', got[{failure.index!r}], want[{failure.index!r}])")
+        return "\n".join(lines) + "\n"
+
+
+_FUNCTIONS = {}
+
+
+def function_of(source):
+    """The function ``f`` that ``source`` defines, made once per source text."""
+    f = _FUNCTIONS.get(source)
+    if f is None:
+        env = {"np": np, "ub": ub}
+        exec(source, env)
+        f = _FUNCTIONS[source] = env["f"]
+    return f
+
+
+def to_numpy(x):
+    x = ub.to_numpy(x)
+    if is_scipy_sparse(x):
+        return x
+    return np.asarray(x)
+
+
+# ---------------------------------------------------------------------------
+# comparisons
+
+def show(v):
+    """A result element as plain Python (``-inf``, ``nan``, ``0.5``, ``[1.0, 2.0]``)."""
+    v = np.asarray(v)
+    return _nested(v.tolist()) if v.ndim else _scalar(v.item())
+
+
+def _first(mask):
+    idx = np.argwhere(mask)
+    return tuple(int(i) for i in idx[0]) if idx.size else None
+
+
+def check_meta(got, want, *, dtype=True):
+    """Shapes exactly; dtypes exactly (integer results are int64 per the contract)."""
+    if got.shape != want.shape:
+        raise Disagreement(f"shape {got.shape}, want {want.shape}", got=got, want=want, kind="shape")
+    if dtype and got.dtype != want.dtype:
+        raise Disagreement(f"dtype {got.dtype}, want {want.dtype}", got=got, want=want, kind="dtype")
+
+
+def assert_exact(got, want, what="values"):
+    """Integer results, and float results that involve no arithmetic (selection,
+    assignment): equal element by element, NaN where NaN, the sign of zero too."""
+    check_meta(got, want)
+    if got.dtype.kind == "f":
+        gn, wn = np.isnan(got), np.isnan(want)
+        bad = (gn != wn) | (~gn & ((got != want) | (np.signbit(got) != np.signbit(want))))
+    else:
+        bad = got != want
+    i = _first(bad)
+    if i is not None:
+        raise Disagreement(f"{what} differ at index {i}: got {show(got[i])}, want {show(want[i])}",
+                           index=i, got=got, want=want)
+
+
+def assert_close(got, want, tol, what="values"):
+    """Float results within ``tol`` (an array broadcast to the shape, from
+    :mod:`tolerances`); NaN exactly where the reference has NaN, infinities
+    exactly where it has them."""
+    check_meta(got, want)
+    g = got.astype(np.float64)
+    w = want.astype(np.float64)
+    tol = np.broadcast_to(np.asarray(tol, dtype=np.float64), w.shape)
+    gn, wn = np.isnan(g), np.isnan(w)
+    wi = np.isinf(w)
+    with np.errstate(invalid="ignore"):
+        err = np.abs(g - w)
+        bad = (gn != wn) | (wi & (g != w)) | (~wn & ~wi & ~(err <= tol))
+    i = _first(bad)
+    if i is not None:
+        if gn[i] != wn[i] or wi[i]:
+            detail = ""
+        else:
+            detail = f" (|difference| {err[i]:.3g} > tolerance {tol[i]:.3g})"
+        raise Disagreement(f"{what} differ at index {i}: got {show(got[i])}, want {show(want[i])}{detail}",
+                           index=i, got=got, want=want)
+
+
+def fail(message, index=None, **kw):
+    raise Disagreement(message, index=index, kind="property", **kw)
+
+

@@ -1,0 +1,184 @@
+"""Running one check against one backend under hypothesis, and the profiles.
+
+Each (check, backend) pair is one hypothesis test.  The database key is the
+check's name, so every backend sees the same generated cases, and a case
+that broke one backend is replayed first on all of them.  The example
+database lives in the project's cache directory, never in the cwd.
+"""
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cases import Disagreement
+
+#: hypothesis settings per profile.  ``ci`` is derandomized (the same
+#: examples on every run) and sized so that all four built-in backends finish
+#: well inside ten minutes on two cores; ``thorough`` is for a plugin author's
+#: afternoon.
+PROFILES = {
+    "ci": {"max_examples": 30, "derandomize": True},
+    "thorough": {"max_examples": 1000, "derandomize": False},
+}
+DEFAULT_PROFILE = "ci"
+
+
+def cache_dir():
+    """``$UNIBACKEND_CACHE``, else ``$XDG_CACHE_HOME/unibackend``, else ``~/.cache/unibackend``."""
+    env = os.environ.get("UNIBACKEND_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "unibackend"
+
+
+def hypothesis_settings(profile=DEFAULT_PROFILE, max_examples=None, seed=None):
+    """The settings of a profile: no deadline (compiled backends compile on a
+    signature's first call), health checks off (the strategies are large on
+    purpose), the database in the cache directory."""
+    from hypothesis import HealthCheck, Verbosity, settings
+    from hypothesis.database import DirectoryBasedExampleDatabase
+
+    prof = PROFILES[profile]
+    derandomize = prof["derandomize"] and seed is None
+    db = None  # derandomized runs replay nothing: the same examples every time
+    if not derandomize:
+        try:
+            path = cache_dir() / "hypothesis"
+            path.mkdir(parents=True, exist_ok=True)
+            db = DirectoryBasedExampleDatabase(str(path))
+        except OSError:
+            db = None  # a read-only home: run without replaying earlier failures
+    return settings(
+        max_examples=max_examples or prof["max_examples"],
+        derandomize=derandomize,
+        deadline=None,
+        database=db,
+        suppress_health_check=list(HealthCheck),
+        verbosity=Verbosity.quiet,
+        report_multiple_bugs=False,
+        print_blob=False,
+    )
+
+
+@dataclass
+class Result:
+    check: str
+    op: str
+    backend: str
+    status: str                   # "pass", "fail" or "skip"
+    reason: str = ""              # why skipped, or the failure's message
+    reproducer: str = ""
+    index: tuple = None
+    seconds: float = 0.0
+    examples: int = 0
+    details: dict = field(default_factory=dict)
+
+    def as_dict(self):
+        return {
+            "check": self.check, "op": self.op, "backend": self.backend, "status": self.status,
+            "reason": self.reason, "index": list(self.index) if self.index is not None else None,
+            "reproducer": self.reproducer, "seconds": round(self.seconds, 3), "examples": self.examples,
+        }
+
+
+def backend_skip_reason(name, device=None):
+    """Why ``name`` cannot be checked here, or "" when it can (loads it)."""
+    import unibackend as ub
+    from unibackend import _registry as R
+
+    try:
+        cls = R.plugin_class(name)
+    except ValueError as e:
+        return str(e)
+    except Exception as e:  # a broken third-party entry point
+        return f"plugin failed to load: {type(e).__name__}: {e}"
+    if device is not None and not cls.capabilities.devices:
+        return f"backend {name!r} has no device support (asked for device {device!r})"
+    try:
+        R.backend(name, device)
+    except ub.BackendNotAvailable as e:
+        return f"not installed: {e}"
+    except Exception as e:
+        return f"failed to load: {type(e).__name__}: {e}"
+    return ""
+
+
+def check_skip_reason(check, name):
+    from unibackend import _registry as R
+
+    caps = R.plugin_class(name).capabilities
+    missing = [c for c in check.needs if not getattr(caps, c)]
+    if missing:
+        return f"backend {name!r} declares no {' or '.join(missing)} capability"
+    return ""
+
+
+def run_check(check, backend, *, device=None, profile=DEFAULT_PROFILE, max_examples=None, seed=None):
+    """Run ``check`` against ``backend`` under hypothesis; a :class:`Result`."""
+    from hypothesis import given
+    from hypothesis import seed as hseed
+
+    why = backend_skip_reason(backend, device) or check_skip_reason(check, backend)
+    if why:
+        return Result(check.name, check.op, backend, "skip", why)
+    calls = [0]
+
+    def conformance_case(case):
+        calls[0] += 1
+        try:
+            check.verify(case, backend, device)
+        except Disagreement as e:
+            e.case = e.case or case
+            raise
+        except Exception as e:
+            raise Disagreement(f"raised {type(e).__name__}: {e}", case=case, kind="error") from e
+
+    # One database key per check: every backend gets the same cases.
+    conformance_case._hypothesis_internal_add_digest = f"unibackend-conformance:{check.name}".encode()
+    test = given(check.strategy)(conformance_case)
+    test = hypothesis_settings(profile, max_examples, seed)(test)
+    if seed is not None:
+        test = hseed(seed)(test)
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # inf - inf in references and oracles
+            test()
+    except Disagreement as e:
+        e.check, e.backend = check.name, backend
+        msg = f"{check.name} on {backend!r}: {e.message}"
+        if e.kind == "error" and e.__cause__ is not None:
+            msg = f"{check.name} on {backend!r} {e.message}"
+        return Result(check.name, check.op, backend, "fail", msg,
+                      reproducer=e.case.reproducer(backend, device, e) if e.case else "",
+                      index=e.index, seconds=time.perf_counter() - t0, examples=calls[0])
+    except Exception as e:  # hypothesis itself gave up (e.g. Unsatisfiable)
+        return Result(check.name, check.op, backend, "fail",
+                      f"{check.name} on {backend!r}: the suite could not run: {type(e).__name__}: {e}",
+                      seconds=time.perf_counter() - t0, examples=calls[0])
+    return Result(check.name, check.op, backend, "pass", seconds=time.perf_counter() - t0, examples=calls[0])
+
+
+def default_backends():
+    """Every installed, non-alias backend, the reference first."""
+    import unibackend as ub
+
+    names = [b.name for b in ub.backends() if b.installed and not b.alias_of]
+    return sorted(names, key=lambda n: (n != "numpy", n))
+
+
+def select_checks(ops=None):
+    from .checks import CHECKS
+
+    if not ops:
+        return list(CHECKS.values())
+    wanted = set(ops)
+    unknown = wanted - {c.op for c in CHECKS.values()} - set(CHECKS)
+    if unknown:
+        known = sorted({c.op for c in CHECKS.values()})
+        raise ValueError(f"unknown op(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
+    return [c for c in CHECKS.values() if c.op in wanted or c.name in wanted]

@@ -1,0 +1,214 @@
+"""``unibackend conformance``: run the suite, print the op x backend matrix and
+every failure as a reproducer, write a report, exit non-zero on any
+disagreement.
+
+The checks run directly under hypothesis (no pytest, nothing written to the
+cwd); ``pytest --pyargs unibackend.conformance`` runs the same checks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+
+from . import engine
+
+STATUS_STYLE = {"pass": "green", "fail": "bold red", "skip": "yellow"}
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="unibackend conformance",
+        description="Check every installed backend against the numpy reference on "
+        "hypothesis-generated inputs (ties, NaN, +-inf, -0.0, empty batches, COO "
+        "duplicates, non-contiguous inputs, ...).  Exit status 1 on any disagreement.",
+    )
+    p.add_argument("--backends", help="comma-separated backends (default: every installed one; "
+                   "a third-party plugin registered in the entry-point group unibackend.backends works too)")
+    p.add_argument("--ops", help="comma-separated ops or check names (default: all); "
+                   "e.g. keep_topk,sparse_dot ('sparse_dot' includes 'grad sparse_dot')")
+    p.add_argument("--profile", choices=sorted(engine.PROFILES), default=engine.DEFAULT_PROFILE,
+                   help="hypothesis profile: ci (derandomized, sized for CI; default) or thorough")
+    p.add_argument("--max-examples", type=int, help="examples per check and backend (overrides the profile)")
+    p.add_argument("--seed", type=int, help="random seed (turns derandomization off)")
+    p.add_argument("--device", help="device for the backends that have devices, e.g. cuda")
+    p.add_argument("--report", help="write a report: FILE.json or FILE.md")
+    p.add_argument("--list", action="store_true", help="list the checks and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    return p.parse_args(argv)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def run(backends, checks, *, device=None, profile=engine.DEFAULT_PROFILE, max_examples=None,
+        seed=None, progress=None):
+    """Run every check on every backend; a list of :class:`engine.Result`."""
+    results = []
+    for check in checks:
+        for name in backends:
+            if progress is not None:
+                progress(check, name)
+            results.append(engine.run_check(check, name, device=device, profile=profile,
+                                            max_examples=max_examples, seed=seed))
+    return results
+
+
+def matrix_table(results, backends, checks):
+    from rich.table import Table
+
+    by = {(r.check, r.backend): r for r in results}
+    reasons = []
+    table = Table(title="conformance: each backend against the numpy reference", title_justify="left")
+    table.add_column("check")
+    for b in backends:
+        table.add_column(b, justify="center")
+    for c in checks:
+        row = [c.name]
+        for b in backends:
+            r = by[(c.name, b)]
+            label = r.status if r.status != "fail" else "FAIL"
+            if r.status == "skip":
+                if r.reason not in reasons:
+                    reasons.append(r.reason)
+                label = f"skip [{reasons.index(r.reason) + 1}]"
+            row.append(f"[{STATUS_STYLE[r.status]}]{label}[/]")
+        table.add_row(*row)
+    return table, reasons
+
+
+def summary(results):
+    n = {s: sum(r.status == s for r in results) for s in ("pass", "fail", "skip")}
+    return f"{n['pass']} passed, {n['fail']} failed, {n['skip']} skipped"
+
+
+def write_report(path, results, backends, checks, meta):
+    if path.endswith(".json"):
+        data = {"meta": meta, "backends": backends, "checks": [c.name for c in checks],
+                "summary": summary(results), "results": [r.as_dict() for r in results]}
+        with open(path, "w") as f:
+            json.dump(data, f, indent=2)
+        return
+    by = {(r.check, r.backend): r for r in results}
+    lines = ["# unibackend conformance report", "",
+             f"{summary(results)} ({meta['seconds']:.0f} s; profile {meta['profile']}, "
+             f"{meta['max_examples']} examples per check; {meta['platform']})", "",
+             "| check | " + " | ".join(backends) + " |", "|---|" + "---|" * len(backends)]
+    reasons = []
+    for c in checks:
+        cells = []
+        for b in backends:
+            r = by[(c.name, b)]
+            if r.status == "skip":
+                if r.reason not in reasons:
+                    reasons.append(r.reason)
+                cells.append(f"skip [{reasons.index(r.reason) + 1}]")
+            else:
+                cells.append("**FAIL**" if r.status == "fail" else "pass")
+        lines.append(f"| {c.name} | " + " | ".join(cells) + " |")
+    if reasons:
+        lines.append("")
+        lines += [f"[{i + 1}] {why}  " for i, why in enumerate(reasons)]
+    fails = [r for r in results if r.status == "fail"]
+    if fails:
+        lines += ["", "## Failures"]
+        for r in fails:
+            lines += ["", f"### {r.check} on {r.backend}", "", r.reason, "", "```python", r.reproducer.rstrip(), "```"]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    from .checks import CHECKS
+
+    con = _console()
+    if args.list:
+        for c in CHECKS.values():
+            con.print(f"[bold]{c.name}[/] ({c.op}{'; needs ' + ', '.join(c.needs) if c.needs else ''})")
+            con.print(f"    {c.doc}")
+        return 0
+    try:
+        checks = engine.select_checks([o.strip() for o in args.ops.split(",") if o.strip()] if args.ops else None)
+    except ValueError as e:
+        con.print(f"[red]unibackend conformance: {e}[/]")
+        return 2
+    import unibackend as ub
+    from unibackend import _registry as R
+
+    if args.backends:
+        backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+        unknown = [b for b in backends if b not in R.known()]
+        if unknown:
+            con.print(f"[red]unibackend conformance: unknown backend(s) {', '.join(unknown)}; "
+                      f"known: {', '.join(R.known())}[/]")
+            return 2
+    else:
+        backends = engine.default_backends()
+    if args.max_examples is not None and args.max_examples < 1:
+        con.print("[red]unibackend conformance: --max-examples must be at least 1[/]")
+        return 2
+
+    t0 = time.perf_counter()
+    total = len(checks) * len(backends)
+    if args.quiet or not con.is_terminal:
+        done = [0]
+
+        def progress(check, name):
+            done[0] += 1
+            if not args.quiet:
+                print(f"[{done[0]}/{total}] {check.name} on {name}", file=sys.stderr, flush=True)
+
+        results = run(backends, checks, device=args.device, profile=args.profile,
+                      max_examples=args.max_examples, seed=args.seed, progress=progress)
+    else:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=con, transient=True) as bar:
+            task = bar.add_task("conformance", total=total)
+            started = [False]
+
+            def progress(check, name):
+                if started[0]:
+                    bar.advance(task)
+                started[0] = True
+                bar.update(task, description=f"{check.name} on {name}")
+
+            results = run(backends, checks, device=args.device, profile=args.profile,
+                          max_examples=args.max_examples, seed=args.seed, progress=progress)
+            bar.advance(task)
+    seconds = time.perf_counter() - t0
+
+    table, reasons = matrix_table(results, backends, checks)
+    con.print(table)
+    for i, why in enumerate(reasons):
+        con.print(f"[yellow][{i + 1}][/] {why}")
+    from rich.syntax import Syntax
+
+    fails = [r for r in results if r.status == "fail"]
+    for r in fails:
+        con.rule(f"[bold red]{r.check} on {r.backend}")
+        con.print(r.reason, markup=False)
+        if r.reproducer:
+            con.print("reproducer:")
+            con.print(Syntax(r.reproducer, "python", theme="ansi_dark", word_wrap=True))
+    profile = engine.PROFILES[args.profile]
+    meta = {
+        "unibackend": ub.__version__, "platform": f"{platform.system()} {platform.machine()}, "
+        f"Python {platform.python_version()}", "profile": args.profile,
+        "max_examples": args.max_examples or profile["max_examples"], "seed": args.seed,
+        "device": args.device, "seconds": seconds,
+        "versions": {b.name: b.version for b in ub.backends() if b.name in backends},
+    }
+    if args.report:
+        write_report(args.report, results, backends, checks, meta)
+    color = "red" if fails else "green"
+    con.print(f"[bold {color}]{summary(results)}[/] in {seconds:.0f} s"
+              + (f"; report: {args.report}" if args.report else ""))
+    return 1 if fails else 0
