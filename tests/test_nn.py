@@ -248,9 +248,11 @@ def test_a_pickle_disguised_as_a_model_is_refused_and_never_unpickled(tmp_path):
         pickle.dump(_Trap(str(marker)), f)
     with pytest.raises(nn.ModelFileError, match="evil.npz"):
         nn.load(bad)
-    # an object array inside an otherwise well-formed archive
-    arrays = {"__unibackend_nn__": np.frombuffer(b"{}", np.uint8),
-              "param/x": np.array([_Trap(str(marker))], dtype=object)}
+    # an object array (a pickle) next to a valid architecture record
+    good = tiny_model().save(tmp_path / "good.npz")
+    with np.load(good) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["param/out/b"] = np.array([_Trap(str(marker))], dtype=object)
     np.savez(tmp_path / "evil2.npz", **arrays)
     with pytest.raises(nn.ModelFileError, match="evil2.npz"):
         nn.load(tmp_path / "evil2.npz")
