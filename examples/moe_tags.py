@@ -118,6 +118,7 @@ def main(argv=None):
     chance = 1.0 / (TOPICS * STYLES)
     if a.predict:
         model = nn.load(a.predict)
+        ub.get_backend()  # import the framework before the clock starts
         t0 = time.perf_counter()
         acc = accuracy(model, *test)
         print(f"{a.backend}: test accuracy {acc:.3f} (chance {chance:.3f}), "
