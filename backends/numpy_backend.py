@@ -116,9 +116,22 @@ class NumpyBackend(Backend):
             return x.copy()
         if k == 0:
             return np.full_like(x, fill)
-        # The k-th largest value t per slice (np.partition sorts NaN last, so
-        # NaN counts as largest).  Everything above t stays; among the entries
-        # equal to t, the first ones by index fill the remaining places.
+        fill = np.asarray(fill, dtype=x.dtype)
+        # Fast path: argpartition picks some k largest per slice; that set is
+        # the contract's answer when no NaN is among them and no slice has a
+        # tie straddling its k-th place.  Every slice has at least k entries
+        # >= its k-th largest, so the total count is k per slice exactly then.
+        top = np.take(np.argpartition(x, n - k, axis=axis), np.arange(n - k, n), axis=axis)
+        vals = np.take_along_axis(x, top, axis=axis)
+        if not np.isnan(vals).any():
+            t = vals.min(axis=axis, keepdims=True)
+            if np.count_nonzero(x >= t) == k * (x.size // n):
+                out = np.full_like(x, fill)
+                np.put_along_axis(out, top, vals, axis=axis)
+                return out
+        # Exact tie rule: everything above the k-th largest value t stays
+        # (np.partition sorts NaN last, so NaN counts as largest); of the
+        # entries equal to t, the first ones by index fill the places left.
         t = np.take(np.partition(x, n - k, axis=axis), [n - k], axis=axis)
         nan_x, nan_t = np.isnan(x), np.isnan(t)
         with np.errstate(invalid="ignore"):
@@ -126,7 +139,7 @@ class NumpyBackend(Backend):
             tied = np.where(nan_t, nan_x, x == t)
         room = k - above.sum(axis=axis, keepdims=True)
         keep = above | (tied & (np.cumsum(tied, axis=axis) <= room))
-        return np.where(keep, x, np.asarray(fill, dtype=x.dtype))
+        return np.where(keep, x, fill)
 
     def softmax(self, x, axis):
         m = np.max(x, axis=axis, keepdims=True) if x.size else np.zeros_like(x)
