@@ -37,6 +37,7 @@ class TorchBackend(Backend):
         self._is_cpu = self._dev.type == "cpu"
         self.gpu_paths = False  # True: CPU tensors take the GPU code paths too (to test them)
         self._matmul = torch.matmul
+        self._mm = torch.mm
         self._others = {self._dev: self}   # torch.device -> plugin instance for for_tensor
         pairs = [
             (torch.float16, np.float16), (torch.float32, np.float32), (torch.float64, np.float64),
@@ -112,9 +113,12 @@ class TorchBackend(Backend):
             a = a.astype(dtype)
         elif a.dtype == self._bf16:
             return self._host_tensor(a.astype(np.float32)).to(self.torch.bfloat16)
-        if not a.flags.writeable or any(s < 0 for s in a.strides):
-            a = a.copy()  # torch.from_numpy needs writable, forward-strided memory
-        return self.torch.from_numpy(a)
+        if not a.flags.writeable:
+            a = a.copy()  # a tensor must never alias read-only memory
+        try:
+            return self.torch.from_numpy(a)
+        except ValueError:  # negative strides, which torch cannot view
+            return self.torch.from_numpy(a.copy())
 
     def _torch_dtype(self, dtype):
         td = self._to_torch.get(dtype)
@@ -198,7 +202,20 @@ class TorchBackend(Backend):
     # -- ops ---------------------------------------------------------------
     def dot(self, a, b):
         # matmul with a 1-D or 2-D b is numpy's dot, an N-D a included.
-        return self._matmul(a, b)
+        return self._mm(a, b) if a.dim() == 2 and b.dim() == 2 else self._matmul(a, b)
+
+    def fast_dot(self, a, b):
+        dt = a.dtype
+        if dt is b.dtype and dt in self._float_np and a.layout is self._strided and b.layout is self._strided:
+            if a.dim() == 2 and b.dim() == 2:
+                try:  # torch.mm checks the shapes itself, cheaper than reading them here
+                    return self._mm(a, b)
+                except RuntimeError:  # misaligned: the full path says why
+                    return None
+            sa, sb = a.shape, b.shape
+            if sa and 0 < len(sb) < 3 and sa[-1] == sb[0]:
+                return self._matmul(a, b)
+        return None
 
     def sparse_dot(self, x, w):
         t = self.torch

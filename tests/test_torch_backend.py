@@ -248,6 +248,28 @@ def test_dot_errors_are_value_errors_before_torch_runs():
         ub.dot(torch.ones(2, 3), torch.ones(2, 2))
 
 
+def test_dot_fast_path_leaves_every_other_case_to_the_full_path():
+    """Once torch tensors took ops.dot's fastest path, anything not plain
+    (misaligned, 3-D b, scalar a, mixed or integer dtypes, sparse a) still
+    gets the full path's answer or error."""
+    from unibackend import _registry as R
+
+    ub.dot(torch.ones(2, 3), torch.ones(3, 2))
+    assert R._fast_dot.get(torch.Tensor) is not None
+    with pytest.raises(ValueError, match="not aligned"):
+        ub.dot(torch.ones(2, 3), torch.ones(2, 2))
+    with pytest.raises(ValueError, match="b must have 1 or 2 dims"):
+        ub.dot(torch.ones(2, 2), torch.ones(2, 2, 2))
+    with pytest.raises(ValueError, match="a must have at least 1 dim"):
+        ub.dot(torch.tensor(2.0), torch.ones(2))
+    assert ub.dot(torch.ones(2, 3), torch.ones(3, dtype=torch.float64)).dtype == torch.float64
+    assert ub.dot(torch.ones(2, 3, dtype=torch.int32), torch.ones(3, dtype=torch.int32)).dtype == torch.float64
+    np.testing.assert_allclose(ub.dot(_torch_coo("cpu"), torch.ones(5, dtype=torch.float64)).numpy(),
+                               _messy_coo() @ np.ones(5))
+    out = ub.dot(torch.ones(2, 4, 3), torch.ones(3))
+    assert out.shape == (2, 4) and out.eq(3).all()
+
+
 # -- sparse_dot ------------------------------------------------------------------
 
 def _messy_coo():

@@ -26,6 +26,7 @@ _lock = threading.RLock()
 _default = None                 # (name, device) set by set_backend / UNIBACKEND_BACKEND
 _current: contextvars.ContextVar = contextvars.ContextVar("unibackend_backend", default=None)
 _type_cache: dict = {}          # type -> backend name, or None for neutral types
+_fast_dot: dict = {}            # native type -> its plugin's fast_dot (see ops.dot)
 
 
 def _discover():
@@ -48,6 +49,7 @@ def register(name, cls):
         for key in [k for k in _instances if k[0] == name]:
             del _instances[key]
         _type_cache.clear()
+        _fast_dot.clear()
 
 
 def unregister(name):
@@ -57,6 +59,7 @@ def unregister(name):
         for key in [k for k in _instances if k[0] == name]:
             del _instances[key]
         _type_cache.clear()
+        _fast_dot.clear()
 
 
 def known():
