@@ -176,18 +176,33 @@ def test_set_backend_with_a_device_sends_neutral_inputs_there(device):
 
 
 def test_backend_in_force_is_per_thread():
+    default = type(ub.softmax([0.0, 1.0]))  # whatever the process default is
     seen = {}
 
     def worker():
         seen["thread"] = type(ub.softmax([0.0, 1.0]))
 
-    with ub.use_backend("torch"):
+    with ub.use_backend("torch" if default is np.ndarray else "numpy"):
         th = threading.Thread(target=worker)
         th.start()
         th.join()
         seen["here"] = type(ub.softmax([0.0, 1.0]))
-    assert seen["here"] is torch.Tensor
-    assert seen["thread"] is np.ndarray  # the thread did not inherit the context
+    assert seen["here"] is not default
+    assert seen["thread"] is default  # the thread did not inherit the context
+
+
+def test_backend_in_force_is_per_asyncio_task():
+    import asyncio
+
+    async def run(name):
+        with ub.use_backend(name):
+            await asyncio.sleep(0)  # let the other task switch its backend in between
+            return type(ub.softmax([0.0, 1.0]))
+
+    async def both():
+        return await asyncio.gather(run("torch"), run("numpy"))
+
+    assert asyncio.run(both()) == [torch.Tensor, np.ndarray]
 
 
 def test_torch_tensor_selects_torch_while_numpy_is_in_force():
