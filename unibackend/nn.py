@@ -646,14 +646,13 @@ class Model:
         values = data if isinstance(data, (list, tuple)) else self._feed(data)
         names, single = self._wanted(output)
         memo = {x.name: v for x, v in zip(self.inputs, values)}
-        native = {}
+        per_layer = {}
+        for k, v in params.items():
+            layer_name, pname = k.split("/", 1)
+            per_layer.setdefault(layer_name, {})[pname] = v
 
         def param(layer):
-            pre = layer.name + "/"
-            return {k[len(pre):]: v for k, v in native.items() if k.startswith(pre)}
-
-        for k, v in params.items():
-            native[k] = v
+            return per_layer.get(layer.name, {})
 
         def pull(layer, want_logits=False):
             # each layer pulls its inputs' outputs first, then computes its own
@@ -670,7 +669,7 @@ class Model:
         outs = [pull(self.by_name[n], logits) for n in names]
         return outs[0] if single else dict(zip(names, outs))
 
-    def predict(self, data, output=None, batch_size=None):
+    def predict(self, data, output=None):
         """Outputs (numpy) of the layers named by ``output`` (a name or a
         list of names; default the model's outputs) on the backend in force."""
         B = R.get_backend()
