@@ -11,6 +11,7 @@ contract's exception.
 from __future__ import annotations
 
 import inspect
+import re
 import weakref
 
 import numpy as np
@@ -19,8 +20,10 @@ from unibackend._checks import canonical_csr
 from unibackend._plugin import Backend, Capabilities
 
 # An in-graph check that fails raises tf.errors.InvalidArgumentError carrying
-# this tag; ub.function turns it back into the named Python exception.
-_TAG = "[unibackend IndexError] "
+# a tag; ub.function turns it back into the named Python exception.
+_TAG = "[unibackend {}] "
+_TAGGED = re.compile(r"\[unibackend (IndexError|ValueError)\] ([^\]]*)")
+_KINDS = {"IndexError": IndexError, "ValueError": ValueError}
 
 
 class TensorflowBackend(Backend):
@@ -355,14 +358,14 @@ class TensorflowBackend(Backend):
                 n = dims[axis]
                 i = tf.cast(arr, tf.int64)
                 ok = tf.reduce_all((i >= -n) & (i < n))
-                checks.append(tf.debugging.Assert(ok, [f"{_TAG}{op}: an index is out of range for axis {axis}"]))
+                checks.append(tf.debugging.Assert(ok, [_TAG.format("IndexError") + f"{op}: an index is out of range for axis {axis}"]))
             axis += 1
         return checks
 
     def masked_mean(self, x, mask, axes):
         tf = self.tf
         keep = mask if mask.dtype == tf.bool else tf.not_equal(mask, tf.zeros((), mask.dtype))
-        if keep.shape != x.shape:
+        if keep.shape != x.shape or not x.shape.is_fully_defined():
             keep = tf.broadcast_to(keep, tf.shape(x))
         # where, not multiply: a masked-out NaN or inf never reaches the sum.
         total = tf.reduce_sum(tf.where(keep, x, tf.zeros((), x.dtype)), axis=axes)
@@ -376,6 +379,12 @@ class TensorflowBackend(Backend):
         n = x.shape[axis]
         if k == n:
             return tf.identity(x)
+        if n is None:  # a graph's unknown dim: the core could not check k
+            size = tf.shape(x)[axis]
+            check = tf.debugging.Assert(size >= k, [
+                _TAG.format("ValueError") + f"keep_topk: k={k} is out of range: need 0 <= k <= the size of axis {axis}"])
+            with tf.control_dependencies([check]):
+                x = tf.identity(x)
         fill = tf.constant(fill, x.dtype)
         if k == 0:
             return tf.fill(tf.shape(x), fill)
@@ -434,7 +443,7 @@ class TensorflowBackend(Backend):
             rows = "its" if table.shape[0] is None else f"{table.shape[0]}"
             check = tf.debugging.Assert(
                 tf.logical_not(tf.reduce_any(bad)),
-                [f"{_TAG}embedding_mean: an id is out of range for a table of {rows} rows"])
+                [_TAG.format("IndexError") + f"embedding_mean: an id is out of range for a table of {rows} rows"])
             with tf.control_dependencies([check]):
                 ids = tf.identity(ids)
         # A fused sparse segment mean: reads table rows in place, so memory is
@@ -497,12 +506,10 @@ class TensorflowBackend(Backend):
             try:
                 return compiled(*args)
             except tf.errors.InvalidArgumentError as e:
-                msg = e.message or ""
-                at = msg.find(_TAG)
-                if at < 0:
+                found = _TAGGED.search(e.message or "")
+                if found is None:
                     raise
-                text = msg[at + len(_TAG):].split("]")[0].strip()
-                raise IndexError(text) from None
+                raise _KINDS[found.group(1)](found.group(2).strip()) from None
 
         return run
 

@@ -432,6 +432,16 @@ def test_value_and_grad_gives_zeros_for_an_unused_argument_and_watches_variables
     same(g1, np.zeros(2))
 
 
+def test_ops_on_a_variable_differentiate_under_the_users_own_gradient_tape():
+    v = tf.Variable(TABLE)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(ub.embedding_mean(v, IDS)) + tf.reduce_sum(ub.softmax(v)[:, 0])
+    g = tf.convert_to_tensor(tape.gradient(loss, v))
+    _, g_ref = ub.value_and_grad(lambda t: tf.reduce_sum(ub.embedding_mean(t, IDS)) + tf.reduce_sum(ub.softmax(t)[:, 0]))(TABLE)
+    same(g, g_ref.numpy())
+    np.testing.assert_array_equal(v.numpy(), TABLE)
+
+
 def test_value_and_grad_of_a_non_scalar_function_raises_type_error():
     with pytest.raises(TypeError, match=r"value_and_grad: f must return a scalar, got a value of shape \(2,\)"):
         ub.grad(lambda x: x * 2)(np.ones(2))
@@ -521,3 +531,30 @@ def test_a_symbolic_index_on_a_static_shape_is_checked_in_graph_and_ub_function_
     with pytest.raises(IndexError, match=r"(set|inc)_subtensor: an index is out of range for axis 0") as info:
         put(np.zeros(4), np.array([0, 4, 0]), v)
     assert type(info.value) is IndexError
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # numpy's dot meets the NaN
+def test_ops_on_unknown_dims_in_a_graph_match_numpy():
+    """With None dims (an input_signature) every op still gives numpy's
+    answer; a mask that broadcasts along a None dim is counted once per row."""
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float64), tf.TensorSpec([None, None], tf.float64),
+                                  tf.TensorSpec([None, None], tf.int64)])
+    def many(x, mask, ids):
+        return (ub.softmax(x), ub.keep_topk(x, 2), ub.argsort(x, axis=0), ub.masked_mean(x, mask, axis=0),
+                ub.dot(x, tf.transpose(x)), ub.embedding_mean(x, ids))
+
+    x = np.array([[1.0, nan, 2.0, 2.0], [0.5, -0.0, 0.0, -inf], [3.0, 3.0, -1.0, 0.0]])
+    mask = np.array([[1.0, 0.0, 1.0, 1.0]])
+    ids = np.array([[1, 2, 0], [0, 0, 0]])
+    got = many(x, mask, ids)
+    want = (ref(ub.softmax, x), ref(ub.keep_topk, x, 2), ref(ub.argsort, x, axis=0), ref(ub.masked_mean, x, mask, axis=0),
+            ref(ub.dot, x, x.T), ref(ub.embedding_mean, x, ids))
+    for g, w in zip(got, want):
+        same(g, w)
+
+
+def test_keep_topk_with_k_above_an_unknown_dim_fails_the_graph_with_the_contract_message():
+    f = tf.function(lambda x: ub.keep_topk(x, 3), input_signature=[tf.TensorSpec([None], tf.float64)])
+    same(f(np.arange(4.0)), ref(ub.keep_topk, np.arange(4.0), 3))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"keep_topk: k=3 is out of range"):
+        f(np.arange(2.0))
