@@ -324,13 +324,16 @@ class TorchBackend(Backend):
                 vals, idx = t.topk(x, k + 1, dim=axis)  # torch.topk ranks NaN largest
                 nxt = vals.detach().narrow(axis, k, 1)
                 vals, idx = vals.narrow(axis, 0, k), idx.narrow(axis, 0, k)
+                out = None
             else:
                 vals, idx = t.topk(x, k, dim=axis)
-                nxt = x.detach().scatter(axis, idx, -math.inf).amax(dim=axis, keepdim=True)
+                out = x.detach().scatter(axis, idx, -math.inf)  # the rest of x; reused for the result
+                nxt = out.amax(dim=axis, keepdim=True)
             v = vals.detach()
             kth = v.narrow(axis, k - 1, 1)
             if not bool(((kth == nxt) | (t.isnan(kth) & t.isnan(nxt))).any()):
-                return t.full_like(x, fill).scatter_(axis, idx, vals)
+                out = t.full_like(x, fill) if out is None else out.fill_(fill)
+                return out.scatter_(axis, idx, vals)
         else:
             v = t.topk(x.detach(), k, dim=axis).values
             kth = v.narrow(axis, k - 1, 1)
