@@ -163,10 +163,14 @@ class TensorflowBackend(Backend):
         tf = self.tf
         if self.is_symbolic(ids):
             value = tf.get_static_value(ids)
-            if value is None:
-                return None  # checked in-graph by embedding_mean
-            real = value[value != pad_id]
-            return (int(real.min()), int(real.max())) if real.size else None
+            return None if value is None else _bounds(value, pad_id)  # else checked in-graph
+        if self._eager_cpu(ids):
+            return _bounds(ids.numpy(), pad_id)  # .numpy() of a CPU tensor is no copy
+        return self._device_bounds(ids, pad_id)
+
+    def _device_bounds(self, ids, pad_id):
+        """id_bounds where the ids live (a GPU): two reductions, two numbers back."""
+        tf = self.tf
         ids = tf.cast(ids, tf.int64) if ids.dtype != tf.int64 else ids
         real = self._not_pad(ids, pad_id)
         big = np.iinfo(np.int64)
@@ -512,6 +516,17 @@ class TensorflowBackend(Backend):
                 raise _KINDS[found.group(1)](found.group(2).strip()) from None
 
         return run
+
+
+def _bounds(ids, pad_id):
+    """(min, max) of the non-pad entries of a numpy array, or None."""
+    if ids.size == 0:
+        return None
+    lo, hi = int(ids.min()), int(ids.max())
+    if pad_id != lo and pad_id != hi:  # the extremes are real ids
+        return lo, hi
+    real = ids[ids != pad_id]
+    return (int(real.min()), int(real.max())) if real.size else None
 
 
 def _inverse(perm):

@@ -397,6 +397,22 @@ def test_embedding_mean_bad_ids_raise_the_contract_exceptions_on_tf_inputs():
         ub.embedding_mean(TABLE, tf.constant([[1.0]]))
 
 
+@pytest.mark.parametrize("ids,pad_id,want", [
+    (np.array([[3, 0, 5], [0, 0, 1]], np.int32), 0, (1, 5)),
+    (np.array([[3, 0, 5], [0, 0, 1]], np.int64), 5, (0, 3)),
+    (np.array([[0, 0]], np.int64), 0, None),
+    (np.zeros((0, 4), np.int64), 0, None),
+    (np.array([[250, 7]], np.uint8), -1, (7, 250)),
+    (np.array([[-3, 9]], np.int32), 2**40, (-3, 9)),
+], ids=range(6))
+def test_id_bounds_on_the_host_and_on_the_device_path_agree(tensorflow_backend, ids, pad_id, want):
+    """The CPU path reads the ids through numpy; the path for ids on a GPU
+    reduces them in TF: both give the non-pad (min, max)."""
+    t = tf.constant(ids)
+    assert tensorflow_backend.id_bounds(t, pad_id) == want
+    assert tensorflow_backend._device_bounds(t, pad_id) == want
+
+
 def test_embedding_mean_keeps_memory_linear_no_n_by_l_by_d_gather():
     """The graph holds no tensor of n*L*d elements: every intermediate is at
     most max(n*d, V*d, nnz*2) elements."""
