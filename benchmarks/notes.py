@@ -42,5 +42,11 @@ def explain(target, result):
             if unit > 0:
                 parts.append(f"the overhead is {u / unit:.0f} empty Python calls "
                              f"({unit * 1e9:.0f} ns each in this run)")
+            if "autoray" in rows:
+                # autoray's overhead, timed beside it, is a yardstick that scales
+                # with the machine's speed and load the same way.
+                peer = rows["native"]["unified_overhead_s"] - rows["autoray"]["unified_overhead_s"]
+                if peer > 0:
+                    parts.append(f"{u / peer:.2f}x autoray's overhead ({peer * 1e6:.2f} µs) in the same run")
     parts.append(cause or "cause not profiled: see docs/performance.md")
     return "; ".join(parts)

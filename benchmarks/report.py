@@ -215,14 +215,23 @@ def _plot_targets(plt, result, path):
             v = max(t["value"], 1e-3) / t["limit"]     # overhead as a share of the 1 µs budget
         else:
             v = t["value"] / t["limit"]
-        labels.append(f"{t['id']} · {t['backend']} {t.get('short', '')}".strip())
+        backend = "" if t["backend"] == "-" else t["backend"]
+        labels.append(" · ".join(x for x in (t["id"], f"{backend} {t.get('short', '')}".strip()) if x))
         vals.append(v)
         cols.append("#2ca02c" if t["status"] == "met" else "#d62728")
-    fig, ax = plt.subplots(figsize=(7.5, 0.28 * len(rows) + 1.0))
+    fig, ax = plt.subplots(figsize=(7.5, 0.22 * len(rows) + 1.0))
     y = range(len(rows))
     ax.barh(list(y), vals, color=cols)
     ax.axvline(1.0, color="black", lw=1)
     ax.set_xscale("log")
+    import matplotlib.ticker
+
+    lo, hi = min(vals + [1.0]) / 1.5, max(vals + [1.0]) * 1.5
+    ax.set_xlim(lo, hi)
+    ticks = [v for v in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100) if lo <= v <= hi]
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_yticks(list(y))
     ax.set_yticklabels(labels, fontsize=7)
     ax.invert_yaxis()

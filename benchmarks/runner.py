@@ -54,6 +54,8 @@ def parse(argv):
                         "0: each framework's default)")
     p.add_argument("--no-peers", action="store_true", help="skip autoray and keras.ops")
     p.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
+    p.add_argument("--report", metavar="JSON", default=None,
+                   help="measure nothing: re-write the tables and plots of an earlier run's bench.json")
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # minuscule sizes, for tests
     p.add_argument("--quiet", action="store_true", help="do not print the tables")
     return p.parse_args(argv)
@@ -65,6 +67,8 @@ def _split(s):
 
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
+    if args.report:
+        return rewrite(args.report, args.out, not args.no_plots, args.quiet)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     settings = MODES[mode]
     if args.repeats:
@@ -115,11 +119,7 @@ def main(argv=None):
         result["import"] = imp
 
     result["targets"] = targets.evaluate(result["cases"], imp, ran, args.device)
-    from .notes import explain
-
-    for t in result["targets"]:
-        if t["status"] == "missed":
-            t["note"] = explain(t, result)
+    _explain(result)
     result["meta"]["seconds"] = round(time.perf_counter() - t_start, 1)
     result["meta"]["cpu_seconds"] = round(sum(os.times()[:4]), 1)  # this process and its children
     result["meta"]["load_average_end"] = _loadavg()
@@ -127,6 +127,26 @@ def main(argv=None):
     if not args.quiet:
         report.print_rich(result)
         print(f"wrote {', '.join(paths)}  ({result['meta']['seconds']} s)")
+    return 0
+
+
+def _explain(result):
+    from .notes import explain
+
+    for t in result["targets"]:
+        if t["status"] == "missed":
+            t["note"] = explain(t, result)
+
+
+def rewrite(path, out_dir, plots, quiet):
+    """Tables, notes and plots again from an earlier run's JSON."""
+    with open(path) as f:
+        result = json.load(f)
+    _explain(result)
+    paths = report.write(result, out_dir, plots=plots)
+    if not quiet:
+        report.print_rich(result)
+        print(f"wrote {', '.join(paths)}")
     return 0
 
 

@@ -114,3 +114,12 @@ def test_bench_cuda_without_a_device_skips_torch_with_no_cuda_device(tmp_path):
     assert result["cases"] == []
     (skip,) = result["skipped"]
     assert skip["backend"] == "torch" and "no CUDA device" in skip["reason"]
+
+
+def test_bench_report_rewrites_the_tables_of_an_earlier_run_without_measuring(numpy_run, tmp_path):
+    _, out, result = numpy_run
+    assert runner.main(["--report", str(out / "bench.json"), "--quiet", "--no-plots", "--out", str(tmp_path)]) == 0
+    again = json.loads((tmp_path / "bench.json").read_text())
+    assert again["cases"] == result["cases"]
+    assert [t["status"] for t in again["targets"]] == [t["status"] for t in result["targets"]]
+    assert (tmp_path / "bench.md").read_text() == (out / "bench.md").read_text()
