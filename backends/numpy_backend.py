@@ -143,7 +143,9 @@ class NumpyBackend(Backend):
 
     def softmax(self, x, axis):
         m = np.max(x, axis=axis, keepdims=True) if x.size else np.zeros_like(x)
-        m = np.where(np.isfinite(m), m, 0).astype(x.dtype, copy=False)
+        # Only an all -inf slice needs its max replaced (by 0, so it gives 0s);
+        # a +inf or NaN max makes the whole slice NaN, as the plain formula does.
+        m = np.where(m == -np.inf, 0, m).astype(x.dtype, copy=False)
         with np.errstate(invalid="ignore", over="ignore"):
             e = np.exp(x - m)
             s = e.sum(axis=axis, keepdims=True)

@@ -162,6 +162,13 @@ def test_softmax_gives_exact_zeros_for_minus_inf_and_for_all_minus_inf_rows():
     np.testing.assert_array_equal(ub.softmax(x), [[0.5, 0.0, 0.5], [0.0, 0.0, 0.0], [0.5, 0.5, 0.0]])
 
 
+def test_softmax_slice_with_plus_inf_or_nan_is_nan_throughout():
+    x = np.array([[inf, 1.0, 2.0], [nan, 1.0, 2.0], [inf, inf, -inf], [0.0, 1.0, 2.0]])
+    out = ub.softmax(x)
+    assert np.isnan(out[:3]).all()
+    assert np.isfinite(out[3]).all()
+
+
 def test_topk_gate_has_exactly_k_nonzero_weights_summing_to_one():
     logits = np.array([[1.0, 3.0, 2.0, 3.0], [0.0, 0.0, 0.0, 0.0]])
     g = ub.topk_gate(logits, 2)
