@@ -43,6 +43,13 @@ def result_float(op, *dtypes):
     return out
 
 
+def check_real(op, arg, dtype):
+    """Ops that order values (argsort, keep_topk, softmax) refuse complex
+    numbers on every backend (numpy would order them lexicographically)."""
+    if isinstance(dtype, np.dtype) and dtype.kind == "c":
+        raise TypeError(f"{op}: {arg} is complex ({dtype}); complex numbers have no order")
+
+
 def axis_index(op, arg, axis, ndim):
     """A non-negative axis in [0, ndim)."""
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):

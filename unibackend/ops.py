@@ -115,6 +115,7 @@ def argsort(x, axis=-1, descending=False):
     op = "argsort"
     B = resolve(op, x)
     x = B.asarray(x)
+    C.check_real(op, "x", B.dtype(x))
     shape = tuple(B.shape(x))
     if len(shape) < 1:
         raise ValueError(f"{op}: x must have at least 1 dim, got a scalar")
@@ -167,6 +168,7 @@ def masked_mean(x, mask, axis=None):
 
 def _topk_args(op, B, x, k, axis):
     (x,) = _float_args(op, B, x)
+    C.check_real(op, "x", B.dtype(x))
     shape = tuple(B.shape(x))
     if len(shape) < 1:
         raise ValueError(f"{op}: x must have at least 1 dim, got a scalar")
@@ -201,6 +203,7 @@ def softmax(x, axis=-1):
     op = "softmax"
     B = resolve(op, x)
     (x,) = _float_args(op, B, x)
+    C.check_real(op, "x", B.dtype(x))
     shape = tuple(B.shape(x))
     if len(shape) < 1:
         raise ValueError(f"{op}: x must have at least 1 dim, got a scalar")
