@@ -75,8 +75,12 @@ def interleave(cands, repeats, min_batch_s, sync=None, budget_s=None, min_repeat
         n, t = calibrate(c, min_batch_s, sync)
         numbers.append(n)
         spans.append(t)
+    # The naive formulations are slow and far from any limit: they are timed
+    # in the first ``min_repeats`` rounds only, and the budget goes to the rest.
+    few = [c.kind == "naive" for c in cands]
     if budget_s is not None:
-        repeats = max(min(repeats, min_repeats), min(repeats, int(budget_s / max(sum(spans), 1e-9))))
+        fast = sum(t for t, f in zip(spans, few) if not f)
+        repeats = max(min(repeats, min_repeats), min(repeats, int(budget_s / max(fast, 1e-9))))
     out = {c.name: Timing(c.name, c.kind, c.call, n) for c, n in zip(cands, numbers)}
     enabled = gc.isenabled()
     gc.disable()
@@ -88,6 +92,8 @@ def interleave(cands, repeats, min_batch_s, sync=None, budget_s=None, min_repeat
             if r % 2:
                 order.reverse()
             for i in order:
+                if few[i] and r >= min_repeats:
+                    continue
                 c = cands[i]
                 t = _batch(c.fn, c.args, numbers[i], sync)
                 out[c.name].rounds.append(t / numbers[i])
@@ -99,7 +105,9 @@ def interleave(cands, repeats, min_batch_s, sync=None, budget_s=None, min_repeat
 
 
 def paired_ratio(a, b):
-    """Median over rounds of a's time / b's time (both Timing)."""
+    """Median over rounds of a's time / b's time (both Timing; rounds are
+    aligned from the first, so a candidate timed in fewer rounds pairs with
+    the same rounds of the other)."""
     return statistics.median(x / y for x, y in zip(a.rounds, b.rounds))
 
 
