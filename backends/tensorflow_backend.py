@@ -209,20 +209,28 @@ class TensorflowBackend(Backend):
             return tf.sparse.sparse_dense_matmul(x, w[:, None])[:, 0]
         return tf.sparse.sparse_dense_matmul(x, w)
 
-    def _check_sparse_indices(self, x):
+    def _check_sparse_indices(self, x, host=None):
+        """Every stored index inside dense_shape (IndexError, before the product);
+        on the host for CPU tensors, else where the tensor lives."""
         tf = self.tf
-        idx = x.indices
+        idx, shape = x.indices, x.dense_shape
         if idx.shape[0] == 0:
             return
-        shape = x.dense_shape
-        bad = tf.reduce_any((idx < 0) | (idx >= shape[None, :]), axis=1)
-        if bool(tf.reduce_any(bad)):
+        if self._eager_cpu(idx) if host is None else host:  # numpy reads a CPU tensor in place
+            bad = ((idx.numpy() < 0) | (idx.numpy() >= shape.numpy()[None, :])).any(axis=1)
+            if not bad.any():
+                return
+            i = int(np.argmax(bad))
+        else:
+            bad = tf.reduce_any((idx < 0) | (idx >= shape[None, :]), axis=1)
+            if not bool(tf.reduce_any(bad)):
+                return
             i = int(tf.argmax(tf.cast(bad, tf.int32)))
-            pos = tuple(int(v) for v in idx[i].numpy())
-            raise IndexError(
-                f"sparse_dot: x stores an entry at index {pos}, outside its shape "
-                f"{tuple(int(d) for d in shape.numpy())}"
-            )
+        pos = tuple(int(v) for v in idx[i].numpy())
+        raise IndexError(
+            f"sparse_dot: x stores an entry at index {pos}, outside its shape "
+            f"{tuple(int(d) for d in shape.numpy())}"
+        )
 
     def argsort(self, x, axis, descending):
         tf = self.tf

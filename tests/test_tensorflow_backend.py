@@ -137,10 +137,14 @@ def test_sparse_dot_promotes_a_float32_sparse_tensor_with_float64_w():
     assert st.values.dtype == tf.float32
 
 
-def test_sparse_dot_with_an_entry_outside_the_sparse_tensor_shape_raises_index_error():
-    st = tf.SparseTensor([[0, 0], [1, 5]], [1.0, 2.0], [2, 3])
-    with pytest.raises(IndexError, match=r"sparse_dot: x stores an entry at index \(1, 5\), outside its shape \(2, 3\)"):
+@pytest.mark.parametrize("entry", [[1, 5], [-1, 0], [2, 0]])
+def test_sparse_dot_with_an_entry_outside_the_sparse_tensor_shape_raises_index_error(tensorflow_backend, entry):
+    st = tf.SparseTensor([[0, 0], entry], [1.0, 2.0], [2, 3])
+    msg = rf"sparse_dot: x stores an entry at index \({entry[0]}, {entry[1]}\), outside its shape \(2, 3\)"
+    with pytest.raises(IndexError, match=msg):
         ub.sparse_dot(st, np.ones(3))
+    with pytest.raises(IndexError, match=msg):  # the check for tensors on a GPU
+        tensorflow_backend._check_sparse_indices(st, host=False)
 
 
 def test_sparse_dot_gradients_are_xt_g_for_w_and_structured_for_values():
