@@ -370,7 +370,8 @@ class TensorflowBackend(Backend):
                 n = dims[axis]
                 i = tf.cast(arr, tf.int64)
                 ok = tf.reduce_all((i >= -n) & (i < n))
-                checks.append(tf.debugging.Assert(ok, [_TAG.format("IndexError") + f"{op}: an index is out of range for axis {axis}"]))
+                msg = _TAG.format("IndexError") + f"{op}: an index is out of range for axis {axis}"
+                checks.append(tf.debugging.Assert(ok, [msg]))
             axis += 1
         return checks
 
@@ -393,8 +394,8 @@ class TensorflowBackend(Backend):
             return tf.identity(x)
         if n is None:  # a graph's unknown dim: the core could not check k
             size = tf.shape(x)[axis]
-            check = tf.debugging.Assert(size >= k, [
-                _TAG.format("ValueError") + f"keep_topk: k={k} is out of range: need 0 <= k <= the size of axis {axis}"])
+            msg = f"keep_topk: k={k} is out of range: need 0 <= k <= the size of axis {axis}"
+            check = tf.debugging.Assert(size >= k, [_TAG.format("ValueError") + msg])
             with tf.control_dependencies([check]):
                 x = tf.identity(x)
         fill = tf.constant(fill, x.dtype)
