@@ -80,6 +80,14 @@ class TorchBackend(Backend):
     def native_types(self):
         return (self.torch.Tensor,)
 
+    def check_devices(self, op, tensors):
+        first = tensors[0].device
+        for x in tensors[1:]:
+            if x.device != first:
+                raise ValueError(
+                    f"{op}: tensors on two devices, {first} and {x.device}; move one with .to()"
+                )
+
     def for_tensor(self, x):
         if self._is_cpu and x.is_cpu:  # the common case, without building x.device
             return self
@@ -214,7 +222,10 @@ class TorchBackend(Backend):
                     return None
             sa, sb = a.shape, b.shape
             if sa and 0 < len(sb) < 3 and sa[-1] == sb[0]:
-                return self._matmul(a, b)
+                try:
+                    return self._matmul(a, b)
+                except RuntimeError:  # two devices: the full path says so
+                    return None
         return None
 
     def sparse_dot(self, x, w):

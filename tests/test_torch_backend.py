@@ -834,3 +834,13 @@ def test_complex_inputs_work_where_numpy_and_torch_agree(device):
 def test_ops_that_order_values_refuse_complex_with_type_error(op):
     with pytest.raises(TypeError, match="complex numbers have no order"):
         op(torch.ones(3, dtype=torch.complex64))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_tensors_on_two_devices_raise_value_error_naming_both():
+    with pytest.raises(ValueError, match="dot: tensors on two devices, cpu and cuda:0"):
+        ub.dot(torch.ones(2, 2), torch.ones(2, 2, device="cuda"))
+    with pytest.raises(ValueError, match="dot: tensors on two devices"):
+        ub.dot(torch.ones(3, 2), torch.ones(2, device="cuda"))
+    with pytest.raises(ValueError, match="embedding_mean: tensors on two devices"):
+        ub.embedding_mean(torch.ones(3, 2, device="cuda"), torch.tensor([[1, 2]]))

@@ -61,6 +61,10 @@ class Backend:
         """Types of this backend's tensors; called only once ``module`` is imported."""
         raise NotImplementedError
 
+    def check_devices(self, op, tensors):
+        """A plugin with devices raises ValueError when ``tensors`` (native,
+        two or more) are not all on one device."""
+
     def for_tensor(self, x):
         """The instance to run on when native tensor ``x`` chose this backend
         (a plugin with devices returns the instance for ``x``'s device)."""

@@ -232,6 +232,7 @@ def resolve(op, *args):
     This runs on every op call, so the common case (types seen before, the
     backend in force already loaded) is a few dict lookups."""
     found = first = None
+    many = False
     get = _type_cache.get
     for a in args:
         name = get(type(a), _MISS)
@@ -240,7 +241,9 @@ def resolve(op, *args):
         if name is not None:
             if found is None:
                 found, first = name, a
-            elif name != found:
+            elif name == found:
+                many = True
+            else:
                 raise TypeError(
                     f"{op}: got tensors of two backends, {found!r} and {name!r}; "
                     f"convert one with ub.to_numpy() or ub.asarray()"
@@ -252,4 +255,6 @@ def resolve(op, *args):
         inst = _instances.get(cur) or backend(*cur)
     else:
         inst = _instances.get((found, None)) or backend(found)
+    if many and inst.capabilities.devices:
+        inst.check_devices(op, [a for a in args if get(type(a)) == found])
     return inst.for_tensor(first)
