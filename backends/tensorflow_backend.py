@@ -432,8 +432,8 @@ class TensorflowBackend(Backend):
     def softmax(self, x, axis):
         tf = self.tf
         if self._eager_cpu(x) and self.dtype(x).kind == "f":
-            # TF's fused softmax is right for every slice with a finite max;
-            # other slices (all -inf, +inf, NaN) come out NaN, and then the
+            # TF's fused softmax is right for every slice but an all -inf one,
+            # which comes out NaN (as +inf and NaN slices rightly do); then the
             # careful path below gives numpy's answer.
             out = tf.nn.softmax(x, axis=axis)
             # Such a slice is NaN throughout: one entry per slice tells.
@@ -441,7 +441,8 @@ class TensorflowBackend(Backend):
                 return out
         m = tf.reduce_max(x, axis=axis, keepdims=True)
         # An all -inf slice has max -inf: shift by 0 instead, e is then all 0.
-        m = tf.where(tf.math.is_finite(m), m, tf.zeros((), x.dtype))
+        # A +inf or NaN max leaves the whole slice NaN, as the plain formula does.
+        m = tf.where(tf.equal(m, -np.inf), tf.zeros((), x.dtype), m)
         e = tf.exp(x - tf.stop_gradient(m))
         s = tf.reduce_sum(e, axis=axis, keepdims=True)
         return e / tf.where(tf.equal(s, 0), tf.ones((), x.dtype), s)

@@ -349,6 +349,15 @@ def test_softmax_is_stable_gives_zero_for_minus_inf_and_zeros_for_an_all_minus_i
     same(ub.softmax(x.astype(np.float32), axis=0), ref(ub.softmax, x.astype(np.float32), axis=0))
 
 
+def test_softmax_slice_with_plus_inf_or_nan_is_nan_throughout_eagerly_and_in_a_graph():
+    x = np.array([[1.0, inf, 2.0], [nan, 0.0, 1.0], [-inf, -inf, -inf], [-inf, 0.0, 0.0]])
+    want = np.array([[nan, nan, nan], [nan, nan, nan], [0.0, 0.0, 0.0], [0.0, 0.5, 0.5]])
+    np.testing.assert_array_equal(ref(ub.softmax, x), want)  # the reference agrees
+    same(ub.softmax(x), want, exact=True)
+    same(tf.function(lambda t: ub.softmax(t))(tf.constant(x)), want, exact=True)
+    same(ub.softmax(x.T, axis=0), want.T, exact=True)
+
+
 def test_topk_gate_has_exactly_k_nonzero_weights_summing_to_one():
     x = np.array([[3.0, 3.0, 3.0, 1.0], [-inf, 0.0, 5.0, 5.0]])
     out = ub.topk_gate(x, 2)
