@@ -588,7 +588,9 @@ class TheanoBackend(Backend):
         pattern.insert(axis, "x")  # t keeps a broadcastable axis
         t = ranked[(slice(None),) * axis + (n + 1 - T.maximum(k, 1),)].dimshuffle(*pattern)
         nan_x, nan_t = T.isnan(x), T.isnan(t)
-        above = T.and_(T.invert(nan_t), T.or_(T.gt(x, t), nan_x))
+        # (switch, not a bool invert: Theano 1.0's fused Python code computes
+        # ~True as -2; nor t == t: optimizers fold that to True.)
+        above = T.switch(nan_t, T.zeros_like(nan_x), T.or_(T.gt(x, t), nan_x))
         tied = T.switch(nan_t, nan_x, T.eq(x, t))
         room = k - T.cast(above, "int64").sum(axis=axis, keepdims=True)
         keep = T.or_(above, T.and_(tied, T.le(T.cumsum(T.cast(tied, "int64"), axis=axis), room)))
@@ -610,7 +612,7 @@ class TheanoBackend(Backend):
         V = table.shape[0]
         real = T.neq(ids, pad)
         if checks:
-            ok = T.or_(T.invert(real), T.and_(T.ge(ids, 0), T.lt(ids, V)))
+            ok = T.or_(T.eq(ids, pad), T.and_(T.ge(ids, 0), T.lt(ids, V)))
             ids = self._check(IndexError, "embedding_mean: an id is out of range for the table's rows "
                               "(valid: 0..V-1, other than pad_id)", ids, ok)
             real = T.neq(ids, pad)

@@ -26,6 +26,8 @@ except ub.BackendNotAvailable as e:  # neither pytensor nor theano here
     pytest.skip(str(e), allow_module_level=True)
 
 T, S, th = THEANO.T, THEANO.S, THEANO.th
+# Theano 1.0.5 calls numpy aliases that numpy 1.20+ deprecates (np.complex, np.bool).
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:theano")
 rng = np.random.default_rng(20240607)
 
 
