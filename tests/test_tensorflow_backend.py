@@ -101,6 +101,22 @@ def test_dot_matches_numpy_dot_for_every_rank_pair(sa, sb):
     same(ub.dot(tf.constant(a), tf.constant(b)), ref(ub.dot, a, b))
 
 
+def test_dot_fast_path_gives_the_full_paths_answers_and_errors():
+    """Repeated calls on eager tensors go through the plugin's fast_dot: the
+    same products, and misaligned or mixed inputs still get the full path."""
+    rng = np.random.default_rng(6)
+    a, b = tf.constant(rng.standard_normal((3, 4))), tf.constant(rng.standard_normal((4, 2)))
+    for _ in range(3):
+        same(ub.dot(a, b), a.numpy() @ b.numpy())
+        same(ub.dot(a, b[:, 0]), a.numpy() @ b.numpy()[:, 0])
+        same(ub.dot(tf.reshape(a, (3, 1, 4)), b), np.dot(a.numpy().reshape(3, 1, 4), b.numpy()))
+        assert ub.dot(tf.cast(a, tf.float32), b).dtype == tf.float64
+        with pytest.raises(ValueError, match=r"dot: shapes \(3, 4\) and \(3, 4\) are not aligned"):
+            ub.dot(a, a)
+        with pytest.raises(ValueError, match=r"dot: b must have 1 or 2 dims"):
+            ub.dot(a, tf.ones((4, 2, 2), tf.float64))
+
+
 def test_dot_promotes_float32_with_float64_although_tf_does_not():
     a = tf.ones((2, 3), tf.float32)
     b = tf.ones((3, 2), tf.float64)
