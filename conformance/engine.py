@@ -7,6 +7,7 @@ database lives in the project's cache directory, never in the cwd.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
@@ -17,12 +18,15 @@ from .cases import Disagreement
 
 #: hypothesis settings per profile.  ``ci`` is derandomized (the same
 #: examples on every run) and sized so that all four built-in backends finish
-#: well inside ten minutes on two cores; ``thorough`` is for a plugin author's
-#: afternoon.
+#: inside ten minutes on two cores; ``thorough`` is for a plugin author's
+#: afternoon.  Backends in ``COMPILING`` compile a graph for every new input
+#: signature of an eager call (seconds each), so they get the first
+#: ``compiling_examples`` of the same derandomized sequence.
 PROFILES = {
-    "ci": {"max_examples": 30, "derandomize": True},
-    "thorough": {"max_examples": 1000, "derandomize": False},
+    "ci": {"max_examples": 40, "compiling_examples": 8, "derandomize": True},
+    "thorough": {"max_examples": 1000, "compiling_examples": 200, "derandomize": False},
 }
+COMPILING = ("theano",)
 DEFAULT_PROFILE = "ci"
 
 
@@ -35,11 +39,23 @@ def cache_dir():
     return (Path(xdg) if xdg else Path.home() / ".cache") / "unibackend"
 
 
+def examples_for(backend, profile=DEFAULT_PROFILE):
+    """Examples per check for ``backend`` under ``profile``."""
+    from unibackend import _registry as R
+
+    try:
+        root = getattr(R.plugin_class(backend), "alias_of", "") or backend
+    except Exception:
+        root = backend
+    key = "compiling_examples" if root in COMPILING else "max_examples"
+    return PROFILES[profile][key]
+
+
 def hypothesis_settings(profile=DEFAULT_PROFILE, max_examples=None, seed=None):
     """The settings of a profile: no deadline (compiled backends compile on a
     signature's first call), health checks off (the strategies are large on
     purpose), the database in the cache directory."""
-    from hypothesis import HealthCheck, Verbosity, settings
+    from hypothesis import HealthCheck, Phase, Verbosity, settings
     from hypothesis.database import DirectoryBasedExampleDatabase
 
     prof = PROFILES[profile]
@@ -61,7 +77,23 @@ def hypothesis_settings(profile=DEFAULT_PROFILE, max_examples=None, seed=None):
         verbosity=Verbosity.quiet,
         report_multiple_bugs=False,
         print_blob=False,
+        # no explain phase: it reruns a failure many times to say which lines ran
+        phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink),
     )
+
+
+@contextlib.contextmanager
+def hypothesis_home():
+    """Hypothesis' own files (its constants cache) in the cache directory, not
+    the cwd, while the suite runs; the caller's setting comes back after."""
+    from hypothesis import configuration as cfg
+
+    before = getattr(cfg, "__hypothesis_home_directory", None)
+    cfg.set_hypothesis_home_dir(cache_dir() / "hypothesis")
+    try:
+        yield
+    finally:
+        cfg.set_hypothesis_home_dir(before)
 
 
 @dataclass
@@ -140,19 +172,22 @@ def run_check(check, backend, *, device=None, profile=DEFAULT_PROFILE, max_examp
     # One database key per check: every backend gets the same cases.
     conformance_case._hypothesis_internal_add_digest = f"unibackend-conformance:{check.name}".encode()
     test = given(check.strategy)(conformance_case)
-    test = hypothesis_settings(profile, max_examples, seed)(test)
+    test = hypothesis_settings(profile, max_examples or examples_for(backend, profile), seed)(test)
     if seed is not None:
         test = hseed(seed)(test)
     t0 = time.perf_counter()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), hypothesis_home():
             warnings.simplefilter("ignore", RuntimeWarning)  # inf - inf in references and oracles
             test()
     except Disagreement as e:
         e.check, e.backend = check.name, backend
-        msg = f"{check.name} on {backend!r}: {e.message}"
-        if e.kind == "error" and e.__cause__ is not None:
+        if e.kind == "error":
+            # a framework's exception: its first lines say what it is
+            e.message = _first_lines(e.message)
             msg = f"{check.name} on {backend!r} {e.message}"
+        else:
+            msg = f"{check.name} on {backend!r}: {e.message}"
         return Result(check.name, check.op, backend, "fail", msg,
                       reproducer=e.case.reproducer(backend, device, e) if e.case else "",
                       index=e.index, seconds=time.perf_counter() - t0, examples=calls[0])
@@ -161,6 +196,12 @@ def run_check(check, backend, *, device=None, profile=DEFAULT_PROFILE, max_examp
                       f"{check.name} on {backend!r}: the suite could not run: {type(e).__name__}: {e}",
                       seconds=time.perf_counter() - t0, examples=calls[0])
     return Result(check.name, check.op, backend, "pass", seconds=time.perf_counter() - t0, examples=calls[0])
+
+
+def _first_lines(text, n=4, width=300):
+    lines = [ln for ln in str(text).splitlines() if ln.strip()]
+    out = "\n".join(ln[:width] for ln in lines[:n])
+    return out + ("\n..." if len(lines) > n else "")
 
 
 def default_backends():

@@ -97,7 +97,7 @@ def write_report(path, results, backends, checks, meta):
     by = {(r.check, r.backend): r for r in results}
     lines = ["# unibackend conformance report", "",
              f"{summary(results)} ({meta['seconds']:.0f} s; profile {meta['profile']}, "
-             f"{meta['max_examples']} examples per check; {meta['platform']})", "",
+             f"examples per check: {meta['max_examples']}; {meta['platform']})", "",
              "| check | " + " | ".join(backends) + " |", "|---|" + "---|" * len(backends)]
     reasons = []
     for c in checks:
@@ -198,11 +198,11 @@ def main(argv=None):
         if r.reproducer:
             con.print("reproducer:")
             con.print(Syntax(r.reproducer, "python", theme="ansi_dark", word_wrap=True))
-    profile = engine.PROFILES[args.profile]
     meta = {
         "unibackend": ub.__version__, "platform": f"{platform.system()} {platform.machine()}, "
         f"Python {platform.python_version()}", "profile": args.profile,
-        "max_examples": args.max_examples or profile["max_examples"], "seed": args.seed,
+        "max_examples": args.max_examples or {b: engine.examples_for(b, args.profile) for b in backends},
+        "seed": args.seed,
         "device": args.device, "seconds": seconds,
         "versions": {b.name: b.version for b in ub.backends() if b.name in backends},
     }

@@ -57,7 +57,7 @@ def elements(dtype, *, lo=-1e3, hi=1e3, nan=False, inf=False, neg_inf=False):
 def _layout(a, layout, junk):
     """A view with ``a``'s values in the given memory layout, and its source."""
     if layout == "transposed" and a.ndim >= 2:
-        base = np.ascontiguousarray(a.T)
+        base = np.array(a.T, order="C")
         return base.T, f"{array_code(base)}.T"
     if layout == "strided" and a.ndim >= 1 and a.size:
         base = np.empty(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
@@ -65,7 +65,7 @@ def _layout(a, layout, junk):
         base[..., 1::2] = junk  # a plugin that ignores strides reads these
         return base[..., ::2], f"{array_code(base)}[..., ::2]"
     if layout == "reversed" and a.ndim >= 1 and a.size:
-        base = np.ascontiguousarray(a[..., ::-1])
+        base = np.array(a[..., ::-1], order="C")
         return base[..., ::-1], f"{array_code(base)}[..., ::-1]"
     a = np.array(a, order="C")  # (np.ascontiguousarray would make a 0-d array 1-d)
     return a, array_code(a)
@@ -90,14 +90,19 @@ def float_arrays(draw, shape, dtype, layouts=LAYOUTS, **kw):
 
 
 @st.composite
-def axis_shapes(draw, *, min_dims=1, max_dims=3, min_len=0, max_len=40, max_side=4):
+def axis_shapes(draw, *, min_dims=1, max_dims=3, min_len=0, max_len=40, max_side=4, long_axis=True):
     """(shape, axis): up to ``max_dims`` dims (batch sizes 0..max_side: empty
-    batches too), the reduced axis either short or longer than 16; ``axis`` is
-    drawn negative or positive."""
+    batches too), the reduced axis short, longer than 16, or now and then
+    longer than 60; ``axis`` is drawn negative or positive."""
     nd = draw(st.integers(min_dims, max_dims))
     shape = [draw(st.integers(0, max_side)) for _ in range(nd)]
     axis = draw(st.integers(-nd, nd - 1))
-    shape[axis] = draw(st.one_of(st.integers(min_len, 8), st.integers(max(min_len, 17), max(min_len, max_len))))
+    lengths = [st.integers(min_len, 8), st.integers(max(min_len, 17), max(min_len, max_len))]
+    if long_axis and draw(st.integers(0, 9)) == 0:
+        # past torch's topk algorithm switch at 64 * k == n (batch kept small)
+        shape = [min(d, 2) for d in shape]
+        lengths = [st.integers(60, 140)]
+    shape[axis] = draw(st.one_of(*lengths))
     return tuple(shape), axis
 
 

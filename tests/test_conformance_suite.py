@@ -1,0 +1,212 @@
+"""The conformance suite's own machinery: reproducible inputs, the tolerance
+bound, profiles and cache, the command, and third-party plugins."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import unibackend as ub
+from unibackend.backends.numpy_backend import NumpyBackend
+from unibackend.conformance import engine, runner
+from unibackend.conformance import strategies as S
+from unibackend.conformance import tolerances as T
+from unibackend.conformance.cases import array_code
+from unibackend.conformance.checks import CHECKS
+
+ENV = {"np": np, "nan": np.nan, "inf": np.inf}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_array_code_rebuilds_values_and_layout(data):
+    """The source printed for a generated array rebuilds it bit for bit, with
+    the same strides (transposed, strided and reversed views included)."""
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    shape = data.draw(st.lists(st.integers(0, 4), min_size=0, max_size=3).map(tuple))
+    arg = data.draw(S.float_arrays(shape, dtype, nan=True, inf=True))
+    rebuilt = eval(arg.code, ENV)
+    assert rebuilt.dtype == arg.value.dtype and rebuilt.strides == arg.value.strides
+    assert rebuilt.tobytes(order="A") == arg.value.tobytes(order="A")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_sparse_code_rebuilds_storage_order_and_duplicates(data):
+    """The source printed for a generated sparse matrix rebuilds its stored
+    arrays as they are (unsorted indices and duplicates kept)."""
+    import scipy.sparse as sp
+
+    arg, dense = data.draw(S.sparse_matrices(data.draw(st.sampled_from([np.float32, np.float64]))))
+    rebuilt = eval(arg.code, {**ENV, "sp": sp})
+    x = arg.value
+    assert type(rebuilt) is type(x) and rebuilt.shape == x.shape
+    names = ("data", "row", "col") if x.format == "coo" else ("data", "indices", "indptr")
+    for n in names:
+        assert np.array_equal(getattr(rebuilt, n), getattr(x, n))
+    np.testing.assert_allclose(x.toarray(), dense, rtol=1e-6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-1e6, 1e6, width=32), min_size=1, max_size=64))
+def test_sum_tolerance_covers_float32_summation_error(terms):
+    """A float32 sum in any order lies within sum_tol of the float64 sum
+    (the forward error bound the tolerances module is built on)."""
+    t = np.array(terms, np.float32)
+    exact = t.astype(np.float64).sum()
+    tol = T.sum_tol(np.abs(t.astype(np.float64)).sum(), t.size, np.float32)
+    forward = np.float32(0)
+    for v in t:
+        forward = np.float32(forward + v)
+    backward = np.float32(0)
+    for v in t[::-1]:
+        backward = np.float32(backward + v)
+    for s in (forward, backward, t.sum(dtype=np.float32)):
+        assert abs(float(s) - exact) <= tol
+
+
+def test_integer_results_have_no_tolerance():
+    from unibackend.conformance.cases import Disagreement, assert_exact
+
+    with pytest.raises(Disagreement, match=r"index \(1,\)"):
+        assert_exact(np.array([0, 2, 1], np.int64), np.array([0, 1, 2], np.int64), "indices")
+    with pytest.raises(Disagreement, match="dtype int32, want int64"):
+        assert_exact(np.array([0], np.int32), np.array([0], np.int64))
+
+
+def test_every_check_holds_on_the_numpy_reference():
+    """The reference meets every check's oracle and properties (a handful of
+    examples each; `unibackend conformance` runs the full profile)."""
+    for check in CHECKS.values():
+        r = engine.run_check(check, "numpy", max_examples=8)
+        if check.needs and "autodiff" in check.needs:
+            assert r.status == "skip" and "autodiff" in r.reason
+        else:
+            assert r.status == "pass", r.reason + "\n" + r.reproducer
+
+
+def test_ci_profile_is_derandomized_and_thorough_uses_the_cache_database(tmp_path, monkeypatch):
+    monkeypatch.setenv("UNIBACKEND_CACHE", str(tmp_path / "cache"))
+    ci = engine.hypothesis_settings("ci")
+    assert ci.derandomize and ci.deadline is None and ci.database is None
+    thorough = engine.hypothesis_settings("thorough")
+    assert not thorough.derandomize and thorough.max_examples > ci.max_examples
+    assert str(thorough.database.path).startswith(str(tmp_path / "cache"))
+    seeded = engine.hypothesis_settings("ci", seed=3)
+    assert not seeded.derandomize
+
+
+def test_cache_dir_defaults_to_the_user_cache_not_the_cwd(monkeypatch, tmp_path):
+    monkeypatch.delenv("UNIBACKEND_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert engine.cache_dir() == tmp_path / "unibackend"
+
+
+def test_command_rejects_unknown_backend_and_op(capsys):
+    assert runner.main(["--backends", "no_such_backend", "--quiet"]) == 2
+    assert "unknown backend" in capsys.readouterr().out
+    assert runner.main(["--ops", "no_such_op", "--quiet"]) == 2
+    assert "unknown op" in capsys.readouterr().out
+
+
+def test_command_lists_checks(capsys):
+    assert runner.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for name in CHECKS:
+        assert name in out
+
+
+def test_uninstalled_backend_is_a_skip_with_the_reason():
+    class Missing(NumpyBackend):
+        name = "missing_framework"
+        module = "no_such_framework_module"
+
+    ub.register("missing_framework", Missing)
+    try:
+        r = engine.run_check(CHECKS["softmax"], "missing_framework", max_examples=2)
+    finally:
+        from unibackend import _registry as R
+
+        R.unregister("missing_framework")
+    assert r.status == "skip" and "not installed" in r.reason and "no_such_framework_module" in r.reason
+
+
+def test_gradient_checks_catch_a_wrong_gradient():
+    """A torch plugin whose gradients are 0.1% off fails the gradient checks."""
+    if not any(b.name == "torch" and b.installed for b in ub.backends()):
+        pytest.skip("torch not installed")
+    from unibackend import _registry as R
+    from unibackend.backends.torch_backend import TorchBackend
+
+    class OffGradient(TorchBackend):
+        name = "torch_off_gradient"
+
+        def value_and_grad(self, f, argnums, args, kwargs):
+            value, grad = super().value_and_grad(f, argnums, args, kwargs)
+            return value, grad * 1.001
+
+    ub.register("torch_off_gradient", OffGradient)
+    try:
+        r = engine.run_check(CHECKS["grad masked_mean"], "torch_off_gradient", max_examples=20)
+    finally:
+        R.unregister("torch_off_gradient")
+    assert r.status == "fail" and "gradient" in r.reason
+
+
+THIRD_PARTY = '''
+import numpy as np
+from unibackend.backends.numpy_backend import NumpyBackend
+
+
+class ThirdPartyBackend(NumpyBackend):
+    """A plugin from another distribution: the numpy reference under a new name."""
+    name = "thirdparty"
+'''
+
+
+def _third_party_env(tmp_path):
+    """A distribution on sys.path that registers ``thirdparty`` through the
+    entry-point group unibackend.backends, like a pip-installed plugin."""
+    (tmp_path / "thirdparty_backend.py").write_text(THIRD_PARTY)
+    info = tmp_path / "thirdparty_backend-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-backend\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[unibackend.backends]\nthirdparty = thirdparty_backend:ThirdPartyBackend\n")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(tmp_path) + os.pathsep + env.get("PYTHONPATH", "")
+    env["UNIBACKEND_CACHE"] = str(tmp_path / "cache")
+    return env
+
+
+def test_third_party_plugin_through_entry_point_with_the_command(tmp_path):
+    env = _third_party_env(tmp_path)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "unibackend", "conformance", "--backends", "thirdparty",
+         "--ops", "argsort,keep_topk", "--max-examples", "5", "--report", "out.json"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads((work / "out.json").read_text())
+    assert {r["backend"] for r in data["results"]} == {"thirdparty"}
+    assert all(r["status"] == "pass" for r in data["results"])
+    assert sorted(p.name for p in work.iterdir()) == ["out.json"]  # nothing else written to the cwd
+
+
+def test_third_party_plugin_through_the_pytest_option(tmp_path):
+    env = _third_party_env(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "unibackend.conformance",
+         "--unibackend-backends=thirdparty", "--unibackend-ops=softmax,masked_mean",
+         "--unibackend-max-examples=5"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 passed" in proc.stdout
