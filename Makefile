@@ -6,11 +6,15 @@ PIP     = $(PY) -m pip
 # The pip cache-less, quiet install; constraints.txt pins torch to the CPU wheel.
 PIPFLAGS = -q --disable-pip-version-check -c constraints.txt
 
-LEGACY_VENV ?= .venv-theano
-LEGACY_PY    = $(LEGACY_VENV)/bin/python
+LEGACY_VENV   ?= .venv-theano
+# Theano 1.0.5 needs Python <= 3.11 (it imports distutils) and numpy < 1.24.
+LEGACY_PYTHON ?= python3.11
+LEGACY_PY      = $(LEGACY_VENV)/bin/python
 # Theano 1.0.5 looks up a numpy.distutils BLAS entry that numpy>=1.22 no longer has;
 # an empty blas.ldflags makes it use its own C/numpy fallbacks instead.
-LEGACY_FLAGS = THEANO_FLAGS="blas.ldflags=,compiledir=$(CURDIR)/.unibackend-cache/theano" UNIBACKEND_THEANO=theano
+# cxx= : no C compile (every op runs its Python perform): from an empty compiledir the
+# theano tests took 12 min with g++ and 30 s without (docs/backends/theano.md).
+LEGACY_FLAGS   = THEANO_FLAGS="blas.ldflags=,cxx=,compiledir=$(CURDIR)/.unibackend-cache/theano" UNIBACKEND_THEANO=theano
 
 .PHONY: install test conformance legacy-theano bench clean
 
@@ -32,7 +36,7 @@ bench: install
 	$(VENV)/bin/unibackend bench --quick --out bench-out
 
 $(LEGACY_VENV)/.installed: pyproject.toml
-	test -x $(LEGACY_PY) || $(PYTHON) -m venv $(LEGACY_VENV)
+	test -x $(LEGACY_PY) || $(LEGACY_PYTHON) -m venv $(LEGACY_VENV)
 	$(LEGACY_PY) -m pip install -q --disable-pip-version-check 'numpy<1.24' 'scipy<1.14' theano==1.0.5 'hypothesis>=6.80' 'pytest>=7' 'rich>=12'
 	$(LEGACY_PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@

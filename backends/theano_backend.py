@@ -199,12 +199,7 @@ class TheanoBackend(Backend):
         return self.sp.issparse(x)
 
     def sparse_from_scipy(self, csr):
-        # The compiled sparse code reads int32 index arrays.
-        if csr.indices.dtype != np.int32 or csr.indptr.dtype != np.int32:
-            csr = self.sp.csr_matrix(
-                (csr.data, csr.indices.astype(np.int32), csr.indptr.astype(np.int32)), shape=csr.shape
-            )
-        return csr
+        return self._scipy_matrix(csr)  # the compiled sparse code reads int32 index arrays
 
     def sparse_to_scipy(self, x):
         if isinstance(x, self._Var):
@@ -361,8 +356,19 @@ class TheanoBackend(Backend):
         if isinstance(a, self._Var):
             return a
         if self.sp.issparse(a):
-            return self.S.as_sparse_variable(a if a.format in ("csr", "csc") else a.tocsr())
+            return self.S.as_sparse_variable(self._scipy_matrix(a))
         return self.T.as_tensor_variable(a)
+
+    def _scipy_matrix(self, a):
+        """A scipy CSR/CSC *matrix* (Theano 1.0 knows no sparse arrays) with
+        int32 index arrays; other formats become CSR."""
+        sp = self.sp
+        cls = sp.csc_matrix if a.format == "csc" else sp.csr_matrix
+        if type(a) is not cls:
+            a = cls(a)
+        if a.indices.dtype != np.int32 or a.indptr.dtype != np.int32:
+            a = cls((a.data, a.indices.astype(np.int32), a.indptr.astype(np.int32)), shape=a.shape)
+        return a
 
     def _check(self, exc, msg, value, *conds):
         """``value``, passed through a check that raises ``exc(msg)`` at run
@@ -419,7 +425,7 @@ class TheanoBackend(Backend):
 
     def _as_input(self, a, differentiated):
         if self.sp.issparse(a):
-            return a if a.format in ("csr", "csc") else a.tocsr()
+            return self._scipy_matrix(a)
         if isinstance(a, (np.ndarray, np.generic, list, float)) or (
             differentiated and isinstance(a, numbers.Number)
         ):
@@ -497,6 +503,10 @@ class TheanoBackend(Backend):
         flip = (slice(None),) * axis + (slice(None, None, -1),)
         rev = T.argsort(x[flip], axis=axis, kind="mergesort")
         return T.cast(x.shape[axis] - 1 - rev[flip], "int64")
+
+    def _shape_with(self, x, axis, n):
+        """x's symbolic shape with dim ``axis`` set to ``n``."""
+        return [n if a == axis else x.shape[a] for a in range(x.ndim)]
 
     def _g_write(self, sub, value, accumulate):
         return (self.T.inc_subtensor if accumulate else self.T.set_subtensor)(sub, value)
@@ -582,7 +592,7 @@ class TheanoBackend(Backend):
         # to t the first ones by index fill the remaining places.  k = 0
         # needs no special case: t is then the largest value and room is 0.
         # A -inf in front of each slice keeps the pick in range when n = 0.
-        lead = T.alloc(np.asarray(-np.inf, x.dtype), *[1 if a == axis else x.shape[a] for a in range(x.ndim)])
+        lead = T.alloc(np.asarray(-np.inf, x.dtype), *self._shape_with(x, axis, 1))
         ranked = T.sort(T.concatenate([lead, x], axis=axis), axis=axis)
         pattern = list(range(x.ndim - 1))
         pattern.insert(axis, "x")  # t keeps a broadcastable axis
@@ -598,7 +608,10 @@ class TheanoBackend(Backend):
 
     def _g_softmax(self, x, axis):
         T = self.T
-        m = T.max(x, axis=axis, keepdims=True)
+        xm = x
+        if self.implementation == "theano":  # its max of an empty axis raises: give it a -inf
+            xm = T.concatenate([T.alloc(np.asarray(-np.inf, x.dtype), *self._shape_with(x, axis, 1)), x], axis=axis)
+        m = T.max(xm, axis=axis, keepdims=True)
         m = T.switch(T.lt(abs(m), np.inf), m, T.zeros_like(m))  # all -inf (or inf, NaN): shift by 0
         e = T.exp(x - m)
         s = e.sum(axis=axis, keepdims=True)

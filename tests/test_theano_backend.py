@@ -608,6 +608,12 @@ def test_softmax_is_stable_for_large_logits_and_keeps_float32(axis):
     assert np.isfinite(got).all()
 
 
+@pytest.mark.parametrize("shape,axis", [((3, 0), 1), ((0, 3), 1), ((0, 3), 0)])
+def test_softmax_of_an_empty_axis_or_batch_is_empty_eager_and_symbolic(shape, axis):
+    agree(ub.softmax, np.zeros(shape), axis=axis)
+    sym_agree(ub.softmax, np.zeros(shape), axis=axis)
+
+
 def test_softmax_gradient_is_finite_for_an_all_minus_inf_slice():
     x = np.array([[-np.inf, -np.inf], [0.0, 1.0]])
     g = ub.grad(lambda x: (ub.softmax(x) * np.array([1.0, 2.0])).sum())(x)
@@ -770,6 +776,18 @@ def test_sparse_dot_gradient_wrt_w_is_x_transpose_g_and_wrt_scipy_x_is_structure
     xc = x.tocsr()
     assert gx.nnz == xc.nnz
     np.testing.assert_allclose(gx.toarray(), (xc != 0).toarray() * (np.ones((4, 2)) @ w.T))
+
+
+def test_grads_wrt_scipy_sparse_arrays_and_empty_matrices_are_csr():
+    """scipy's sparse *arrays* (coo_array, csr_array), which Theano 1.0 does
+    not know, work as arguments like the matrices; so does a 0x0 matrix."""
+    w = np.ones((3, 2))
+    for x in (sp.coo_array(np.eye(3)), sp.csr_array(np.eye(3)), sp.coo_array((0, 0))):
+        wx = w[: x.shape[1]]
+        g = ub.grad(lambda x, w: ub.sparse_dot(x, w).sum())(x, wx)
+        assert isinstance(g, sp.csr_matrix) and g.shape == x.shape
+        np.testing.assert_array_equal(g.toarray(), (x.toarray() != 0) * wx.sum(axis=1))
+    np.testing.assert_array_equal(ub.sparse_dot(sp.csr_array(np.eye(3)), w), w)
 
 
 def test_grad_flows_through_set_subtensor_to_x_and_value():
