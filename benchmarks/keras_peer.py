@@ -56,6 +56,7 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--ops", default="dispatch,keep_topk,sparse_dot")
     args = p.parse_args(argv)
     os.environ.setdefault("KERAS_BACKEND", args.backend)
     threads.limit(args.threads)
@@ -75,7 +76,7 @@ def main(argv=None):
     peer = KerasPeers(args.backend)
     out = []
     with ub.use_backend(args.backend, _device_for(args.backend, args.device)):
-        for op in ("dispatch", "keep_topk", "sparse_dot"):
+        for op in [o for o in ("dispatch", "keep_topk", "sparse_dot") if o in args.ops.split(",")]:
             for rec in K.CASES[op](nat, peer, size, settings):
                 if any(r["kind"] == "peer" for r in rec["candidates"]):
                     rec["process"] = "keras"

@@ -56,8 +56,7 @@ def target_rows(result):
     rows = []
     for t in result["targets"]:
         status = t["status"]
-        note = t["note"] or result.get("notes", {}).get(f"{t['id']}@{t['backend']}", "")
-        rows.append([t["title"], t["backend"], t["case"], fmt_value(t), fmt_limit(t), status, note])
+        rows.append([t["title"], t["backend"], t["case"], fmt_value(t), fmt_limit(t), status, t["note"]])
     return ["target", "backend", "case", "measured", "target", "status", "note"], rows
 
 
