@@ -6,14 +6,12 @@ from __future__ import annotations
 #: "target id@backend" -> the cause found by profiling (cProfile, 200k calls
 #: or 10 calls of the big ops; docs/performance.md has the profiles).
 CAUSES = {
-    "dispatch@numpy": "Python-level dispatch: resolve() (type lookups, the contextvar), two "
-                      "plain_float_dtype() calls and the shape checks in ops.dot",
-    "dispatch@torch": "Python-level dispatch: resolve() (type lookups, the contextvar, for_tensor), two "
-                      "plain_float_dtype() calls and the shape checks in ops.dot",
-    "keep_topk/native@numpy": "numpy plugin: np.cumsum over the whole tie mask and five full-size "
-                              "temporaries on every call (finding filed: a top-k fast path when no tie "
-                              "straddles the threshold)",
-    "keep_topk/argsort@numpy": "numpy plugin: see keep_topk vs native",
+    "dispatch@numpy": "Python-level dispatch: resolve() (type lookups, the contextvar, the instance), "
+                      "two plain_float_dtype() calls and the shape checks in ops.dot",
+    "dispatch@torch": "Python-level dispatch: ops.dot's type lookup of the plugin's fast_dot and the "
+                      "plugin's dtype/layout checks before torch.mm",
+    "keep_topk/native@numpy": "numpy plugin: the exact tie path (a cumsum over the tie mask) runs when a "
+                              "tie straddles the k-th value or a NaN is kept",
     "sparse_dot@torch": "the plugin's own call is ~1.02x of x @ w when profiled alone; the rest is "
                         "Python checks in ops.sparse_dot (~0.2 ms) and run-to-run noise of a 5 ms op",
 }
@@ -48,5 +46,6 @@ def explain(target, result):
                 peer = rows["native"]["unified_overhead_s"] - rows["autoray"]["unified_overhead_s"]
                 if peer > 0:
                     parts.append(f"{u / peer:.2f}x autoray's overhead ({peer * 1e6:.2f} µs) in the same run")
-    parts.append(cause or "cause not profiled: see docs/performance.md")
+    if cause or not parts:
+        parts.append(cause or "cause not profiled: see docs/performance.md")
     return "; ".join(parts)
