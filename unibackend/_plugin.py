@@ -92,11 +92,11 @@ class Backend:
 
     # -- ops (arguments already checked and normalised by unibackend.ops) ---
     def dot(self, a, b): ...
-    #: Optional, only for a backend whose tensors are never neutral:
-    #: ``fast_dot(a, b)`` with two native tensors of one type gives their
-    #: product when they need no conversion (dense, one float dtype, aligned
-    #: shapes, b 1-D or 2-D), else None.  ops.dot then calls it before any
-    #: dispatch, the full path stays for everything else.
+    #: Optional: ``fast_dot(a, b)`` gives the product of two tensors that need
+    #: no conversion (dense, one float dtype, aligned shapes, a N-D, b 1-D or
+    #: 2-D), else None.  Once the full path has seen such a pair, ops.dot calls
+    #: it first: keyed by the type for a native tensor, by the type and the
+    #: backend in force for a neutral one (numpy arrays on the numpy backend).
     fast_dot = None
     def sparse_dot(self, x, w): ...
     def argsort(self, x, axis, descending): ...

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from . import _checks as C
+from . import _registry as R
 from ._registry import _fast_dot, resolve
 
 __all__ = [
@@ -31,22 +32,26 @@ def _float_args(op, B, *xs):
 def dot(a, b):
     """numpy ``dot`` for 1-D and 2-D; an N-D ``a`` with a 2-D ``b`` contracts
     ``a``'s last axis with ``b``'s first.  A sparse ``a`` goes to sparse_dot."""
-    # Fastest path: two native tensors of a type seen here before go straight
-    # to their plugin's fast_dot (None: not plain enough, take the full path).
-    fast = _fast_dot.get(type(a))
-    if fast is not None and type(b) is type(a):
+    # Fastest path (dispatch cost matters on small products): a type seen here
+    # before goes straight to its plugin's fast_dot -- keyed by the type alone
+    # for a native tensor, by the type and the backend in force for a neutral
+    # one (numpy arrays).  fast_dot returns None when its arguments are not
+    # plain enough (two dense tensors of one float dtype, aligned shapes);
+    # then the full path below checks, converts and explains.
+    t = type(a)
+    fast = _fast_dot.get((t, R._current.get() or R._default)) or _fast_dot.get(t)
+    if fast is not None:
         out = fast(a, b)
         if out is not None:
             return out
     B = resolve("dot", a, b)
-    # Fast path (dispatch cost matters on small products): two dense native
-    # tensors of one float dtype with aligned shapes need no conversion.
     dt, db = B.plain_float_dtype(a), B.plain_float_dtype(b)
     if dt is not None and db is not None and dt == db:  # (np.dtype("float64") == None is True)
         sa, sb = a.shape, b.shape
         if sa and 0 < len(sb) < 3 and sa[-1] == sb[0]:
-            if B.fast_dot is not None and type(b) is type(a):
-                _fast_dot[type(a)] = B.fast_dot  # a plugin's own type: never neutral
+            if B.fast_dot is not None and type(b) is t:
+                native = R.owner(a) is not None
+                _fast_dot[t if native else (t, R.in_force())] = B.fast_dot
             return B.dot(a, b)
     if C.is_scipy_sparse(a) or B.is_sparse(a):
         return sparse_dot(a, b)
