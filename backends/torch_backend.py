@@ -209,6 +209,10 @@ class TorchBackend(Backend):
 
     # -- ops ---------------------------------------------------------------
     def dot(self, a, b):
+        if a.shape[-1] == 0:
+            # An empty contraction is all zeros; cuBLAS's dot/gemv fail on it
+            # (CUBLAS_STATUS_INTERNAL_ERROR, then an illegal memory access).
+            return (a.sum(-1, keepdim=True) * b.sum(0)).reshape(a.shape[:-1] + b.shape[1:])
         # matmul with a 1-D or 2-D b is numpy's dot, an N-D a included.
         return self._mm(a, b) if a.dim() == 2 and b.dim() == 2 else self._matmul(a, b)
 
@@ -221,7 +225,7 @@ class TorchBackend(Backend):
                 except RuntimeError:  # misaligned: the full path says why
                     return None
             sa, sb = a.shape, b.shape
-            if sa and 0 < len(sb) < 3 and sa[-1] == sb[0]:
+            if sa and 0 < len(sb) < 3 and sa[-1] == sb[0] != 0:  # empty: see dot
                 try:
                     return self._matmul(a, b)
                 except RuntimeError:  # two devices: the full path says so
@@ -319,10 +323,13 @@ class TorchBackend(Backend):
             return x.clone()
         if k == 0:
             return t.full_like(x, fill)
-        if not self._gpu_way(x):
+        if not self.gpu_paths:
             # topk's own choice is the contract's unless the k-th and the
-            # (k+1)-th values tie; on the CPU asking costs no device sync.
-            if (k + 1) * 64 <= n or k * 64 > n:
+            # (k+1)-th values tie.  Asking costs no device sync on the CPU and
+            # one on a GPU, still cheaper there than the ~15 kernels of the
+            # device-independent path below (measured on an H100: 2.5x native
+            # top-k + scatter without the check).
+            if x.is_cuda or (k + 1) * 64 <= n or k * 64 > n:
                 # torch's CPU topk switches algorithm at k * 64 == n: asking
                 # for one more value is free unless that crosses the switch.
                 vals, idx = t.topk(x, k + 1, dim=axis)  # torch.topk ranks NaN largest
