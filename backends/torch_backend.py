@@ -247,6 +247,10 @@ class TorchBackend(Backend):
             out = x.to_sparse_csr() @ w2 if self._csr_dtype(x) else t.sparse.mm(x, w2)
         elif self._csr_dtype(x):
             out = x @ w2
+        elif x.is_cuda:
+            # CUDA has no half-precision sparse product ("addmm_sparse_cuda"
+            # not implemented for Half/BFloat16): compute in float32.
+            out = t.sparse.mm(x.to_sparse_coo().float(), w2.float()).to(w2.dtype)
         else:
             out = t.sparse.mm(x.to_sparse_coo(), w2)
         return out.squeeze(1) if vec else out
@@ -377,7 +381,7 @@ class TorchBackend(Backend):
         t = self.torch
         n, L = ids.shape
         V, d = table.shape
-        if n == 0 or L == 0:
+        if n == 0 or L == 0 or d == 0:  # (embedding_bag's CUDA backward crashes on d == 0)
             return table.new_zeros((n, d))
         if ids.dtype is not t.int64 and ids.dtype is not t.int32:
             ids = ids.to(t.int64)

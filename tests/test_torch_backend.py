@@ -857,3 +857,12 @@ def test_dot_over_an_empty_axis_gives_zeros_and_zero_gradients(device, shapes):
     with ub.use_backend("torch", device):
         g = ub.grad(lambda a, b: ub.dot(a, b).sum())(a, b)
     assert tuple(g.shape) == shapes[0]
+
+
+def test_embedding_mean_of_a_zero_width_table_has_a_gradient(device):
+    """Pinned from the conformance run on an H100: embedding_bag's backward hit an
+    illegal memory access for d == 0."""
+    ids = np.array([[1, 0], [0, 0]])
+    with ub.use_backend("torch", device):
+        g = ub.grad(lambda t: ub.embedding_mean(t, ids).sum())(np.zeros((3, 0), np.float32))
+    assert tuple(g.shape) == (3, 0) and g.device.type == device
