@@ -126,6 +126,15 @@ class Case:
         self.want_stmt = want     # numpy statement for the reference; None: the numpy backend
         self.note = note
 
+    def fresh(self):
+        """The same case with every array rebuilt from its source (a plugin
+        that mutates its input cannot spoil a case kept for the next run)."""
+        import scipy.sparse as sp
+
+        env = {"np": np, "sp": sp, "nan": np.nan, "inf": np.inf}
+        args = {k: (Arg(eval(v.code, env), v.code) if isinstance(v, Arg) else v) for k, v in self.args.items()}
+        return Case(self.stmt, args, want=self.want_stmt, note=self.note)
+
     def replace(self, **args):
         """The same statement on other arguments."""
         return Case(self.stmt, {**self.args, **args}, want=self.want_stmt, note=self.note)

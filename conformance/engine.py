@@ -149,9 +149,11 @@ def check_skip_reason(check, name):
     return ""
 
 
-def run_check(check, backend, *, device=None, profile=DEFAULT_PROFILE, max_examples=None, seed=None):
-    """Run ``check`` against ``backend`` under hypothesis; a :class:`Result`."""
-    from hypothesis import given
+def run_check(check, backend, *, device=None, profile=DEFAULT_PROFILE, max_examples=None, seed=None,
+              explicit=True):
+    """Run ``check`` against ``backend`` under hypothesis; a :class:`Result`.
+    ``explicit=False`` leaves out the check's explicit cases (generated ones only)."""
+    from hypothesis import example, given
     from hypothesis import seed as hseed
 
     why = backend_skip_reason(backend, device) or check_skip_reason(check, backend)
@@ -172,6 +174,8 @@ def run_check(check, backend, *, device=None, profile=DEFAULT_PROFILE, max_examp
     # One database key per check: every backend gets the same cases.
     conformance_case._hypothesis_internal_add_digest = f"unibackend-conformance:{check.name}".encode()
     test = given(check.strategy)(conformance_case)
+    for case in reversed(check.examples if explicit else ()):  # (hypothesis runs the last decorator's first)
+        test = example(case.fresh())(test)
     test = hypothesis_settings(profile, max_examples or examples_for(backend, profile), seed)(test)
     if seed is not None:
         test = hseed(seed)(test)

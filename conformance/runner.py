@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import sys
 import time
 
@@ -40,9 +41,41 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def _console():
-    from rich.console import Console
+_MARKUP = re.compile(r"\[/?(?:bold )?(?:red|green|yellow|bold)?\]")
 
+
+class _PlainConsole:
+    """What the runner needs of rich's Console, for an install without rich."""
+
+    is_terminal = False
+
+    def print(self, text="", markup=True, soft_wrap=False):
+        if not isinstance(text, str):
+            text = "\n".join(text.plain_rows())
+        print(_MARKUP.sub("", text) if markup else text)
+
+    def rule(self, title):
+        print(f"---- {_MARKUP.sub('', title)} ----")
+
+
+class _PlainTable:
+    def __init__(self, title, columns):
+        self.title, self.columns, self.rows = title, columns, []
+
+    def add_row(self, *cells):
+        self.rows.append([_MARKUP.sub("", c) for c in cells])
+
+    def plain_rows(self):
+        widths = [max(len(r[i]) for r in [self.columns] + self.rows) for i in range(len(self.columns))]
+        fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+        return [self.title, fmt(self.columns), fmt(["-" * w for w in widths])] + [fmt(r) for r in self.rows]
+
+
+def _console():
+    try:
+        from rich.console import Console
+    except ImportError:
+        return _PlainConsole()
     return Console(highlight=False)
 
 
@@ -60,14 +93,18 @@ def run(backends, checks, *, device=None, profile=engine.DEFAULT_PROFILE, max_ex
 
 
 def matrix_table(results, backends, checks):
-    from rich.table import Table
-
     by = {(r.check, r.backend): r for r in results}
     reasons = []
-    table = Table(title="conformance: each backend against the numpy reference", title_justify="left")
-    table.add_column("check")
-    for b in backends:
-        table.add_column(b, justify="center")
+    title = "conformance: each backend against the numpy reference"
+    try:
+        from rich.table import Table
+    except ImportError:
+        table = _PlainTable(title, ["check"] + list(backends))
+    else:
+        table = Table(title=title, title_justify="left")
+        table.add_column("check")
+        for b in backends:
+            table.add_column(b, justify="center")
     for c in checks:
         row = [c.name]
         for b in backends:
@@ -156,6 +193,11 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     total = len(checks) * len(backends)
+    try:
+        import hypothesis  # noqa: F401
+    except ImportError:
+        con.print("unibackend conformance needs hypothesis: pip install 'unibackend[conformance]'")
+        return 2
     if args.quiet or not con.is_terminal:
         done = [0]
 
@@ -189,15 +231,14 @@ def main(argv=None):
     con.print(table)
     for i, why in enumerate(reasons):
         con.print(f"[yellow][{i + 1}][/] {why}")
-    from rich.syntax import Syntax
-
     fails = [r for r in results if r.status == "fail"]
     for r in fails:
         con.rule(f"[bold red]{r.check} on {r.backend}")
-        con.print(r.reason, markup=False)
+        con.print(r.reason, markup=False, soft_wrap=True)
         if r.reproducer:
+            # printed as is: a wrapped line would not paste back as Python
             con.print("reproducer:")
-            con.print(Syntax(r.reproducer, "python", theme="ansi_dark", word_wrap=True))
+            print(r.reproducer, flush=True)
     meta = {
         "unibackend": ub.__version__, "platform": f"{platform.system()} {platform.machine()}, "
         f"Python {platform.python_version()}", "profile": args.profile,

@@ -30,7 +30,8 @@ class MultiplyMaskedMean(NumpyBackend):
 
     def masked_mean(self, x, mask, axes):
         keep = np.broadcast_to(mask != 0, x.shape)
-        total = (x * keep).sum(axis=axes)
+        with np.errstate(invalid="ignore"):
+            total = (x * keep).sum(axis=axes)
         count = keep.sum(axis=axes).astype(x.dtype)
         return (total / np.maximum(count, 1)).astype(x.dtype, copy=False)
 
@@ -129,6 +130,20 @@ def test_reference_passes_and_bugs_stay_in_their_own_cell(broken_run):
     assert _result(broken_run, "keep_topk", "broken_embedding_len")["status"] == "pass"
 
 
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_generated_cases_alone_find_each_broken_plugin(name):
+    """Without the explicit cases, hypothesis finds and shrinks each bug."""
+    from unibackend import _registry as R
+
+    cls, op, _ = BROKEN[name]
+    ub.register(name, cls)
+    try:
+        result = engine.run_check(CHECKS[op], name, max_examples=60, explicit=False)
+    finally:
+        R.unregister(name)
+    assert result.status == "fail" and result.reason.startswith(f"{op} on {name!r}")
+
+
 def test_tie_order_bug_names_the_index_that_differs(broken_run):
     r = _result(broken_run, "keep_topk", "broken_tie_order")
     assert r["index"] is not None
@@ -144,3 +159,86 @@ def test_markdown_report_holds_matrix_and_reproducers(broken_run):
     md = broken_run["md"]
     assert "| embedding_mean | pass | **FAIL** |" in md
     assert "```python" in md and "ub.embedding_mean(table, ids, pad_id=pad_id)" in md
+
+
+# -- more realistic bugs, one op each: the suite must catch every one ---------
+
+class UnstableArgsort(NumpyBackend):
+    """argsort with an unstable sort (ties lose their index order past 16 entries)."""
+
+    def argsort(self, x, axis, descending):
+        return np.argsort(-x if descending else x, axis=axis, kind="quicksort").astype(np.int64)
+
+
+class NaiveSoftmax(NumpyBackend):
+    """softmax without the all -inf slice rule (NaN there)."""
+
+    def softmax(self, x, axis):
+        with np.errstate(invalid="ignore"):
+            e = np.exp(x - np.max(x, axis=axis, keepdims=True)) if x.size else x
+            return e / e.sum(axis=axis, keepdims=True)
+
+
+class FirstWriteWins(NumpyBackend):
+    """set_subtensor where the first of repeated positions wins."""
+
+    def set_subtensor(self, x, sub, value, accumulate):
+        if sub.basic or accumulate:
+            return super().set_subtensor(x, sub, value, accumulate)
+        out = x.copy().reshape(-1)
+        out[sub.positions().reshape(-1)[::-1]] = np.broadcast_to(value, sub.shape).reshape(-1)[::-1]
+        return out.reshape(x.shape)
+
+
+class PlusEqualsInc(NumpyBackend):
+    """inc_subtensor with ``out[idx] += v``: a repeated position gets one addition."""
+
+    def set_subtensor(self, x, sub, value, accumulate):
+        if sub.basic or not accumulate:
+            return super().set_subtensor(x, sub, value, accumulate)
+        out = x.copy().reshape(-1)
+        out[sub.positions().reshape(-1)] += np.broadcast_to(value, sub.shape).reshape(-1)
+        return out.reshape(x.shape)
+
+
+class InPlaceMaskedMean(NumpyBackend):
+    """masked_mean that zeroes the masked-out entries of the caller's array."""
+
+    def masked_mean(self, x, mask, axes):
+        if x.flags.writeable:
+            x[~np.broadcast_to(mask != 0, x.shape)] = 0
+        return super().masked_mean(x, mask, axes)
+
+
+class SignlessTopk(NumpyBackend):
+    """keep_topk through arithmetic (``+ 0.0``): a kept -0.0 comes back +0.0."""
+
+    def keep_topk(self, x, k, axis, fill):
+        return super().keep_topk(x, k, axis, fill) + 0.0
+
+
+class Float64Softmax(NumpyBackend):
+    """softmax that computes and returns float64 for float32 input."""
+
+    def softmax(self, x, axis):
+        return super().softmax(x.astype(np.float64), axis)
+
+
+MUTANTS = [(UnstableArgsort, "argsort"), (NaiveSoftmax, "softmax"), (FirstWriteWins, "set_subtensor"),
+           (PlusEqualsInc, "inc_subtensor"), (InPlaceMaskedMean, "masked_mean"), (SignlessTopk, "keep_topk"),
+           (Float64Softmax, "softmax")]
+
+
+@pytest.mark.parametrize("cls,op", MUTANTS, ids=[c.__name__ for c, _ in MUTANTS])
+def test_suite_catches_a_realistic_bug_in_one_op(cls, op):
+    from unibackend import _registry as R
+
+    name = "mutant_" + cls.__name__.lower()
+    ub.register(name, cls)
+    try:
+        result = engine.run_check(CHECKS[op], name)
+        other = engine.run_check(CHECKS["pad_ids"], name, max_examples=5)
+    finally:
+        R.unregister(name)
+    assert result.status == "fail" and result.reason.startswith(f"{op} on {name!r}")
+    assert other.status == "pass"
