@@ -92,7 +92,8 @@ class Backend:
 
     # -- ops (arguments already checked and normalised by unibackend.ops) ---
     def dot(self, a, b): ...
-    #: Optional: ``fast_dot(a, b)`` gives the product of two tensors that need
+    #: Optional: ``fast_dot(a, b)`` gives the product of two tensors of one
+    #: type (ops.dot checks that) that need
     #: no conversion (dense, one float dtype, aligned shapes, a N-D, b 1-D or
     #: 2-D), else None.  Once the full path has seen such a pair, ops.dot calls
     #: it first: keyed by the type for a native tensor, by the type and the

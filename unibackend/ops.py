@@ -40,7 +40,7 @@ def dot(a, b):
     # then the full path below checks, converts and explains.
     t = type(a)
     fast = _fast_dot.get((t, R._current.get() or R._default)) or _fast_dot.get(t)
-    if fast is not None:
+    if fast is not None and type(b) is t:
         out = fast(a, b)
         if out is not None:
             return out
