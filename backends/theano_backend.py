@@ -101,6 +101,7 @@ class TheanoBackend(Backend):
             import pytensor as th
             import pytensor.sparse as S
             import pytensor.tensor as T
+            from pytensor.compile.sharedvalue import SharedVariable
             from pytensor.graph.basic import Constant, Variable
             from pytensor.raise_op import CheckAndRaise
             from pytensor.sparse.type import SparseTensorType
@@ -110,7 +111,7 @@ class TheanoBackend(Backend):
             self._sparse_type = SparseTensorType
             try:
                 from pytensor.graph.traversal import graph_inputs
-            except ImportError:  # PyTensor before 2.31
+            except ImportError:  # older PyTensor
                 from pytensor.graph.basic import graph_inputs
 
             self._graph_inputs = graph_inputs
@@ -118,11 +119,12 @@ class TheanoBackend(Backend):
             import theano as th
             import theano.sparse as S
             import theano.tensor as T
+            from theano.compile.sharedvalue import SharedVariable
             from theano.gof import Constant, Variable
             from theano.sparse.type import SparseType
 
             self._tensor = lambda dtype, bc: T.TensorType(dtype, tuple(bc))()
-            self._check_op = _theano_check_op(th)
+            self._check_op = _theano_check_op()
             self._sparse_type = SparseType
             from theano.gof.graph import inputs as graph_inputs
 
@@ -130,7 +132,7 @@ class TheanoBackend(Backend):
         import scipy.sparse as sp
 
         self.th, self.T, self.S, self.sp = th, T, S, sp
-        self._Var, self._Const = Variable, Constant
+        self._Var, self._Const, self._Shared = Variable, Constant, SharedVariable
         self.implementation = impl
         self._loaded = True
 
@@ -155,8 +157,6 @@ class TheanoBackend(Backend):
             if self.is_sparse(x):
                 return self.S.cast(x, str(dtype))
             return self.T.cast(x, str(dtype))
-        if type(x) is np.ndarray and (dtype is None or x.dtype == dtype):
-            return x
         return np.asarray(x, dtype=dtype)
 
     def to_numpy(self, x):
@@ -164,7 +164,7 @@ class TheanoBackend(Backend):
             return np.asarray(x)
         if isinstance(x, self._Const):
             return np.asarray(x.data)
-        if any(not isinstance(v, self._Const) for v in self._graph_inputs([x])):
+        if any(not isinstance(v, (self._Const, self._Shared)) for v in self._graph_inputs([x])):
             raise TypeError(
                 f"to_numpy: {x} is a symbolic variable of a graph with inputs; compile it "
                 f"(ub.function or {self.implementation}.function) to get values"
@@ -660,7 +660,7 @@ def _hashable(a):
     return a
 
 
-def _theano_check_op(theano):
+def _theano_check_op():
     """Theano 1.0.x's Assert raises AssertionError; this check raises the
     contract's exception instead (PyTensor has CheckAndRaise built in)."""
     import theano.tensor as T

@@ -171,9 +171,10 @@ def test_asarray_of_a_variable_casts_in_the_graph():
     np.testing.assert_array_equal(run([x], y, np.ones(2, np.float32)), [1.0, 1.0])
 
 
-def test_to_numpy_of_a_constant_graph_evaluates_it_and_of_a_graph_with_inputs_is_type_error():
+def test_to_numpy_of_a_graph_of_constants_and_shared_variables_evaluates_it_and_with_inputs_is_type_error():
     c = T.constant(np.arange(3.0))
     np.testing.assert_array_equal(ub.to_numpy(c * 2), [0.0, 2.0, 4.0])
+    np.testing.assert_array_equal(ub.to_numpy(th.shared(np.ones(2)) * 2), [2.0, 2.0])
     with pytest.raises(TypeError, match="to_numpy: .* symbolic variable"):
         ub.to_numpy(T.vector("x") * 2)
 
