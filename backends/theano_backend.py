@@ -21,6 +21,7 @@ from __future__ import annotations
 import numbers
 import os
 import sys
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -67,6 +68,11 @@ class TheanoBackend(Backend):
     def __init__(self, device=None):
         super().__init__(device)
         self._cache = OrderedDict()
+        # A compiled function keeps its inputs and outputs in its own storage,
+        # so two threads must not run one at the same time (neither framework
+        # releases the GIL inside a call, so this costs no parallelism).
+        self._calling = threading.RLock()
+        self._compiling = threading.RLock()  # graph building and compiling touch global state
         #: how many graphs this instance compiled (tests count them)
         self.compilations = 0
         self.implementation = ""
@@ -330,20 +336,33 @@ class TheanoBackend(Backend):
         first call per key only."""
         fn = self._cache.get(key)
         if fn is None:
-            syms = [self._input(a) for a in args]
-            fn = self._compile(key, syms, build(*syms, *static))
+            with self._compiling:
+                fn = self._cache.get(key)  # another thread may have compiled it
+                if fn is None:
+                    syms = [self._input(a) for a in args]
+                    fn = self._compile(syms, build(*syms, *static))
+                    self._store(key, fn)
         else:
-            self._cache.move_to_end(key)
-        return fn(*args)
+            self._touch(key)
+        with self._calling:
+            return fn(*args)
 
-    def _compile(self, key, inputs, outputs):
+    def _touch(self, key):
+        try:
+            self._cache.move_to_end(key)  # most recently used
+        except KeyError:  # another thread dropped it meanwhile
+            pass
+
+    def _compile(self, inputs, outputs):
         fn = self.th.function(inputs, outputs, on_unused_input="ignore")
         fn.trust_input = True  # the key pins every input's type: skip re-validation
         self.compilations += 1
-        self._cache[key] = fn
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
         return fn
+
+    def _store(self, key, entry):
+        self._cache[key] = entry
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)  # the least recently used
 
     def _input(self, a):
         """A fresh symbolic input of ``a``'s signature."""
@@ -448,14 +467,18 @@ class TheanoBackend(Backend):
         vals = [v for v in inputs if v is not None]
         entry = self._cache.get(key)
         if entry is None:
-            syms = [self._input(v) for v in vals]
-            outputs, meta = build(*syms)
-            entry = (self._compile(key, syms, outputs), meta)
-            self._cache[key] = entry
+            with self._compiling:
+                entry = self._cache.get(key)
+                if entry is None:
+                    syms = [self._input(v) for v in vals]
+                    outputs, meta = build(*syms)
+                    entry = (self._compile(syms, outputs), meta)
+                    self._store(key, entry)
         else:
-            self._cache.move_to_end(key)
+            self._touch(key)
         try:
-            return entry[0](*vals), entry[1]
+            with self._calling:
+                return entry[0](*vals), entry[1]
         except _GRAPH_ERRORS as e:
             # A check in the graph failed: the contract's error, without the
             # framework's debugging notes appended to it.

@@ -254,6 +254,31 @@ def test_the_compiled_function_cache_is_bounded_and_drops_the_least_recently_use
     assert B.compilations == 4
 
 
+def test_eager_calls_from_several_threads_share_the_cache_and_agree():
+    import threading
+
+    xs = [rng.standard_normal((3, 5)).astype(dt) for dt in (np.float32, np.float64) for _ in range(4)]
+    wants = [on_numpy(ub.keep_topk, x, 2) for x in xs]
+    gots, errors = [None] * len(xs), []
+
+    def work(i):
+        try:
+            with ub.use_backend("theano"):
+                for _ in range(20):
+                    gots[i] = ub.keep_topk(xs[i], 2)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for got, want in zip(gots, wants):
+        close(got, want, exact=True)
+
+
 # -- dot, sparse_dot -------------------------------------------------------------
 
 @pytest.mark.parametrize("sa,sb", [((4,), (4,)), ((3, 4), (4,)), ((4,), (4, 2)), ((3, 4), (4, 2)), ((2, 3, 4), (4, 2))])
