@@ -142,6 +142,17 @@ def test_pytensor_alias_forces_pytensor_whatever_the_env_says(monkeypatch):
         assert chosen is None and "backend 'pytensor'" in why
 
 
+def test_the_pytensor_backend_runs_ops_on_pytensor_and_pytensor_variables_select_it():
+    pytest.importorskip("pytensor")
+    import pytensor.tensor as pt
+
+    with ub.use_backend("pytensor") as B:
+        assert B.name == "pytensor" and B.implementation == "pytensor"
+        np.testing.assert_allclose(ub.softmax(np.zeros(2)), [0.5, 0.5])
+        out = ub.softmax(pt.vector("x", dtype="float64"))
+    assert isinstance(out, pt.TensorVariable)
+
+
 def test_without_the_env_var_pytensor_is_preferred_when_installed(monkeypatch):
     import importlib.util
 
