@@ -594,11 +594,11 @@ def _verify_grad(case, backend, device, argname, abs_bound, n_terms, linear=True
     if props is not None:
         props(got)
     tol = T.sum_tol(abs_bound, n_terms, x.dtype)
-    assert_close(got, case.reference().astype(x.dtype), tol, "gradient (against the analytic gradient in float64)")
+    assert_close(got, case.reference().astype(x.dtype), tol, "gradient entries (against the analytic gradient in float64)")
     if fd_ok:
         fd = _fd_grad(case, argname, linear)
         assert_close(got, fd.astype(x.dtype), np.maximum(tol, T.fd_tol(abs_bound)),
-                     "gradient (against a float64 finite difference of the numpy reference)")
+                     "gradient entries (against a float64 finite difference of the numpy reference)")
     return got
 
 
@@ -721,6 +721,7 @@ def verify_grad_topk_gate(case, backend, device):
     scale = max(1.0, float(np.max(np.abs(x), initial=0)))
     gaps = srt[:, k - 1] - srt[:, k] if rows.shape[-1] > k else np.full(rows.shape[0], np.inf)
     fd_ok = bool(np.all(gaps > 8 * T.FD_STEP * scale))
+    # the softmax bound's (n + |x - max|) terms, with |x - max| <= 2 max|x|
     spread = float(np.max(np.abs(x), initial=0)) * 2 + x.shape[axis] + 2
     _verify_grad(case, backend, device, "logits", bound, spread, linear=False, fd_ok=fd_ok)
 

@@ -23,7 +23,7 @@ from .cases import Disagreement
 #: signature of an eager call (seconds each), so they get the first
 #: ``compiling_examples`` of the same derandomized sequence.
 PROFILES = {
-    "ci": {"max_examples": 40, "compiling_examples": 8, "derandomize": True},
+    "ci": {"max_examples": 40, "compiling_examples": 6, "derandomize": True},
     "thorough": {"max_examples": 1000, "compiling_examples": 200, "derandomize": False},
 }
 COMPILING = ("theano",)

@@ -245,10 +245,12 @@ def main(argv=None):
         "max_examples": args.max_examples or {b: engine.examples_for(b, args.profile) for b in backends},
         "seed": args.seed,
         "device": args.device, "seconds": seconds,
+        "seconds_per_backend": {b: round(sum(r.seconds for r in results if r.backend == b), 1) for b in backends},
         "versions": {b.name: b.version for b in ub.backends() if b.name in backends},
     }
     if args.report:
         write_report(args.report, results, backends, checks, meta)
+    con.print("time per backend: " + ", ".join(f"{b} {t:.0f} s" for b, t in meta["seconds_per_backend"].items()))
     color = "red" if fails else "green"
     con.print(f"[bold {color}]{summary(results)}[/] in {seconds:.0f} s"
               + (f"; report: {args.report}" if args.report else ""))
