@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -18,7 +17,6 @@ from unibackend.backends.numpy_backend import NumpyBackend
 from unibackend.conformance import engine, runner
 from unibackend.conformance import strategies as S
 from unibackend.conformance import tolerances as T
-from unibackend.conformance.cases import array_code
 from unibackend.conformance.checks import CHECKS
 
 ENV = {"np": np, "nan": np.nan, "inf": np.inf}
