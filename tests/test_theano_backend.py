@@ -299,6 +299,17 @@ def test_dot_matches_numpy_eager_and_symbolic(sa, sb):
     sym_agree(ub.dot, a, b)
 
 
+def test_dot_fast_path_of_plain_arrays_compiles_once_and_leaves_the_rest_to_the_full_path():
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal((4, 5))
+    agree(ub.dot, a, b)
+    before = count()
+    agree(ub.dot, a + 1, b)  # now through fast_dot
+    assert count() == before
+    assert THEANO.fast_dot(a, b[:3]) is None and THEANO.fast_dot(a, b.astype(np.float32)) is None
+    with pytest.raises(ValueError, match="dot: shapes .* are not aligned"):
+        ub.dot(a, b[:3])
+
+
 def test_dot_promotes_float32_with_float64():
     agree(ub.dot, rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal(4))
 
