@@ -496,11 +496,15 @@ class TheanoBackend(Backend):
     def _scalar_cost(self, value):
         value = self._sym(value)
         if value.ndim != 0:
-            raise ValueError(f"value_and_grad: f must return a scalar, got a result of {value.ndim} dims")
+            raise TypeError(f"value_and_grad: f must return a scalar, got a value of {value.ndim} dims")
         return value
 
     def _grads(self, value, wrt):
-        return list(self.th.grad(value, wrt, disconnected_inputs="ignore", return_disconnected="zero"))
+        # Each gradient in its argument's dtype, as on torch and tensorflow
+        # (a float32 argument promoted inside f would otherwise get float64).
+        grads = self.th.grad(value, wrt, disconnected_inputs="ignore", return_disconnected="zero")
+        return [g if self.is_sparse(g) or g.dtype == w.dtype else g.astype(w.dtype)
+                for g, w in zip(grads, wrt)]
 
     def _result(self, out):
         """An eager result: numpy, or scipy CSR for sparse."""
