@@ -331,8 +331,8 @@ class TorchBackend(Backend):
             # topk's own choice is the contract's unless the k-th and the
             # (k+1)-th values tie.  Asking costs no device sync on the CPU and
             # one on a GPU, still cheaper there than the ~15 kernels of the
-            # device-independent path below (measured on an H100: 2.5x native
-            # top-k + scatter without the check).
+            # device-independent path below (on an H100, 512x4096: 222 vs 288 us
+            # at k=4, 205 vs 309 us at k=64; native top-k + scatter ~115 us).
             if x.is_cuda or (k + 1) * 64 <= n or k * 64 > n:
                 # torch's CPU topk switches algorithm at k * 64 == n: asking
                 # for one more value is free unless that crosses the switch.
