@@ -7,7 +7,15 @@ first time it is used.
 # The plugin package unibackend.backends (the backends/ folder) is imported
 # first, so that the function ub.backends() defined below is what the name
 # means: a later import of a plugin module no longer rebinds it.
-from . import backends as _plugins  # noqa: F401  (imports no framework)
+try:
+    from . import backends as _plugins  # noqa: F401  (imports no framework)
+except ModuleNotFoundError as e:  # a source checkout on sys.path, not installed
+    if e.name != __name__ + ".backends":
+        raise
+    raise ImportError(
+        "unibackend's plugins (the backends/ folder) are only found once the package is "
+        "installed: run `make install` or `pip install -e .` in the checkout"
+    ) from None
 from ._errors import BackendNotAvailable, CapabilityError
 from ._registry import backends, get_backend, register, set_backend, use_backend
 from ._autodiff import function, grad, value_and_grad
