@@ -9,8 +9,10 @@ first time it is used.
 # means: a later import of a plugin module no longer rebinds it.
 try:
     from . import backends as _plugins  # noqa: F401  (imports no framework)
-except ModuleNotFoundError as e:  # a source checkout on sys.path, not installed
-    if e.name != __name__ + ".backends":
+except ImportError:  # a source checkout on sys.path, not installed
+    import sys as _sys
+
+    if __name__ + ".backends" in _sys.modules:  # the plugin package itself failed
         raise
     raise ImportError(
         "unibackend's plugins (the backends/ folder) are only found once the package is "
