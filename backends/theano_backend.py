@@ -363,7 +363,15 @@ class TheanoBackend(Backend):
             pass
 
     def _compile(self, inputs, outputs):
-        fn = self.th.function(inputs, outputs, on_unused_input="ignore")
+        change_flags = getattr(self.th.config, "change_flags", None)
+        if change_flags is None:  # Theano 1.0.5
+            fn = self.th.function(inputs, outputs, on_unused_input="ignore")
+        else:
+            # PyTensor logs a full traceback when one of its optional rewrites
+            # fails and is skipped (e.g. dot_diag_to_elemwise on a constant
+            # [[-inf]]: ConflictingAssumptionsError); the graph stays correct.
+            with change_flags(on_opt_error="ignore"):
+                fn = self.th.function(inputs, outputs, on_unused_input="ignore")
         fn.trust_input = True  # the key pins every input's type: skip re-validation
         self.compilations += 1
         return fn
