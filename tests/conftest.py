@@ -2,6 +2,23 @@ import os
 
 import pytest
 
+BUILTIN = ("numpy", "torch", "tensorflow", "theano")
+
+
+def installed_backends(names=BUILTIN):
+    """The backends among ``names`` that load here (plugin present, framework installed)."""
+    import unibackend as ub
+
+    out = []
+    for name in names:
+        try:
+            with ub.use_backend(name):
+                pass
+        except (ImportError, ValueError):
+            continue
+        out.append(name)
+    return out
+
 # Hypothesis' example database lives in the project's cache, not the cwd.
 os.environ.setdefault("UNIBACKEND_CACHE", os.path.join(os.path.dirname(os.path.dirname(__file__)), ".unibackend-cache"))
 

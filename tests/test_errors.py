@@ -8,19 +8,9 @@ import scipy.sparse as sp
 import unibackend as ub
 
 
-def _installed():
-    names = []
-    for name in ("numpy", "torch", "tensorflow", "theano"):
-        try:
-            with ub.use_backend(name):
-                pass
-        except (ImportError, ValueError):
-            continue
-        names.append(name)
-    return names
+from conftest import installed_backends
 
-
-BACKENDS = _installed()
+BACKENDS = installed_backends()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -17,19 +17,9 @@ import unibackend as ub
 from unibackend import nn
 
 
-def _installed(names):
-    out = []
-    for name in names:
-        try:
-            with ub.use_backend(name):
-                pass
-        except (ImportError, ValueError):
-            continue
-        out.append(name)
-    return out
+from conftest import installed_backends
 
-
-ALL = _installed(["numpy", "torch", "tensorflow", "theano"])
+ALL = installed_backends()
 AUTODIFF = [b for b in ALL if b != "numpy"]
 
 FEATURES, VOCAB, CLASSES = 40, 12, 3
