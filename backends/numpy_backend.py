@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from unibackend._plugin import Backend, Capabilities
+from unibackend._errors import CapabilityError
+from unibackend.plugin import Backend, Capabilities, stable_descending
 
 
 class NumpyBackend(Backend):
     name = "numpy"
-    module = "numpy"
+    modules = ("numpy",)
     extra = "numpy"
+    distributions = ("numpy",)
     capabilities = Capabilities(autodiff=False, sparse=True, symbolic=False, devices=False)
 
     # -- set-up ------------------------------------------------------------
@@ -65,12 +67,6 @@ class NumpyBackend(Backend):
     def sparse_cast(self, x, dtype):
         return x.astype(dtype)
 
-    def id_bounds(self, ids, pad_id):
-        real = ids[ids != pad_id]
-        if real.size == 0:
-            return None
-        return int(real.min()), int(real.max())
-
     # -- ops ---------------------------------------------------------------
     def dot(self, a, b):
         return np.dot(a, b)
@@ -91,26 +87,23 @@ class NumpyBackend(Backend):
     def argsort(self, x, axis, descending):
         if not descending:
             return np.argsort(x, axis=axis, kind="stable").astype(np.int64, copy=False)
-        # Stable descending: sort the reversed array ascending (equal values
-        # then come in reversed order), reverse the result, map positions back.
-        n = x.shape[axis]
-        rev = np.argsort(np.flip(x, axis), axis=axis, kind="stable")
-        return (n - 1 - np.flip(rev, axis)).astype(np.int64, copy=False)
+        out = stable_descending(lambda v, a: np.argsort(v, axis=a, kind="stable"), np.flip, x, axis, x.shape[axis])
+        return out.astype(np.int64, copy=False)
 
-    def set_subtensor(self, x, sub, value, accumulate):
+    def set_subtensor(self, x, index, value, accumulate):
         out = x.copy()
-        if sub.basic:
+        if index.basic:
             if accumulate:
-                out[sub.index] += value
+                out[index.index] += value
             else:
-                out[sub.index] = value
+                out[index.index] = value
             return out
-        vals = np.broadcast_to(value, sub.shape).reshape(-1)
+        vals = np.broadcast_to(value, index.shape).reshape(-1)
         flat = out.reshape(-1)
         if accumulate:
-            np.add.at(flat, sub.positions().reshape(-1), vals)
+            np.add.at(flat, index.positions().reshape(-1), vals)
         else:
-            pos, take = sub.last_writes()
+            pos, take = index.last_writes()
             flat[pos] = vals if take is None else vals[take]
         return out
 
@@ -175,7 +168,7 @@ class NumpyBackend(Backend):
 
     # -- autodiff and compilation ------------------------------------------
     def value_and_grad(self, f, argnums, args, kwargs):
-        raise NotImplementedError  # capabilities.autodiff is False: never called
+        raise CapabilityError("value_and_grad: backend 'numpy' has no autodiff")  # the core checks first
 
     def function(self, f):
         return f

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("hypothesis")
 
 import unibackend as ub
-from unibackend.backends.numpy_backend import NumpyBackend
+from unibackend.plugins.numpy_backend import NumpyBackend
 from unibackend.conformance import engine, runner
 from unibackend.conformance.checks import CHECKS
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import unibackend as ub
-from unibackend.backends.numpy_backend import NumpyBackend
+from unibackend.plugins.numpy_backend import NumpyBackend
 from unibackend.conformance import engine, runner
 from unibackend.conformance import strategies as S
 from unibackend.conformance import tolerances as T
@@ -145,7 +145,7 @@ def test_gradient_checks_catch_a_wrong_gradient():
     if not any(b.name == "torch" and b.installed for b in ub.backends()):
         pytest.skip("torch not installed")
     from unibackend import _registry as R
-    from unibackend.backends.torch_backend import TorchBackend
+    from unibackend.plugins.torch_backend import TorchBackend
 
     class OffGradient(TorchBackend):
         name = "torch_off_gradient"
@@ -164,7 +164,7 @@ def test_gradient_checks_catch_a_wrong_gradient():
 
 THIRD_PARTY = '''
 import numpy as np
-from unibackend.backends.numpy_backend import NumpyBackend
+from unibackend.plugins.numpy_backend import NumpyBackend
 
 
 class ThirdPartyBackend(NumpyBackend):

@@ -10,7 +10,7 @@ import pytest
 
 import unibackend as ub
 from unibackend import _registry as R
-from unibackend.backends.numpy_backend import NumpyBackend
+from unibackend.plugins.numpy_backend import NumpyBackend
 
 FRAMEWORKS = ("torch", "tensorflow", "pytensor", "theano", "jax", "scipy")
 
@@ -59,7 +59,7 @@ def test_env_var_sets_default_backend():
     env = dict(os.environ, UNIBACKEND_BACKEND="fakeenv")
     code = (
         "import unibackend as ub\n"
-        "from unibackend.backends.numpy_backend import NumpyBackend\n"
+        "from unibackend.plugins.numpy_backend import NumpyBackend\n"
         "class F(NumpyBackend): name = 'fakeenv'\n"
         "ub.register('fakeenv', F)\n"
         "print(ub.get_backend().name)"

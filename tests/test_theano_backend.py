@@ -18,7 +18,7 @@ from hypothesis.extra import numpy as hnp
 
 import unibackend as ub
 from unibackend import _registry as R
-from unibackend.backends.theano_backend import ENV, PytensorBackend, TheanoBackend
+from unibackend.plugins.theano_backend import ENV, PytensorBackend, TheanoBackend
 
 try:
     THEANO = R.backend("theano")
@@ -105,7 +105,7 @@ def test_backends_lists_theano_with_autodiff_sparse_symbolic_and_the_pytensor_al
 
 def test_is_available_and_version_import_no_framework():
     code = (
-        "import sys; from unibackend.backends.theano_backend import TheanoBackend as B; "
+        "import sys; from unibackend.plugins.theano_backend import TheanoBackend as B; "
         "b = B(); print(b.is_available()[0], b.version().split()[0], "
         "[m for m in ('pytensor', 'theano') if m in sys.modules])"
     )

@@ -138,7 +138,7 @@ def test_bfloat16_values_survive_to_numpy_and_back():
 def test_without_ml_dtypes_bfloat16_stands_for_itself(monkeypatch):
     import sys
 
-    from unibackend.backends.torch_backend import TorchBackend
+    from unibackend.plugins.torch_backend import TorchBackend
 
     monkeypatch.setitem(sys.modules, "ml_dtypes", None)  # import ml_dtypes fails
     B = TorchBackend()

@@ -4,20 +4,6 @@ TensorFlow, with a conformance suite that proves the backends agree.
 ``import unibackend`` imports no framework; a plugin imports its framework the
 first time it is used.
 """
-# The plugin package unibackend.backends (the backends/ folder) is imported
-# first, so that the function ub.backends() defined below is what the name
-# means: a later import of a plugin module no longer rebinds it.
-try:
-    from . import backends as _plugins  # noqa: F401  (imports no framework)
-except ImportError:  # a source checkout on sys.path, not installed
-    import sys as _sys
-
-    if __name__ + ".backends" in _sys.modules:  # the plugin package itself failed
-        raise
-    raise ImportError(
-        "unibackend's plugins (the backends/ folder) are only found once the package is "
-        "installed: run `make install` or `pip install -e .` in the checkout"
-    ) from None
 from ._errors import BackendNotAvailable, CapabilityError
 from ._registry import backends, get_backend, register, set_backend, use_backend
 from ._autodiff import function, grad, value_and_grad

@@ -31,13 +31,14 @@ def _autodiff_backend(op, args):
 
 
 def _check_argnums(op, argnums, nargs):
+    """``argnums`` (an int or a tuple of ints) as a tuple of non-negative ints."""
     nums = argnums if isinstance(argnums, tuple) else (argnums,)
     for n in nums:
         if isinstance(n, bool) or not isinstance(n, int):
             raise TypeError(f"{op}: argnums must be an int or a tuple of ints, got {argnums!r}")
         if not -nargs <= n < nargs:
             raise ValueError(f"{op}: argnums={argnums!r} is out of range for {nargs} arguments")
-    return argnums
+    return tuple(n % nargs for n in nums)
 
 
 def value_and_grad(f, argnums=0):
@@ -48,9 +49,10 @@ def value_and_grad(f, argnums=0):
     def wrapped(*args, **kwargs):
         op = "value_and_grad"
         B = _autodiff_backend(op, args)
-        _check_argnums(op, argnums, len(args))
+        nums = _check_argnums(op, argnums, len(args))
         with running_on(B):
-            return B.value_and_grad(f, argnums, args, kwargs)
+            value, grads = B.value_and_grad(f, nums, args, kwargs)
+        return value, (tuple(grads) if isinstance(argnums, tuple) else grads[0])
 
     return wrapped
 

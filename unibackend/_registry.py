@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass
 
 from ._errors import BackendNotAvailable
+from .plugin import Backend, missing_primitives
 
 GROUP = "unibackend.backends"
 DEFAULT = "numpy"
@@ -40,9 +41,26 @@ def _discover():
     return _entry_points
 
 
+def _checked(name, cls):
+    """``cls`` when it is a complete plugin class, else TypeError naming what is missing."""
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise TypeError(f"plugin {name!r}: {cls!r} is not a subclass of unibackend.plugin.Backend")
+    missing = missing_primitives(cls)
+    if missing:
+        raise TypeError(
+            f"plugin {name!r} ({cls.__module__}.{cls.__qualname__}) does not implement "
+            f"the primitive{'s' if len(missing) > 1 else ''}: {', '.join(missing)}"
+        )
+    if isinstance(cls.modules, str) or not cls.modules:
+        raise TypeError(f"plugin {name!r}: modules must be a non-empty tuple of module names, got {cls.modules!r}")
+    return cls
+
+
 def register(name, cls):
     """Register a plugin class by hand (tests, or a plugin not installed as a
-    distribution).  Entry points are the normal way."""
+    distribution).  Entry points are the normal way.  A class that misses a
+    primitive is refused (TypeError naming it)."""
+    _checked(name, cls)
     with _lock:
         _discover()
         _classes[name] = cls
@@ -75,7 +93,7 @@ def plugin_class(name):
             raise ValueError(
                 f"unknown backend {name!r}; known backends: {', '.join(known())}"
             )
-        cls = _classes[name] = ep.load()
+        cls = _classes[name] = _checked(name, ep.load())
     return cls
 
 
@@ -136,14 +154,14 @@ def backends():
             try:
                 ver = probe.version()
             except Exception:
-                for dist in getattr(cls, "distributions", ()) or (cls.module,):
+                for dist in cls.distributions or cls.modules:
                     try:
                         ver = version(dist)
                         break
                     except PackageNotFoundError:
                         continue
         out.append(BackendInfo(name, ok, why, ver, cls.capabilities.names(),
-                               getattr(cls, "alias_of", "")))
+                               cls.alias_of))
     return out
 
 
@@ -198,10 +216,9 @@ def _classify(t):
             cls = plugin_class(name)
         except Exception:
             continue
-        if getattr(cls, "alias_of", ""):
+        if cls.alias_of:
             continue
-        modules = cls.module if isinstance(cls.module, tuple) else (cls.module,)
-        if not any(m in sys.modules for m in modules):
+        if not any(m in sys.modules for m in cls.modules):
             continue
         try:
             types = backend(name).native_types()
@@ -251,7 +268,7 @@ def resolve(op, *args):
     cur = _current.get() or _default or _initial_default()
     if found is None:
         return _instances.get(cur) or backend(*cur)
-    if found == cur[0] or plugin_class(cur[0]).__dict__.get("alias_of") == found:
+    if found == cur[0] or plugin_class(cur[0]).alias_of == found:
         inst = _instances.get(cur) or backend(*cur)
     else:
         inst = _instances.get((found, None)) or backend(found)
