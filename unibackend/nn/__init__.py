@@ -43,9 +43,9 @@ import zipfile
 
 import numpy as np
 
-from . import _registry as R
-from ._autodiff import _autodiff_backend, function, value_and_grad
-from .ops import asarray, dot, embedding_mean, softmax, to_numpy, topk_gate
+from .. import _registry as R
+from .._autodiff import _autodiff_backend, function, value_and_grad
+from ..ops import asarray, dot, embedding_mean, softmax, to_numpy, topk_gate
 
 __all__ = [
     "Input", "Projection", "Dense", "EmbeddingMean", "TopKGate",
