@@ -16,14 +16,14 @@ LEGACY_PY      = $(LEGACY_VENV)/bin/python
 # theano tests took 12 min with g++ and 30 s without (docs/backends/theano.md).
 LEGACY_FLAGS   = THEANO_FLAGS="blas.ldflags=,cxx=,compiledir=$(CURDIR)/.unibackend-cache/theano" UNIBACKEND_THEANO=theano
 
-.PHONY: install test conformance legacy-theano bench clean
+.PHONY: install test conformance legacy-theano bench lint docs clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install $(PIPFLAGS) --upgrade pip
-	$(PIP) install $(PIPFLAGS) -e '.[all,test]'
+	$(PIP) install $(PIPFLAGS) -e '.[all,test,lint,docs]'
 	touch $@
 
 test: install
@@ -31,6 +31,15 @@ test: install
 
 conformance: install
 	$(VENV)/bin/unibackend conformance
+
+# ruff (lint and import order) and mypy (types), both configured in pyproject.toml.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# The API reference from the docstrings (mkdocs + mkdocstrings), warnings as errors.
+docs: install
+	$(VENV)/bin/mkdocs build --strict --site-dir build/site
 
 bench: install
 	$(VENV)/bin/unibackend bench --quick --out bench-out
