@@ -16,7 +16,7 @@ LEGACY_PY      = $(LEGACY_VENV)/bin/python
 # theano tests took 12 min with g++ and 30 s without (docs/backends/theano.md).
 LEGACY_FLAGS   = THEANO_FLAGS="blas.ldflags=,cxx=,compiledir=$(CURDIR)/.unibackend-cache/theano" UNIBACKEND_THEANO=theano
 
-.PHONY: install test conformance legacy-theano bench lint docs clean
+.PHONY: install test conformance legacy-theano bench lint docs wheel-check clean
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,10 @@ lint: install
 # The API reference from the docstrings (mkdocs + mkdocstrings), warnings as errors.
 docs: install
 	$(VENV)/bin/mkdocs build --strict --site-dir build/site
+
+# The wheel installed alone in a fresh venv: plugins listed, modules import, suite on numpy.
+wheel-check:
+	PYTHON=$(PYTHON) tools/wheel_check.sh
 
 bench: install
 	$(VENV)/bin/unibackend bench --quick --out bench-out
