@@ -128,7 +128,7 @@ def test_command_lists_checks(capsys):
 def test_uninstalled_backend_is_a_skip_with_the_reason():
     class Missing(NumpyBackend):
         name = "missing_framework"
-        module = "no_such_framework_module"
+        modules = ("no_such_framework_module",)
 
     ub.register("missing_framework", Missing)
     try:
