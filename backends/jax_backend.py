@@ -1,0 +1,540 @@
+"""The JAX backend: jax.Array eagerly, and the tracers inside jax.jit and grad.
+
+JAX is imported in ``load()`` only, which also turns on ``jax_enable_x64``:
+without it a float64 input would silently become float32 (and argsort's
+int64 result int32).  Each op is one small ``jax.jit``-compiled function, so
+an eager call runs one fused kernel (embedding_mean's gather is fused into its
+row sums: no (n, L, d) buffer) and the same code traces inside a user's own
+``jax.jit``.  Where JAX's own op differs from the contract, the primitive pins
+the contract: duplicate scatter positions go through the core's unique
+last-write positions (``.at[].set`` applies duplicates in an unspecified,
+device-dependent order); ties and NaN in keep_topk are decided on integer
+sort keys, never by ``lax.top_k``'s order; out-of-range ids and indices are
+refused, never filled or dropped.  On tracers the value checks run in the
+graph: through ``checkify`` inside ``ub.function`` (the contract's exception,
+raised after the call), through a host callback inside a user's own
+``jax.jit`` (the call fails with a ``JaxRuntimeError`` carrying the message).
+"""
+from __future__ import annotations
+
+import contextvars
+import functools
+import math
+import re
+import sys
+
+import numpy as np
+
+from unibackend._checks import check_broadcast
+from unibackend.plugin import Backend, Capabilities, check_scalar_output, scipy_grad_input, stable_descending
+
+# Inside ub.function the user's f is traced under checkify: value checks are
+# checkify.check calls (a check that no checkify functionalises fails to trace).
+_FUNCTIONALISED: contextvars.ContextVar = contextvars.ContextVar("unibackend_jax_checkify", default=False)
+# A failed in-graph check carries a tag; ub.function turns it back into the exception.
+_TAG = "[unibackend {}] "
+_TAGGED = re.compile(r"\[unibackend (IndexError|ValueError)\] (.*?)(?: \(`check` failed\))?\s*$", re.S)
+_KINDS = {"IndexError": IndexError, "ValueError": ValueError}
+
+
+class JaxBackend(Backend):
+    name = "jax"
+    modules = ("jax",)
+    extra = "jax"
+    distributions = ("jax",)
+    capabilities = Capabilities(autodiff=True, sparse=True, symbolic=False, devices=True)
+
+    # -- set-up ------------------------------------------------------------
+    def load(self):
+        import jax
+        import jax.numpy as jnp
+        import scipy.sparse as sp
+        from jax.experimental import checkify
+
+        # The contract promises numpy's dtypes; with x64 off JAX turns float64
+        # into float32 and int64 into int32 without a word.
+        jax.config.update("jax_enable_x64", True)
+        self.jax, self.jnp, self.lax, self.sp = jax, jnp, jax.lax, sp
+        self.checkify = checkify
+        self._Array = jax.Array
+        self._Tracer = jax.core.Tracer
+        self._impl = type(jnp.zeros(()))
+        self._dev = _jax_device(jax, self.device)
+        self._sparse = None   # jax.experimental.sparse, imported at first sparse use
+        _build_kernels(self)
+
+    def version(self):
+        from importlib.metadata import version
+
+        return version("jax")
+
+    def native_types(self):
+        types = (self._Array, self._Tracer)
+        # BCOO/BCSR exist only once jax.experimental.sparse is imported.
+        sparse = sys.modules.get("jax.experimental.sparse")
+        return types + (sparse.JAXSparse,) if sparse is not None else types
+
+    def check_devices(self, op, tensors):
+        first = None
+        for x in tensors:
+            devs = getattr(x, "devices", None)
+            if devs is None or isinstance(x, self._Tracer):
+                continue
+            d = devs()
+            if first is None:
+                first = d
+            elif d != first:
+                raise ValueError(f"{op}: arrays on two devices, {sorted(map(str, first))} and "
+                                 f"{sorted(map(str, d))}; move one with jax.device_put")
+
+    # -- conversion --------------------------------------------------------
+    def asarray(self, x, dtype=None):
+        if isinstance(x, (self._Array, self._Tracer)):
+            if dtype is None or x.dtype == dtype:
+                return x
+            out = x.astype(dtype)
+        else:
+            a = np.asarray(x) if dtype is None else np.asarray(x, dtype=dtype)
+            dtype = a.dtype
+            out = self.jax.device_put(a, self._dev)
+        if out.dtype != dtype:
+            # x64 switched off again after load: refuse rather than downcast.
+            raise TypeError(f"jax backend: {dtype} would become {out.dtype}; "
+                            "unibackend needs jax_enable_x64 (jax.config.update('jax_enable_x64', True))")
+        return out
+
+    def to_numpy(self, x):
+        if isinstance(x, self._Tracer):
+            raise TypeError("to_numpy: a jax tracer has no value (inside jax.jit or grad); "
+                            "call it on the result outside the traced function")
+        return np.asarray(x)
+
+    def shape(self, x):
+        return tuple(x.shape)
+
+    def dtype(self, x):
+        return np.dtype(x.dtype)
+
+    def plain_float_dtype(self, x):
+        if type(x) is self._impl or isinstance(x, self._Tracer):
+            dt = x.dtype
+            if dt.kind == "f":
+                return dt
+        return None
+
+    def is_symbolic(self, x):
+        return isinstance(x, self._Tracer)
+
+    def is_sparse(self, x):
+        sparse = sys.modules.get("jax.experimental.sparse")
+        return sparse is not None and isinstance(x, sparse.JAXSparse)
+
+    def _sparse_module(self):
+        if self._sparse is None:
+            from jax.experimental import sparse
+
+            self._sparse = sparse
+        return self._sparse
+
+    def sparse_from_scipy(self, csr):
+        sparse = self._sparse_module()
+        coo = csr.tocoo()
+        indices = np.stack([coo.row, coo.col], axis=1).astype(np.int64)
+        return sparse.BCOO((self.asarray(coo.data), self.asarray(indices)), shape=csr.shape)
+
+    def sparse_to_scipy(self, x):
+        x = self._bcoo(x)
+        idx = np.asarray(x.indices)
+        n, m = x.shape
+        inside = (idx[:, 0] < n) & (idx[:, 1] < m)  # BCOO pads with out-of-range indices
+        coo = self.sp.coo_matrix((np.asarray(x.data)[inside], (idx[inside, 0], idx[inside, 1])), shape=x.shape)
+        return coo.tocsr()  # sums duplicates
+
+    def _bcoo(self, x):
+        sparse = self._sparse_module()
+        return x if isinstance(x, sparse.BCOO) else x.to_bcoo()
+
+    def sparse_info(self, x):
+        return tuple(x.shape), np.dtype(x.dtype)
+
+    def sparse_cast(self, x, dtype):
+        x = self._bcoo(x)
+        return self._sparse_module().BCOO((self.asarray(x.data, dtype), x.indices), shape=x.shape)
+
+    def id_bounds(self, ids, pad_id):
+        if isinstance(ids, self._Tracer):
+            return None  # checked in the graph by embedding_mean
+        if ids.size == 0:
+            return None
+        lo, hi = (int(v) for v in np.asarray(self._k_bounds(ids, pad_id)))  # one transfer of two numbers
+        return None if lo > hi else (lo, hi)
+
+    # -- ops ---------------------------------------------------------------
+    def dot(self, a, b):
+        return self._k_dot(a, b)
+
+    def fast_dot(self, a, b):
+        t = self._impl
+        if type(a) is t and type(b) is t:
+            dt = a.dtype
+            if dt == b.dtype and dt.kind == "f" and a.ndim and 0 < b.ndim < 3 and a.shape[-1] == b.shape[0]:
+                return self._k_dot(a, b)
+        return None
+
+    def sparse_dot(self, x, w):
+        return self._k_sparse_dot(self._bcoo(x), w)
+
+    def argsort(self, x, axis, descending):
+        return self._k_argsort(x, axis, descending)
+
+    def set_subtensor(self, x, sub, value, accumulate):
+        jnp = self.jnp
+        if not hasattr(sub, "basic"):  # a raw index with traced parts
+            return self._set_traced(x, sub, value, accumulate)
+        if sub.basic:
+            at = x.at[sub.index]
+            return at.add(value) if accumulate else at.set(value)
+        vals = jnp.broadcast_to(value, sub.shape).reshape(-1)
+        flat = x.reshape(-1)
+        if accumulate:
+            out = flat.at[sub.positions().reshape(-1)].add(vals)
+        else:
+            # The core's unique last-write positions: JAX applies duplicate
+            # positions in an unspecified order that differs between devices.
+            pos, take = sub.last_writes()
+            if take is not None:
+                vals = vals[take]
+            out = flat.at[pos].set(vals, unique_indices=True)
+        return out.reshape(x.shape)
+
+    def _set_traced(self, x, index, value, accumulate):
+        """set/inc_subtensor with traced index parts: the index applies to the
+        flat positions of x, with in-graph range checks of every int part."""
+        jnp = self.jnp
+        op = "inc_subtensor" if accumulate else "set_subtensor"
+        parts = index if isinstance(index, tuple) else (index,)
+        parts = tuple(np.asarray(p) if isinstance(p, list) else p for p in parts)
+        for p in parts:
+            if isinstance(p, self._Tracer) and p.dtype == bool:
+                raise IndexError(f"{op}: a boolean mask index must have values under jax.jit "
+                                 "(its count decides the shape); pass it as a numpy array")
+        self._index_checks(x.shape, parts, op)
+        size = math.prod(x.shape)
+        pos = jnp.arange(size).reshape(x.shape)[parts if isinstance(index, tuple) else parts[0]]
+        check_broadcast(op, "value", tuple(value.shape), tuple(pos.shape))
+        sel = pos.reshape(-1)
+        vals = jnp.broadcast_to(value, pos.shape).reshape(-1)
+        flat = x.reshape(-1)
+        if accumulate:
+            out = flat.at[sel].add(vals)
+        elif sel.size == 0:
+            out = flat
+        else:
+            # For each position the index of its last write (negative: untouched).
+            last = self.jax.ops.segment_max(jnp.arange(sel.size), sel, num_segments=size)
+            out = jnp.where(last >= 0, vals[jnp.clip(last, 0)], flat)
+        return out.reshape(x.shape)
+
+    def _index_checks(self, xshape, parts, op):
+        """Every int part in range of the axis it indexes: statically for
+        known values, in the graph for traced ones."""
+        jnp = self.jnp
+        nd = len(xshape)
+        used = sum(_dims_used(p) for p in parts if p is not Ellipsis)
+        axis = 0
+        for p in parts:
+            if p is Ellipsis:
+                axis += nd - used
+                continue
+            if p is None or isinstance(p, slice) or getattr(p, "dtype", None) == bool or isinstance(p, bool):
+                axis += _dims_used(p)
+                continue
+            n = xshape[axis] if axis < nd else 0
+            if isinstance(p, self._Tracer):
+                i = p.astype(np.int64)
+                bad = (i < -n) | (i >= n)
+                worst = jnp.where(jnp.any(bad & (i < 0)), jnp.min(jnp.where(bad, i, 0)), jnp.max(jnp.where(bad, i, 0)))
+                self._value_check(~jnp.any(bad), "IndexError",
+                                  f"{op}: index {{bad}} is out of range for axis {axis} with size {n}", bad=worst)
+            else:
+                a = np.asarray(p)
+                bad = a[(a < -n) | (a >= n)]
+                if bad.size:
+                    raise IndexError(f"{op}: index {int(bad.flat[0])} is out of range for axis {axis} with size {n}")
+            axis += 1
+
+    def _value_check(self, ok, kind, fmt, **values):
+        """A check on traced values: checkify's inside ub.function, else a host
+        callback that fails the call (JAX wraps it in a JaxRuntimeError)."""
+        if _FUNCTIONALISED.get():
+            self.checkify.check(ok, _TAG.format(kind) + fmt, **values)
+        else:
+            self.jax.debug.callback(functools.partial(_raise_unless, _KINDS[kind], fmt), ok, **values)
+
+    def masked_mean(self, x, mask, axes):
+        return self._k_masked_mean(x, mask, axes)
+
+    def keep_topk(self, x, k, axis, fill):
+        n = x.shape[axis]
+        if k == n:
+            return x + self.jnp.zeros((), x.dtype)  # a copy that keeps the graph
+        return self._k_keep_topk(x, self.jnp.asarray(fill, x.dtype), k, axis)
+
+    def softmax(self, x, axis):
+        if x.shape[axis] == 0:
+            return x
+        return self._k_softmax(x, axis)
+
+    def embedding_mean(self, table, ids, pad_id):
+        n, L = ids.shape
+        V, d = table.shape
+        info = np.iinfo(np.dtype(ids.dtype))
+        pad = pad_id if info.min <= pad_id <= info.max else None  # None: no id can be padding
+        traced = isinstance(ids, self._Tracer)
+        if n == 0 or L == 0 or d == 0 or V == 0:
+            out = self.jnp.zeros((n, d), table.dtype)
+            if traced and V == 0 and L and n:
+                self._check_ids(ids, pad, V, pad_id)
+            return out
+        if traced:
+            self._check_ids(ids, pad, V, pad_id)
+            return self._k_embedding_mean_checked(table, ids, pad)
+        return self._k_embedding_mean(table, ids, pad)
+
+    def _check_ids(self, ids, pad, V, pad_id):
+        jnp = self.jnp
+        i = ids.astype(np.int64)
+        real = jnp.ones(ids.shape, bool) if pad is None else ids != pad
+        bad = real & ((i < 0) | (i >= V))
+        worst = jnp.where(jnp.any(bad & (i < 0)), jnp.min(jnp.where(bad, i, 0)), jnp.max(jnp.where(bad, i, 0)))
+        self._value_check(~jnp.any(bad), "IndexError",
+                          f"embedding_mean: id {{bad}} is out of range for a table of {V} rows "
+                          f"(valid: 0..{V - 1}, pad_id={pad_id})", bad=worst)
+
+    # -- math for nn -------------------------------------------------------
+    def tanh(self, x):
+        return self.jnp.tanh(x)
+
+    def relu(self, x):
+        return self.jnp.maximum(x, 0)
+
+    def exp(self, x):
+        return self.jnp.exp(x)
+
+    def log(self, x):
+        return self.jnp.log(x)
+
+    def reduce_sum(self, x, axis, keepdims):
+        return self.jnp.sum(x, axis=axis, keepdims=keepdims)
+
+    def reduce_max(self, x, axis, keepdims):
+        return self.jnp.max(x, axis=axis, keepdims=keepdims)
+
+    # -- autodiff and compilation ------------------------------------------
+    def value_and_grad(self, f, argnums, args, kwargs):
+        jax = self.jax
+        args = list(args)
+        leaves, rebuild = [], []
+        for i in argnums:
+            a = args[i]
+            if self.sp.issparse(a):
+                a = self.sparse_from_scipy(scipy_grad_input(a))
+            if self.is_sparse(a):
+                # Structured gradient: only w.r.t. the stored values.
+                a = self._bcoo(a)
+                if a.dtype.kind not in "fc":
+                    a = self.sparse_cast(a, np.dtype(np.float64))
+                leaves.append(a.data)
+                rebuild.append(functools.partial(_with_data, self._sparse_module().BCOO, a))
+                continue
+            a = self.asarray(a)
+            if a.dtype.kind not in "fc":
+                a = a.astype(np.float64)  # as the ops promote integers
+            leaves.append(a)
+            rebuild.append(None)
+
+        def scalar_f(*diff):
+            call = list(args)
+            for i, leaf, make in zip(argnums, diff, rebuild):
+                call[i] = leaf if make is None else make(leaf)
+            value = self.asarray(f(*call, **kwargs))
+            check_scalar_output(tuple(value.shape))
+            return value.reshape(()), value
+
+        (_, value), grads = jax.value_and_grad(scalar_f, argnums=tuple(range(len(leaves))), has_aux=True)(*leaves)
+        out = tuple(g if make is None else make(g) for g, make in zip(grads, rebuild))
+        return value, out
+
+    def function(self, f):
+        jax, checkify = self.jax, self.checkify
+
+        def functionalised(*args):
+            token = _FUNCTIONALISED.set(True)
+            try:
+                return f(*args)
+            finally:
+                _FUNCTIONALISED.reset(token)
+
+        compiled = jax.jit(checkify.checkify(functionalised, errors=checkify.user_checks))
+        neutral_sparse = self.sp.issparse
+
+        @functools.wraps(f)
+        def run(*args):
+            # jit takes pytrees of arrays: scipy.sparse arguments become BCOO.
+            args = tuple(self.sparse_from_scipy(a.tocsr()) if neutral_sparse(a) else a for a in args)
+            err, out = compiled(*args)
+            msg = err.get()  # one small transfer: whether a check failed
+            if msg is not None:
+                found = _TAGGED.search(msg)
+                if found is None:
+                    err.throw()
+                raise _KINDS[found.group(1)](found.group(2).strip()) from None
+            return out
+
+        run.traced = compiled  # for tests: jax's own trace cache
+        return run
+
+
+# --------------------------------------------------------------------------
+# The compiled kernels, one jax.jit per op (static: axes, k, flags).
+
+def _build_kernels(B):
+    jax, jnp, lax = B.jax, B.jnp, B.lax
+    jit = jax.jit
+    highest = lax.Precision.HIGHEST  # numpy's float32 products, no TF32 on GPUs
+
+    @functools.partial(jit, static_argnums=(1,))
+    def bounds(ids, pad):
+        i = ids.astype(jnp.int64)
+        info = np.iinfo(np.int64)
+        real = ids != pad if np.iinfo(np.dtype(ids.dtype)).min <= pad <= np.iinfo(np.dtype(ids.dtype)).max \
+            else jnp.ones(ids.shape, bool)
+        return jnp.stack([jnp.min(jnp.where(real, i, info.max)), jnp.max(jnp.where(real, i, info.min))])
+
+    @jit
+    def dot(a, b):
+        return jnp.dot(a, b, precision=highest)
+
+    @jit
+    def sparse_dot(x, w):
+        return x @ w
+
+    def canonical(x):
+        # One NaN (positive) and one zero: sorts order bit patterns, where
+        # -0.0 < +0.0 and a negative NaN would come first.
+        if jnp.issubdtype(x.dtype, jnp.floating):
+            x = jnp.where(jnp.isnan(x), jnp.nan, jnp.where(x == 0, jnp.zeros((), x.dtype), x))
+        return x
+
+    @functools.partial(jit, static_argnums=(1, 2))
+    def argsort(x, axis, descending):
+        x = canonical(x)
+        if x.dtype == bool:
+            x = x.astype(jnp.uint8)
+        asc = functools.partial(jnp.argsort, stable=True)
+        if descending:
+            out = stable_descending(lambda v, a: asc(v, axis=a), jnp.flip, x, axis, x.shape[axis])
+        else:
+            out = asc(x, axis=axis)
+        return out.astype(jnp.int64)
+
+    def sort_key(x):
+        """An integer key with the contract's order: NaN above +inf, -0.0 == +0.0."""
+        x = canonical(lax.stop_gradient(x))
+        bits = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[x.dtype.itemsize]
+        b = lax.bitcast_convert_type(x, bits)
+        # Negative floats order backwards as ints: flip their magnitude bits.
+        return jnp.where(b < 0, b ^ jnp.array(np.iinfo(np.dtype(bits)).max, bits), b)
+
+    @functools.partial(jit, static_argnums=(2, 3))
+    def keep_topk(x, fill, k, axis):
+        xm = jnp.moveaxis(x, axis, -1)
+        if k == 0:
+            return jnp.full_like(x, fill)
+        key = sort_key(xm)
+        kth = lax.top_k(key, k)[0][..., k - 1:k]
+        # Everything above the k-th key stays; of the entries equal to it the
+        # first ones by index fill the places left (lax.top_k's order unused).
+        above = key > kth
+        tied = key == kth
+        room = k - jnp.sum(above, axis=-1, keepdims=True)
+        keep = above | (tied & (jnp.cumsum(tied, axis=-1) <= room))
+        return jnp.moveaxis(jnp.where(keep, xm, fill), -1, axis)
+
+    @functools.partial(jit, static_argnums=(1,))
+    def softmax(x, axis):
+        m = jnp.max(x, axis=axis, keepdims=True)
+        # Only an all -inf slice needs its max replaced (0: its entries give 0);
+        # a NaN or +inf max makes the slice NaN, as the plain formula does.
+        m = lax.stop_gradient(jnp.where(m == -jnp.inf, jnp.zeros((), x.dtype), m))
+        e = jnp.exp(x - m)
+        s = jnp.sum(e, axis=axis, keepdims=True)
+        return e / jnp.where(s == 0, jnp.ones((), x.dtype), s)
+
+    @functools.partial(jit, static_argnums=(2,))
+    def masked_mean(x, mask, axes):
+        keep = jnp.broadcast_to(mask != 0, x.shape)
+        total = jnp.sum(jnp.where(keep, x, jnp.zeros((), x.dtype)), axis=axes)  # a select: masked NaN never leaks
+        count = jnp.sum(keep, axis=axes).astype(x.dtype)
+        return total / jnp.maximum(count, 1)
+
+    def embedding_mean(table, ids, pad, checked):
+        V = table.shape[0]
+        i = ids.astype(jnp.int64) if ids.dtype != jnp.int64 else ids
+        real = jnp.ones(ids.shape, bool) if pad is None else ids != pad
+        if checked:  # traced ids: a bad id never reads outside, its row is NaN
+            bad = real & ((i < 0) | (i >= V))
+            real = real & ~bad
+        safe = jnp.where(real, i, 0)
+        # The gather feeds the row sums inside one fusion: O(n*d + nnz) memory,
+        # no (n, L, d) buffer.  A select (not a 0 weight) gives the pad row an
+        # exact zero gradient whatever the cotangent holds.
+        rows = jnp.where(real[..., None], table[safe], jnp.zeros((), table.dtype))
+        count = jnp.sum(real, axis=1, keepdims=True).astype(table.dtype)
+        out = jnp.sum(rows, axis=1) / jnp.maximum(count, 1)
+        if checked:
+            out = jnp.where(jnp.any(bad, axis=1, keepdims=True), jnp.nan, out)
+        return out
+
+    B._k_bounds = bounds
+    B._k_dot = dot
+    B._k_sparse_dot = sparse_dot
+    B._k_argsort = argsort
+    B._k_keep_topk = keep_topk
+    B._k_softmax = softmax
+    B._k_masked_mean = masked_mean
+    B._k_embedding_mean = jit(functools.partial(embedding_mean, checked=False), static_argnums=(2,))
+    B._k_embedding_mean_checked = jit(functools.partial(embedding_mean, checked=True), static_argnums=(2,))
+
+
+def _raise_unless(kind, fmt, ok, **values):
+    """Host side of an in-graph check inside a user's jax.jit."""
+    if not np.all(ok):
+        raise kind(fmt.format(**{k: np.asarray(v).tolist() for k, v in values.items()}))
+
+
+def _with_data(bcoo, like, data):
+    return bcoo((data, like.indices), shape=like.shape)
+
+
+def _jax_device(jax, device):
+    """The jax.Device for a device string ('cpu', 'gpu', 'cuda:1'), None: JAX's default."""
+    if device is None:
+        return None
+    kind, _, num = str(device).partition(":")
+    kind = {"cuda": "gpu"}.get(kind, kind)
+    try:
+        return jax.devices(kind)[int(num or 0)]
+    except (RuntimeError, IndexError) as e:
+        raise ValueError(f"jax backend: no device {device!r} ({e})") from None
+
+
+def _dims_used(p):
+    """How many axes of x an index part consumes."""
+    if p is None:
+        return 0
+    if isinstance(p, slice):
+        return 1
+    if getattr(p, "dtype", None) == bool:
+        return len(p.shape)
+    return 1
