@@ -33,8 +33,7 @@ class LargeChunkWarning(UserWarning):
 #: How ``asarray`` chunks a numpy input: "auto" (dask's choice), an int or a
 #: tuple (dask's ``chunks=``), or "uneven" (small chunks of varying sizes 1, 3,
 #: 2, 5, ... on every axis: the suite's way to put chunk edges everywhere).
-_CHUNKS: contextvars.ContextVar = contextvars.ContextVar(
-    "unibackend_dask_chunks", default=os.environ.get("UNIBACKEND_DASK_CHUNKS", "auto"))
+_CHUNKS: contextvars.ContextVar = contextvars.ContextVar("unibackend_dask_chunks", default=None)
 _UNEVEN = (1, 3, 2, 5, 1, 4)
 
 
@@ -60,6 +59,8 @@ def _uneven(n):
 
 def _chunks_for(shape):
     spec = _CHUNKS.get()
+    if spec is None:
+        spec = os.environ.get("UNIBACKEND_DASK_CHUNKS", "auto")
     if isinstance(spec, str):
         if spec == "uneven":
             return tuple(_uneven(int(n)) for n in shape)
@@ -276,8 +277,8 @@ class DaskBackend(Backend):
         gets its own writes (in numpy's order) and their values as one chunk
         of a value array reordered by block, so duplicates in different
         chunks follow the same rule as numpy's."""
-        from dask.highlevelgraph import HighLevelGraph
         from dask.base import tokenize
+        from dask.highlevelgraph import HighLevelGraph
 
         da = self.da
         if accumulate:

@@ -1,0 +1,371 @@
+"""The dask backend: lazy results, the numpy backend's answers whatever the
+chunking, value checks at compute time (threads and a 2-process cluster)."""
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import unibackend as ub
+
+da = pytest.importorskip("dask.array")
+dask = pytest.importorskip("dask")
+sp = pytest.importorskip("scipy.sparse")
+
+from unibackend.plugins.dask_backend import LargeChunkWarning, chunking  # noqa: E402
+
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
+
+
+def numpy_ref(fn, *args, **kwargs):
+    with ub.use_backend("numpy"):
+        return fn(*args, **kwargs)
+
+
+def on_dask(fn, *args, **kwargs):
+    """``fn`` on the dask backend: a lazy dask array, then its numpy value."""
+    with ub.use_backend("dask"):
+        out = fn(*args, **kwargs)
+    assert isinstance(out, da.Array), type(out)
+    return ub.to_numpy(out)
+
+
+@st.composite
+def chunks_for(draw, n):
+    """Chunk sizes of an axis of ``n``: cut anywhere (chunks of one element,
+    uneven chunks, edges inside runs of equal values)."""
+    if n == 0:
+        return (0,)
+    cuts = draw(st.lists(st.booleans(), min_size=n - 1, max_size=n - 1))
+    out, run = [], 1
+    for c in cuts:
+        if c:
+            out.append(run)
+            run = 1
+        else:
+            run += 1
+    return tuple(out + [run])
+
+
+@st.composite
+def chunked(draw, x):
+    """``x`` as a dask array with drawn chunks on every axis."""
+    return da.from_array(x, chunks=tuple(draw(chunks_for(n)) for n in x.shape))
+
+
+TIES = st.sampled_from([-1.0, 0.0, -0.0, 1.0, 2.0, np.nan, np.inf, -np.inf])
+
+
+@st.composite
+def tied_arrays(draw, min_dims=1, max_dims=3):
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    shape = draw(hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=1, max_side=7))
+    x = draw(hnp.arrays(dtype, shape, elements=TIES))
+    return x, draw(st.integers(0, len(shape) - 1))
+
+
+# -- the plugin --------------------------------------------------------------
+
+def test_backends_lists_dask_with_sparse_and_lazy_and_no_autodiff():
+    info = {b.name: b for b in ub.backends()}["dask"]
+    assert info.installed, info.reason
+    assert set(info.capabilities) == {"sparse", "lazy"}
+    with ub.use_backend("dask"), pytest.raises(ub.CapabilityError, match="autodiff"):
+        ub.grad(lambda w: ub.dot(w, w))(np.ones(3))
+
+
+def test_import_unibackend_does_not_import_dask():
+    code = "import sys, unibackend as ub; ub.backends(); assert 'dask' not in sys.modules, 'dask imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_dask_array_selects_dask_while_numpy_is_in_force():
+    x = da.from_array(np.array([[3.0, 1.0, 2.0]]), chunks=(1, 2))
+    out = ub.argsort(x, axis=-1)
+    assert isinstance(out, da.Array)
+    np.testing.assert_array_equal(ub.to_numpy(out), [[1, 2, 0]])
+
+
+def test_no_op_computes_anything_when_called():
+    """Every op builds a graph only: the scheduler is never called until to_numpy."""
+    calls = []
+
+    def counting_get(dsk, keys, **kw):
+        calls.append(keys)
+        return dask.get(dsk, keys, **kw)
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 5))
+    ids = rng.integers(0, 6, (4, 3))
+    csr = sp.random(4, 6, density=0.5, format="csr", random_state=0)
+    with ub.use_backend("dask"), chunking(2), dask.config.set(scheduler=counting_get):
+        outs = [ub.dot(x, x.T), ub.sparse_dot(csr, x), ub.argsort(x, 0), ub.keep_topk(x, 2, 0),
+                ub.softmax(x, 0), ub.topk_gate(x, 2), ub.masked_mean(x, x > 0, 0),
+                ub.embedding_mean(x, ids), ub.set_subtensor(x, ([0, 0], [1, 1]), [1.0, 2.0]),
+                ub.inc_subtensor(x, (slice(1, 3), 0), 1.0), ub.embedding_mean(x, ids + 10)]
+        assert calls == []
+        assert all(isinstance(o, da.Array) for o in outs)
+        ub.to_numpy(outs[0])
+    assert len(calls) == 1
+
+
+def test_asarray_chunks_numpy_inputs_by_the_chunking_in_force():
+    with ub.use_backend("dask"):
+        with chunking("uneven"):
+            assert ub.asarray(np.zeros((7, 2))).chunks == ((1, 3, 2, 1), (1, 1))
+        with chunking(3):
+            assert ub.asarray(np.zeros(7)).chunks == ((3, 3, 1),)
+
+
+# -- chunk-invariance (property tests) ---------------------------------------
+
+@SETTINGS
+@given(data=st.data(), xa=tied_arrays(), descending=st.booleans())
+def test_argsort_is_numpys_whatever_the_chunking(data, xa, descending):
+    """argsort on any chunking equals the numpy backend's (stable, NaN largest, -0.0 == 0.0)."""
+    x, axis = xa
+    got = on_dask(ub.argsort, data.draw(chunked(x)), axis=axis, descending=descending)
+    np.testing.assert_array_equal(got, numpy_ref(ub.argsort, x, axis=axis, descending=descending))
+
+
+@SETTINGS
+@given(data=st.data(), xa=tied_arrays())
+def test_keep_topk_is_numpys_whatever_the_chunking(data, xa):
+    """keep_topk keeps the same entries (ties across chunk edges: the lower index) as numpy."""
+    x, axis = xa
+    k = data.draw(st.integers(0, x.shape[axis]))
+    got = on_dask(ub.keep_topk, data.draw(chunked(x)), k, axis=axis, fill=-7.0)
+    np.testing.assert_array_equal(got, numpy_ref(ub.keep_topk, x, k, axis=axis, fill=-7.0))
+
+
+def test_keep_topk_pinned_ties_across_a_chunk_edge_keep_the_lower_index():
+    x = da.from_array(np.array([1.0, 1.0, 1.0, 1.0, np.nan]), chunks=(1, 3, 1))
+    np.testing.assert_array_equal(ub.to_numpy(ub.keep_topk(x, 3, fill=0.0)), [1.0, 1.0, 0.0, 0.0, np.nan])
+    np.testing.assert_array_equal(ub.to_numpy(ub.argsort(x, descending=True)), [4, 0, 1, 2, 3])
+
+
+@SETTINGS
+@given(data=st.data(), xa=tied_arrays())
+def test_softmax_and_topk_gate_are_numpys_whatever_the_chunking(data, xa):
+    """softmax across chunks equals numpy's (-inf gives 0, an all -inf slice 0s, NaN/+inf a NaN slice)."""
+    x, axis = xa
+    xd = data.draw(chunked(x))
+    got = on_dask(ub.softmax, xd, axis=axis)
+    np.testing.assert_allclose(got, numpy_ref(ub.softmax, x, axis=axis), rtol=1e-6, atol=1e-7)
+    assert got.dtype == x.dtype
+    k = data.draw(st.integers(1, x.shape[axis]))
+    got = on_dask(ub.topk_gate, xd, k, axis=axis)
+    np.testing.assert_allclose(got, numpy_ref(ub.topk_gate, x, k, axis=axis), rtol=1e-6, atol=1e-7)
+
+
+@SETTINGS
+@given(data=st.data(), xa=tied_arrays(max_dims=3))
+def test_masked_mean_is_numpys_whatever_the_chunking(data, xa):
+    """masked_mean over chunked axes equals numpy's; masked NaN/inf never leak, empty slices give 0."""
+    x, axis = xa
+    mask = data.draw(hnp.arrays(np.bool_, x.shape))
+    x = np.where(mask, np.nan_to_num(x, nan=0.5, posinf=3.0, neginf=-3.0), np.nan).astype(x.dtype)
+    axes = data.draw(st.sampled_from([axis, None, tuple(range(x.ndim))]))
+    got = on_dask(ub.masked_mean, data.draw(chunked(x)), data.draw(chunked(mask)), axis=axes)
+    want = numpy_ref(ub.masked_mean, x, mask, axis=axes)
+    assert not np.isnan(got).any()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@SETTINGS
+@given(data=st.data(), n=st.integers(0, 12), L=st.integers(1, 5), V=st.integers(1, 6))
+def test_embedding_mean_is_numpys_with_ids_and_table_chunked(data, n, L, V):
+    """embedding_mean on row- (and column-) chunked ids and a chunked table equals numpy's."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    table = rng.normal(size=(V, 3)).astype(np.float32)
+    ids = rng.integers(0, V, (n, L))
+    got = on_dask(ub.embedding_mean, data.draw(chunked(table)), data.draw(chunked(ids)))
+    np.testing.assert_allclose(got, numpy_ref(ub.embedding_mean, table, ids), rtol=1e-6, atol=1e-7)
+
+
+@SETTINGS
+@given(data=st.data(), shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=6),
+       accumulate=st.booleans())
+@example(data=None, shape=(6,), accumulate=False)
+def test_subtensor_with_duplicates_in_different_chunks_is_numpys(data, shape, accumulate):
+    """set_subtensor (last write wins) and inc_subtensor (every addition) with
+    repeated positions spread over chunks equal numpy's."""
+    op = ub.inc_subtensor if accumulate else ub.set_subtensor
+    if data is None:  # pinned: position 0 and 5 written twice, from different chunks of x
+        x = da.from_array(np.zeros(6), chunks=(1, 2, 3))
+        index, value = np.array([5, 0, 5, 0, 3]), np.arange(1.0, 6.0)
+        np.testing.assert_array_equal(ub.to_numpy(op(x, index, value)), numpy_ref(op, np.zeros(6), index, value))
+        return
+    x = np.arange(np.prod(shape), dtype=np.float64).reshape(shape)
+    m = data.draw(st.integers(1, 8))
+    index = tuple(np.array(data.draw(st.lists(st.integers(-s, s - 1), min_size=m, max_size=m))) for s in shape)
+    if data.draw(st.booleans()):
+        index = (slice(None),) + index[1:] if len(index) > 1 else index
+    want_shape = numpy_ref(ub.set_subtensor, x, index, 0.0)[index].shape
+    value = data.draw(hnp.arrays(np.float64, want_shape, elements=st.floats(-5, 5)))
+    xd = data.draw(chunked(x))
+    got = on_dask(op, xd, index, value)
+    np.testing.assert_array_equal(got, numpy_ref(op, x, index, value))
+    np.testing.assert_array_equal(ub.to_numpy(xd), x)  # the input is untouched
+    got = on_dask(op, xd, index[0] if len(index) == 1 else (slice(1, None), 0), 2.5)
+    want = numpy_ref(op, x, index[0] if len(index) == 1 else (slice(1, None), 0), 2.5)
+    np.testing.assert_array_equal(got, want)
+
+
+def _sparse_rows(csr, rows):
+    return da.from_array(csr, chunks=(rows, (csr.shape[1],)), asarray=False, fancy=False, meta=csr[:0])
+
+
+@SETTINGS
+@given(data=st.data(), n=st.integers(1, 9), N=st.integers(1, 7), M=st.integers(0, 3))
+def test_sparse_dot_of_row_chunks_of_scipy_rows_times_chunked_dense_is_numpys(data, n, N, M):
+    """sparse_dot of a dask array of scipy.sparse row blocks (and of plain scipy
+    input) times a chunked w equals numpy's."""
+    seed = data.draw(st.integers(0, 2**16))
+    csr = sp.random(n, N, density=0.4, format="csr", random_state=seed, dtype=np.float64)
+    w = np.random.default_rng(seed).normal(size=(N, M) if M else (N,))
+    wd = data.draw(chunked(w))
+    want = numpy_ref(ub.sparse_dot, csr, w)
+    np.testing.assert_allclose(on_dask(ub.sparse_dot, _sparse_rows(csr, data.draw(chunks_for(n))), wd), want,
+                               rtol=1e-12, atol=1e-12)
+    with chunking("uneven"):
+        np.testing.assert_allclose(on_dask(ub.sparse_dot, csr, wd), want, rtol=1e-12, atol=1e-12)
+
+
+def test_a_dask_sparse_array_round_trips_to_scipy():
+    csr = sp.random(7, 4, density=0.5, format="csr", random_state=3)
+    x = _sparse_rows(csr, (2, 5))
+    back = ub.to_numpy(x)
+    assert sp.isspmatrix_csr(back) and (back != csr).nnz == 0
+
+
+@SETTINGS
+@given(data=st.data(), dims=st.sampled_from([((5,), (5,)), ((4, 6), (6,)), ((4, 6), (6, 3)), ((2, 3, 6), (6, 2))]))
+def test_dot_with_a_chunked_contraction_axis_is_numpys(data, dims):
+    """dot with a and b chunked anywhere (the contraction axis too) equals numpy's."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    a, b = rng.normal(size=dims[0]), rng.normal(size=dims[1])
+    got = on_dask(ub.dot, data.draw(chunked(a)), data.draw(chunked(b)))
+    np.testing.assert_allclose(got, numpy_ref(ub.dot, a, b), rtol=1e-12, atol=1e-12)
+
+
+# -- rechunking, graph size ----------------------------------------------------
+
+def test_an_op_that_needs_a_whole_axis_warns_when_that_chunk_is_large():
+    x = da.from_array(np.zeros((2, 4000)), chunks=(1, 100))
+    with dask.config.set({"array.chunk-size": "16KiB"}), pytest.warns(LargeChunkWarning, match="axis 1 .* one chunk"):
+        ub.argsort(x, axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LargeChunkWarning)
+        ub.keep_topk(x, 3, axis=1)  # 32 KB slices under the default 128 MiB: no warning
+        ub.argsort(x, axis=0)  # axis 0 of a (1, 100) chunking: two chunks merged, small
+
+
+def test_embedding_mean_puts_the_table_in_the_graph_once():
+    """40 chunks of ids, one table: a numpy table is held by one key of the
+    graph; a chunked dask table by its own chunks only (merged into one block
+    when it runs); never a copy per task."""
+    table = np.random.default_rng(0).normal(size=(5000, 8))  # 320 KB
+    ids = da.from_array(np.random.default_rng(1).integers(0, 5000, (400, 6)), chunks=(10, 6))
+    for t in (table, da.from_array(table, chunks=(1000, 8))):
+        with ub.use_backend("dask"):
+            out = ub.embedding_mean(t, ids)
+        graph = dict(out.__dask_graph__())
+        assert out.numblocks == (40, 1)
+        if t is table:
+            holding = [k for k, v in graph.items() if len(pickle.dumps(v)) >= table.nbytes]
+            assert len(holding) == 1, holding
+        total = sum(len(pickle.dumps(v)) for v in graph.values())
+        assert total < 1.5 * table.nbytes, total
+        np.testing.assert_allclose(ub.to_numpy(out), numpy_ref(ub.embedding_mean, table, ids.compute()))
+
+
+# -- value checks at compute time ---------------------------------------------
+
+BAD_ID = "embedding_mean: id {} is out of range for a table of 6 rows (valid: 0..5, pad_id=0)"
+
+
+@pytest.mark.parametrize("bad", [6, 99, -1])
+def test_an_id_outside_the_table_raises_index_error_at_compute_from_its_chunk(bad):
+    ids = np.ones((30, 4), dtype=np.int64)
+    ids[23, 2] = bad  # in the 5th of 6 row chunks
+    out = ub.embedding_mean(np.ones((6, 2)), da.from_array(ids, chunks=(5, 2)))  # no error: lazy
+    with pytest.raises(IndexError) as e:
+        ub.to_numpy(out)
+    assert str(e.value) == BAD_ID.format(bad)
+    with ub.use_backend("numpy"), pytest.raises(IndexError) as ref:
+        ub.embedding_mean(np.ones((6, 2)), ids)
+    assert str(ref.value) == str(e.value)  # the same message as the eager check
+
+
+def test_padding_is_never_checked_against_the_table():
+    ids = da.from_array(np.array([[0, 0], [0, 2]]), chunks=1)
+    np.testing.assert_allclose(ub.to_numpy(ub.embedding_mean(np.eye(3), ids, pad_id=0)), [[0, 0, 0], [0, 0, 1]])
+
+
+def test_an_index_out_of_bounds_raises_index_error_when_called():
+    x = da.from_array(np.zeros((4, 3)), chunks=2)
+    with pytest.raises(IndexError, match="set_subtensor: index .* is invalid for shape"):
+        ub.set_subtensor(x, (da.from_array(np.array([0, 4])), 0), 1.0)
+    with pytest.raises(IndexError, match="inc_subtensor"):
+        ub.inc_subtensor(x, (slice(None), 3), 1.0)
+
+
+def test_static_errors_are_raised_when_called():
+    x = da.from_array(np.zeros((4, 3)), chunks=2)
+    with pytest.raises(ValueError, match="keep_topk: k=4 is out of range"):
+        ub.keep_topk(x, 4)
+    with pytest.raises(ValueError, match="softmax: axis=2"):
+        ub.softmax(x, axis=2)
+    with pytest.raises(TypeError, match="embedding_mean: ids must be integers"):
+        ub.embedding_mean(x, x)
+
+
+# -- on a cluster of two worker processes (module end: the client is the default here on) --
+
+@pytest.fixture(scope="module")
+def cluster_client():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  memory_limit="1GiB") as cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+@pytest.mark.slow
+def test_ops_on_a_cluster_of_two_processes_are_numpys(cluster_client):
+    rng = np.random.default_rng(5)
+    x = rng.integers(-2, 3, (12, 9)).astype(np.float64)
+    x[3, 4] = np.nan
+    xd = da.from_array(x, chunks=(5, 4))
+    pairs = [(ub.argsort, (x, 1)), (ub.keep_topk, (x, 3, 1)), (ub.softmax, (x, 0)),
+             (ub.masked_mean, (x, x > 0, 1)), (ub.dot, (x, x.T[:, :4]))]
+    for fn, args in pairs:
+        got = ub.to_numpy(fn(xd, *args[1:]))
+        np.testing.assert_allclose(got, numpy_ref(fn, *args), rtol=1e-12, err_msg=fn.__name__)
+    ids = rng.integers(0, 9, (12, 3))
+    got = ub.to_numpy(ub.embedding_mean(x[:9], da.from_array(ids, chunks=(4, 3))))
+    np.testing.assert_allclose(got, numpy_ref(ub.embedding_mean, x[:9], ids))
+    got = ub.to_numpy(ub.set_subtensor(xd, (np.array([0, 11, 0]), np.array([0, 8, 0])), np.array([1.0, 2.0, 3.0])))
+    np.testing.assert_array_equal(got, numpy_ref(ub.set_subtensor, x, (np.array([0, 11, 0]), np.array([0, 8, 0])),
+                                                 np.array([1.0, 2.0, 3.0])))
+    assert len(cluster_client.scheduler_info()["workers"]) == 2
+
+
+@pytest.mark.slow
+def test_an_id_outside_the_table_raises_index_error_on_the_cluster(cluster_client):
+    ids = np.ones((30, 4), dtype=np.int64)
+    ids[17, 0] = 6
+    out = ub.embedding_mean(np.ones((6, 2)), da.from_array(ids, chunks=(5, 4)))
+    with pytest.raises(IndexError) as e:
+        ub.to_numpy(out)
+    assert type(e.value) is IndexError and str(e.value) == BAD_ID.format(6)
+    with pytest.raises(IndexError) as e:
+        cluster_client.compute(out).result()
+    assert str(e.value) == BAD_ID.format(6)
