@@ -208,7 +208,7 @@ class Case:
         return "\n".join(lines) + "\n"
 
 
-_FUNCTIONS = {}
+_FUNCTIONS: dict = {}  # source text -> the function it defines
 
 
 def function_of(source):

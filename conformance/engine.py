@@ -19,14 +19,14 @@ from .cases import Disagreement
 #: hypothesis settings per profile.  ``ci`` is derandomized (the same
 #: examples on every run) and sized so that all four built-in backends finish
 #: inside ten minutes on two cores; ``thorough`` is for a plugin author's
-#: afternoon.  Backends in ``COMPILING`` compile a graph for every new input
-#: signature of an eager call (seconds each), so they get the first
-#: ``compiling_examples`` of the same derandomized sequence.
+#: afternoon.  A backend that declares the ``eager_compiles`` capability
+#: compiles a graph for every new input signature of an eager call (seconds
+#: each), so it gets the first ``compiling_examples`` of the same
+#: derandomized sequence.
 PROFILES = {
     "ci": {"max_examples": 40, "compiling_examples": 6, "derandomize": True},
     "thorough": {"max_examples": 1000, "compiling_examples": 200, "derandomize": False},
 }
-COMPILING = ("theano",)
 DEFAULT_PROFILE = "ci"
 
 
@@ -40,15 +40,23 @@ def cache_dir():
 
 
 def examples_for(backend, profile=DEFAULT_PROFILE):
-    """Examples per check for ``backend`` under ``profile``."""
+    """Examples per check for ``backend`` under ``profile``: fewer for a
+    backend that declares ``eager_compiles`` (or is an alias of one)."""
+    key = "compiling_examples" if compiles_eagerly(backend) else "max_examples"
+    return PROFILES[profile][key]
+
+
+def compiles_eagerly(backend):
+    """Whether ``backend``'s plugin, or the one it is an alias of, declares
+    ``eager_compiles``; False for a name no plugin registers."""
     from unibackend import _registry as R
 
     try:
-        root = getattr(R.plugin_class(backend), "alias_of", "") or backend
-    except Exception:
-        root = backend
-    key = "compiling_examples" if root in COMPILING else "max_examples"
-    return PROFILES[profile][key]
+        cls = R.plugin_class(backend)
+        roots = [cls] + ([R.plugin_class(cls.alias_of)] if cls.alias_of else [])
+    except Exception:  # an unknown or broken plugin: run_check reports why
+        return False
+    return any(c.capabilities.eager_compiles for c in roots)
 
 
 def hypothesis_settings(profile=DEFAULT_PROFILE, max_examples=None, seed=None):
@@ -104,7 +112,7 @@ class Result:
     status: str                   # "pass", "fail" or "skip"
     reason: str = ""              # why skipped, or the failure's message
     reproducer: str = ""
-    index: tuple = None
+    index: tuple | None = None  # where the first difference is
     seconds: float = 0.0
     examples: int = 0
     details: dict = field(default_factory=dict)

@@ -9,9 +9,9 @@ import pytest
 pytest.importorskip("hypothesis")
 
 import unibackend as ub
-from unibackend.plugins.numpy_backend import NumpyBackend
 from unibackend.conformance import engine, runner
 from unibackend.conformance.checks import CHECKS
+from unibackend.plugins.numpy_backend import NumpyBackend
 
 
 class TorchTieOrderTopk(NumpyBackend):

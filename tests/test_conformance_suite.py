@@ -8,16 +8,16 @@ import sys
 import numpy as np
 import pytest
 
-hypothesis = pytest.importorskip("hypothesis")
+pytest.importorskip("hypothesis")
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import unibackend as ub
-from unibackend.plugins.numpy_backend import NumpyBackend
 from unibackend.conformance import engine, runner
 from unibackend.conformance import strategies as S
 from unibackend.conformance import tolerances as T
 from unibackend.conformance.checks import CHECKS
+from unibackend.plugins.numpy_backend import NumpyBackend
 
 ENV = {"np": np, "nan": np.nan, "inf": np.inf}
 
@@ -103,6 +103,52 @@ def test_ci_profile_is_derandomized_and_thorough_uses_the_cache_database(tmp_pat
     assert str(thorough.database.path).startswith(str(tmp_path / "cache"))
     seeded = engine.hypothesis_settings("ci", seed=3)
     assert not seeded.derandomize
+
+
+def test_examples_per_backend_follow_the_eager_compiles_capability():
+    """A backend gets the profile's fewer ``compiling_examples`` because it
+    declares ``eager_compiles`` (or aliases one that does), whatever its name."""
+    from unibackend import _registry as R
+    from unibackend.plugin import Capabilities
+
+    class Compiling(NumpyBackend):
+        name = "some_compiler"
+        capabilities = Capabilities(eager_compiles=True)
+
+    class AliasOfCompiling(NumpyBackend):
+        name = "alias_of_some_compiler"
+        alias_of = "some_compiler"
+
+    ub.register("some_compiler", Compiling)
+    ub.register("alias_of_some_compiler", AliasOfCompiling)
+    try:
+        ci = engine.PROFILES["ci"]
+        assert ci["compiling_examples"] < ci["max_examples"]
+        assert engine.examples_for("some_compiler") == ci["compiling_examples"]
+        assert engine.examples_for("alias_of_some_compiler") == ci["compiling_examples"]
+        assert engine.examples_for("numpy") == ci["max_examples"]
+        assert engine.examples_for("no_such_backend") == ci["max_examples"]
+    finally:
+        R.unregister("alias_of_some_compiler")
+        R.unregister("some_compiler")
+
+
+def test_conformance_selects_no_behaviour_by_a_backend_name():
+    """Nothing in the suite's code compares with a backend's name but the
+    reference's ("numpy"): behaviour follows declared capabilities."""
+    import ast
+    import pathlib
+
+    import unibackend.conformance as C
+
+    names = {"theano", "pytensor", "torch", "tensorflow", "jax", "dask"}
+    root = pathlib.Path(C.__file__).resolve().parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.lower() in names:
+                found.append(f"{path.relative_to(root)}:{node.lineno}: {node.value!r}")
+    assert not found, found
 
 
 def test_cache_dir_defaults_to_the_user_cache_not_the_cwd(monkeypatch, tmp_path):
