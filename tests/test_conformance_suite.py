@@ -74,6 +74,25 @@ def test_sum_tolerance_covers_float32_summation_error(terms):
         assert abs(float(s) - exact) <= tol
 
 
+def test_assert_within_is_the_sum_tolerance_for_unit_tests():
+    """assert_within accepts a result exactly at the sum bound of its dtype and
+    n_terms, refuses one just past it, and matches NaN and infinities exactly."""
+    want = np.array([1.0, -2.0, 0.5])
+    tol = T.sum_tol(2.0, 10, np.float32)  # abs_sum defaults to the largest |expected|
+    assert tol == pytest.approx(T.rtol_for(np.float32, 10) * 2.0 + T.floor(np.float32, 10))
+    T.assert_within((want + [0.95 * tol, 0, -0.95 * tol]).astype(np.float32), want, n_terms=10)  # float32 rounding: 0.5% of tol
+    with pytest.raises(AssertionError, match="index \\(0,\\)"):
+        T.assert_within(want + [2 * tol, 0, 0], want, n_terms=10, dtype=np.float32)
+    with pytest.raises(AssertionError, match="float64"):  # a float64 result gets float64's bound
+        T.assert_within(want + [tol, 0, 0], want, n_terms=10)
+    T.assert_within(np.array([np.nan, np.inf, 1.0]), [np.nan, np.inf, 1.0])
+    for got in ([1.0, np.inf, 1.0], [np.nan, -np.inf, 1.0]):
+        with pytest.raises(AssertionError):
+            T.assert_within(np.array(got), [np.nan, np.inf, 1.0])
+    T.assert_within(np.full(4, 1.0 + T.eps(np.float32), np.float32), 1.0, n_terms=1)  # broadcast
+    assert T.terms_bound(np.zeros((3, 4)), np.zeros(5), 2.0) == 12 and T.terms_bound(1.0) == 1
+
+
 def test_integer_results_have_no_tolerance():
     from unibackend.conformance.cases import Disagreement, assert_exact
 
