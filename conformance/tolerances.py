@@ -81,7 +81,7 @@ TEST_TERMS = 64
 def terms_bound(*args):
     """The most terms one element of a unibackend op on ``args`` can sum: the
     size of the largest array argument (1 when there is none)."""
-    return max([int(np.size(a)) for a in args if hasattr(a, "shape")] or [1])
+    return max([int(np.prod(a.shape)) for a in args if hasattr(a, "shape")] or [1])
 
 
 def rtol_for(dtype, n_terms=TEST_TERMS):
