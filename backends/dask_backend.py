@@ -266,6 +266,8 @@ class DaskBackend(Backend):
             op = "inc_subtensor" if accumulate else "set_subtensor"
             x = x.compute_chunk_sizes()
             index = subtensor(op, x.shape, index, self.to_numpy)
+        if 0 in index.shape:  # nothing selected (dask's setitem refuses an empty value)
+            return x.copy()
         if index.basic:
             out = x.copy()  # a new collection: assigning into it leaves x's graph alone
             out[index.index] = (x[index.index] + value) if accumulate else value
@@ -285,11 +287,13 @@ class DaskBackend(Backend):
             pos, take = index.positions().reshape(-1), None
         else:
             pos, take = index.last_writes()
-        vals = da.broadcast_to(value, index.shape).reshape(-1) if index.shape else value.reshape(-1)
-        if take is not None:
-            vals = vals[take]
         if pos.size == 0:
             return x.copy()
+        vals = da.broadcast_to(value, index.shape)
+        # dask flattens only when the trailing axes are whole chunks
+        vals = vals.rechunk({a: -1 for a in range(1, vals.ndim)}).reshape(-1)
+        if take is not None:
+            vals = vals[take]
         # block of each position along every axis, and its offset there
         coords = np.unravel_index(pos, x.shape)
         bidx, local = [], []

@@ -35,6 +35,8 @@ def parse_args(argv):
     p.add_argument("--max-examples", type=int, help="examples per check and backend (overrides the profile)")
     p.add_argument("--seed", type=int, help="random seed (turns derandomization off)")
     p.add_argument("--device", help="device for the backends that have devices, e.g. cuda")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run lazy backends (dask) on the dask.distributed cluster at ADDRESS, e.g. tcp://host:8786")
     p.add_argument("--report", help="write a report: FILE.json or FILE.md")
     p.add_argument("--list", action="store_true", help="list the checks and exit")
     p.add_argument("--quiet", action="store_true", help="no progress display")
@@ -191,6 +193,13 @@ def main(argv=None):
         con.print("[red]unibackend conformance: --max-examples must be at least 1[/]")
         return 2
 
+    if args.scheduler:
+        try:  # the default client from here on: dask computes every lazy result there
+            from distributed import Client
+        except ImportError:
+            con.print("[red]unibackend conformance: --scheduler needs distributed: pip install 'unibackend[dask]'[/]")
+            return 2
+        Client(args.scheduler)
     t0 = time.perf_counter()
     total = len(checks) * len(backends)
     try:

@@ -369,3 +369,18 @@ def test_an_id_outside_the_table_raises_index_error_on_the_cluster(cluster_clien
     with pytest.raises(IndexError) as e:
         cluster_client.compute(out).result()
     assert str(e.value) == BAD_ID.format(6)
+
+
+@pytest.mark.slow
+def test_conformance_scheduler_option_runs_the_suite_on_the_cluster(cluster_client):
+    def transitions(dask_scheduler):
+        return dask_scheduler.transition_counter
+
+    before = cluster_client.run_on_scheduler(transitions)
+    proc = subprocess.run(
+        [sys.executable, "-m", "unibackend", "conformance", "--backends", "dask", "--ops", "keep_topk,embedding_mean",
+         "--max-examples", "5", "--quiet", "--scheduler", cluster_client.scheduler.address],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 passed, 0 failed" in proc.stdout
+    assert cluster_client.run_on_scheduler(transitions) > before  # the suite's graphs ran there

@@ -17,16 +17,19 @@ on every run whatever the profile draws):
 - :mod:`.embedding`: embedding_mean, masked_mean, pad_ids, grad embedding_mean,
   grad masked_mean
 - :mod:`.subtensor`: set_subtensor, inc_subtensor
+- :mod:`.chunked`: chunk-invariance of lazy chunked arrays (the ``lazy`` capability)
 - :mod:`.base`: the registry (:class:`Check`, :data:`CHECKS`, :func:`check`);
   :mod:`.gradient`: what the gradient checks share.
 """
 from __future__ import annotations
 
-from . import embedding, products, subtensor, topk  # importing a family registers its checks
+# importing a family registers its checks (chunked last: its cases are the others', rechunked)
+from . import embedding, products, subtensor, topk  # isort: skip
+from . import chunked  # isort: skip
 from .base import CHECKS, Check, check
 
 #: The families in the matrix's order.
-FAMILIES = (topk, products, embedding, subtensor)
+FAMILIES = (topk, products, embedding, subtensor, chunked)
 
 # The matrix's rows: the value checks family by family, then the gradient
 # checks (they need autodiff, and take longest) in the same family order.
