@@ -10,6 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 import unibackend as ub
+from unibackend.conformance.tolerances import assert_within
 
 tf = pytest.importorskip("tensorflow")
 
@@ -37,7 +38,7 @@ def same(out, expect, exact=False):
     if exact:
         np.testing.assert_array_equal(got, expect)
     else:
-        np.testing.assert_allclose(got, expect, rtol=1e-6 if got.dtype == np.float32 else 1e-12, atol=1e-7)
+        assert_within(got, expect)
 
 
 # -- set-up, dispatch, conversion ---------------------------------------------
