@@ -5,11 +5,51 @@ names the op, the argument and what was wrong, before any work is done.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import numbers
 import operator
 from dataclasses import dataclass, field
 
 import numpy as np
+
+
+# --------------------------------------------------------------------------
+# Sync-free value checks
+
+_sync_free_default = False
+_sync_free: contextvars.ContextVar = contextvars.ContextVar("unibackend_sync_free", default=None)
+
+
+def set_sync_free(enabled=True):
+    """Process default for :func:`sync_free_checks` (False at start)."""
+    global _sync_free_default
+    if not isinstance(enabled, (bool, np.bool_)):
+        raise TypeError(f"set_sync_free: enabled must be a bool, got {enabled!r}")
+    _sync_free_default = bool(enabled)
+
+
+@contextlib.contextmanager
+def sync_free(enabled=True):
+    """Inside the block (context-local), value checks on a device run on the
+    device without a host sync: bad ids or indices fail that call or a later
+    one, as the framework's own index ops do, and no read outside a table or
+    ``x`` ever happens.  The default checks read the values on the host first
+    and raise the contract's exception before any work."""
+    if not isinstance(enabled, (bool, np.bool_)):
+        raise TypeError(f"sync_free: enabled must be a bool, got {enabled!r}")
+    token = _sync_free.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _sync_free.reset(token)
+
+
+def sync_free_checks():
+    """Whether value checks on devices run without a host sync here.  Inside a
+    compiled function the mode in force when it was traced holds."""
+    v = _sync_free.get()
+    return _sync_free_default if v is None else v
 
 
 def is_scipy_sparse(x):

@@ -14,6 +14,8 @@ import sys
 import threading
 from dataclasses import dataclass
 
+import numpy as np
+
 from ._errors import BackendNotAvailable
 from .plugin import Backend, missing_primitives
 
@@ -28,6 +30,13 @@ _default = None                 # (name, device) set by set_backend / UNIBACKEND
 _current: contextvars.ContextVar = contextvars.ContextVar("unibackend_backend", default=None)
 _type_cache: dict = {}          # type -> backend name, or None for neutral types
 _fast_dot: dict = {}            # native type -> its plugin's fast_dot (see ops.dot)
+# backend name -> whether a call its native tensors select still needs the
+# backend in force: when an alias of it is known, or when its plugin leaves
+# ``for_tensor`` to the base (the device of the instance in force then counts).
+# Filled when a type is classified; read instead of the context variable so
+# that dispatch on a native tensor is plain dict lookups, which tracing
+# compilers (torch.compile) follow without a break.
+_needs_force: dict = {}
 
 
 def _discover():
@@ -61,13 +70,16 @@ def register(name, cls):
     distribution).  Entry points are the normal way.  A class that misses a
     primitive is refused (TypeError naming it)."""
     _checked(name, cls)
+    _prepare_tracers(cls)
     with _lock:
         _discover()
         _classes[name] = cls
         for key in [k for k in _instances if k[0] == name]:
             del _instances[key]
         _type_cache.clear()
+        _seed_neutral()
         _fast_dot.clear()
+        _needs_force.clear()
 
 
 def unregister(name):
@@ -77,7 +89,9 @@ def unregister(name):
         for key in [k for k in _instances if k[0] == name]:
             del _instances[key]
         _type_cache.clear()
+        _seed_neutral()
         _fast_dot.clear()
+        _needs_force.clear()
 
 
 def known():
@@ -94,6 +108,7 @@ def plugin_class(name):
                 f"unknown backend {name!r}; known backends: {', '.join(known())}"
             )
         cls = _classes[name] = _checked(name, ep.load())
+        _prepare_tracers(cls)
     return cls
 
 
@@ -225,21 +240,88 @@ def _classify(t):
         except Exception:
             continue
         if types and issubclass(t, types):
+            _needs_force[name] = _force_matters(name)
             return name
     return None
 
 
-def owner(x):
-    """Backend name of a native tensor, or None for a neutral value."""
-    t = type(x)
-    try:
-        return _type_cache[t]
-    except KeyError:
-        name = _type_cache[t] = _classify(t)
-        return name
+def _force_matters(name):
+    """Whether dispatch on a native tensor of ``name`` must read the backend
+    in force (see ``_needs_force``)."""
+    if plugin_class(name).for_tensor is Backend.for_tensor:
+        return True
+    for other in known():
+        try:
+            if plugin_class(other).alias_of == name:
+                return True
+        except Exception:  # a broken third-party entry point aliases nothing
+            continue
+    return False
 
 
 _MISS = object()
+
+
+def _first_sight(t):
+    """Backend name owning type ``t``, or None for a neutral type; the first
+    time, the type is classified and its plugin loaded.
+
+    The answer depends on ``t`` alone, so a plugin whose framework traces
+    Python (torch.compile) marks this function for its tracer to run, once,
+    instead of following it into entry points and imports
+    (:meth:`Backend.trace_constant`)."""
+    name = _type_cache.get(t, _MISS)
+    if name is _MISS:
+        name = _type_cache[t] = _classify(t)
+    return name
+
+
+def owner(x):
+    """Backend name of a native tensor, or None for a neutral value."""
+    name = _type_cache.get(type(x), _MISS)
+    return _first_sight(type(x)) if name is _MISS else name
+
+
+def _seed_neutral():
+    """Classify the builtin and numpy scalar types up front: a first call
+    inside a traced function then meets its ints, floats and slices as known
+    types (classifying reads strings that a tracer may refuse to follow)."""
+    for t in (int, float, complex, bool, str, bytes, slice, type(None), type(Ellipsis),
+              list, tuple, range, dict, np.ndarray, *set(np.sctypeDict.values())):
+        _type_cache.setdefault(t, None)
+
+
+def _prepare_tracers(cls):
+    """Let plugin class ``cls`` mark, for its framework's tracer, the core
+    functions whose answers are fixed for a trace: the first look at a type,
+    the sync-free mode."""
+    from ._checks import sync_free_checks
+
+    for fn in (_first_sight, sync_free_checks):
+        try:
+            cls.trace_constant(fn)
+        except Exception:  # a third-party hook failing must not break dispatch
+            pass
+
+
+def _load_own_plugins():
+    """Load the classes of the plugins this distribution ships (imports no
+    framework) so that each prepares its tracer before any call is traced:
+    a compiled function may be the first use of unibackend in a process."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        eps = distribution("unibackend").entry_points
+    except PackageNotFoundError:  # a source tree used without installing
+        return
+    for ep in eps:
+        if ep.group == GROUP:
+            try:
+                cls = ep.load()
+            except Exception:  # a plugin module that fails to import fails later, by name
+                continue
+            if isinstance(cls, type) and issubclass(cls, Backend):
+                _prepare_tracers(cls)
 
 
 def resolve(op, *args):
@@ -254,7 +336,7 @@ def resolve(op, *args):
     for a in args:
         name = get(type(a), _MISS)
         if name is _MISS:
-            name = owner(a)
+            name = _first_sight(type(a))
         if name is not None:
             if found is None:
                 found, first = name, a
@@ -265,13 +347,21 @@ def resolve(op, *args):
                     f"{op}: got tensors of two backends, {found!r} and {name!r}; "
                     f"convert one with ub.to_numpy() or ub.asarray()"
                 )
-    cur = _current.get() or _default or _initial_default()
     if found is None:
+        cur = _current.get() or _default or _initial_default()
         return _instances.get(cur) or backend(*cur)
-    if found == cur[0] or plugin_class(cur[0]).alias_of == found:
-        inst = _instances.get(cur) or backend(*cur)
-    else:
+    if _needs_force.get(found, True):
+        cur = _current.get() or _default or _initial_default()
+        if found == cur[0] or plugin_class(cur[0]).alias_of == found:
+            inst = _instances.get(cur) or backend(*cur)
+        else:
+            inst = _instances.get((found, None)) or backend(found)
+    else:  # the tensor alone picks the instance (its device): no context read
         inst = _instances.get((found, None)) or backend(found)
     if many and inst.capabilities.devices:
         inst.check_devices(op, [a for a in args if get(type(a)) == found])
     return inst.for_tensor(first)
+
+
+_seed_neutral()
+_load_own_plugins()

@@ -25,8 +25,10 @@ __all__ = [
 def _float_args(op, B, *xs):
     """Native tensors of ``xs`` in their common float dtype."""
     native = [B.asarray(x) for x in xs]
-    dt = C.result_float(op, *[B.dtype(x) for x in native])
-    return [B.asarray(x, dt) for x in native]
+    dts = [B.dtype(x) for x in native]
+    dt = C.result_float(op, *dts)
+    # cast only what differs (the common case asks the plugin nothing more)
+    return [x if d == dt else B.asarray(x, dt) for x, d in zip(native, dts)]
 
 
 def dot(a, b):
@@ -39,7 +41,11 @@ def dot(a, b):
     # plain enough (two dense tensors of one float dtype, aligned shapes);
     # then the full path below checks, converts and explains.
     t = type(a)
-    fast = _fast_dot.get((t, R._current.get() or R._default)) or _fast_dot.get(t)
+    fast = _fast_dot.get(t)
+    if fast is None and R._type_cache.get(t, 0) is None:
+        # only a neutral type reads the backend in force (a context variable,
+        # which torch.compile cannot trace)
+        fast = _fast_dot.get((t, R._current.get() or R._default))
     if fast is not None and type(b) is t:
         out = fast(a, b)
         if out is not None:
@@ -137,8 +143,10 @@ def _subtensor(op, x, index, value, accumulate):
     value = B.asarray(value)
     xdt = B.dtype(x)
     xshape = tuple(B.shape(x))
-    # symbolic: the plugin checks in-graph
-    if any(d is None for d in xshape) or any(B.is_symbolic(p) for p in parts):
+    # symbolic, traced by a compiler, or index tensors whose values must not
+    # be read on the host (sync-free): the plugin checks them in its graph
+    if (any(d is None for d in xshape) or any(B.is_symbolic(p) for p in parts) or B.is_tracing(x)
+            or (C.sync_free_checks() and any(R.owner(p) is not None for p in parts))):
         return B.set_subtensor(x, index, B.asarray(value, xdt), accumulate)
     sub = C.subtensor(op, xshape, index, B.to_numpy)
     C.check_broadcast(op, "value", tuple(B.shape(value)), sub.shape)

@@ -161,6 +161,18 @@ class Backend(abc.ABC):
         runs (an index part like that is checked in-graph by the plugin)."""
         return False
 
+    def is_tracing(self, x: Any) -> bool:
+        """True while a compiler traces the code that holds native tensor
+        ``x`` (torch.compile): values are unknown, so the core hands index
+        tensors over raw and the plugin checks values in its graph."""
+        return False
+
+    @staticmethod
+    def trace_constant(fn: Callable[..., Any]) -> None:
+        """Mark core function ``fn``, whose answer depends only on its
+        arguments, for the framework's tracing compiler to call while tracing
+        rather than follow (it loads plugins: imports, entry points)."""
+
     @abc.abstractmethod
     def is_sparse(self, x: Any) -> bool:
         """True when x is this backend's native sparse tensor."""
