@@ -328,6 +328,44 @@ def test_static_errors_are_raised_when_called():
         ub.embedding_mean(x, x)
 
 
+# -- nn models on dask inputs -------------------------------------------------
+
+def _moe_model():
+    from unibackend import nn
+
+    bow, tags = nn.Input("bow", 50, sparse=True), nn.Input("tags", ids=True)
+    hidden = nn.Dense(8, "tanh", name="hidden")(bow, nn.EmbeddingMean(21, 4, name="tag_mean")(tags))
+    moe = nn.MixtureOfExperts(6, 4, "relu", name="moe")(hidden, nn.TopKGate(4, 2, name="gate")(hidden))
+    return nn.Model([bow, tags], nn.Dense(3, "softmax", name="classes")(moe), seed=0)
+
+
+def _moe_data():
+    X = sp.random(30, 50, density=0.1, format="csr", random_state=1, dtype=np.float32)
+    ids = np.random.default_rng(0).integers(0, 21, (30, 5))
+    ids[4] = 0  # a row of only padding
+    return X, ids
+
+
+def test_an_nn_model_predicts_lazily_on_dask_inputs_as_on_numpy():
+    """forward on chunked inputs builds a graph only; its values (and predict's)
+    equal the numpy backend's predictions on the same rows."""
+    model = _moe_model()
+    X, ids = _moe_data()
+    want = numpy_ref(model.predict, {"bow": X, "tags": ids})
+    data = {"bow": _sparse_rows(X, (7, 8, 15)), "tags": da.from_array(ids, chunks=(6, 5))}
+    calls = []
+
+    def counting_get(dsk, keys, **kw):
+        calls.append(keys)
+        return dask.get(dsk, keys, **kw)
+
+    with dask.config.set(scheduler=counting_get):
+        out = model.forward(model.params, data)
+    assert isinstance(out, da.Array) and calls == []
+    np.testing.assert_allclose(ub.to_numpy(out), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.predict(data), want, rtol=1e-5, atol=1e-6)
+
+
 # -- on a cluster of two worker processes (module end: the client is the default here on) --
 
 @pytest.fixture(scope="module")
@@ -384,3 +422,12 @@ def test_conformance_scheduler_option_runs_the_suite_on_the_cluster(cluster_clie
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 passed, 0 failed" in proc.stdout
     assert cluster_client.run_on_scheduler(transitions) > before  # the suite's graphs ran there
+
+
+@pytest.mark.slow
+def test_an_nn_model_predicts_on_the_cluster_as_on_numpy(cluster_client):
+    model = _moe_model()
+    X, ids = _moe_data()
+    want = numpy_ref(model.predict, {"bow": X, "tags": ids})
+    out = model.forward(model.params, {"bow": _sparse_rows(X, (10, 20)), "tags": da.from_array(ids, chunks=(10, 5))})
+    np.testing.assert_allclose(cluster_client.compute(out).result(), want, rtol=1e-5, atol=1e-6)
