@@ -215,7 +215,7 @@ class JaxBackend(Backend):
         parts = index if isinstance(index, tuple) else (index,)
         parts = tuple(np.asarray(p) if isinstance(p, list) else p for p in parts)
         for p in parts:
-            if isinstance(p, self._Tracer) and p.dtype == bool:
+            if isinstance(p, self._Tracer) and _is_mask(p):
                 raise IndexError(f"{op}: a boolean mask index must have values under jax.jit "
                                  "(its count decides the shape); pass it as a numpy array")
         self._index_checks(x.shape, parts, op)
@@ -246,7 +246,7 @@ class JaxBackend(Backend):
             if p is Ellipsis:
                 axis += nd - used
                 continue
-            if p is None or isinstance(p, slice) or getattr(p, "dtype", None) == bool or isinstance(p, bool):
+            if p is None or isinstance(p, slice) or _is_mask(p):
                 axis += _dims_used(p)
                 continue
             n = xshape[axis] if axis < nd else 0
@@ -543,6 +543,11 @@ def _dims_used(p):
         return 0
     if isinstance(p, slice):
         return 1
-    if getattr(p, "dtype", None) == bool:
+    if _is_mask(p):
         return len(p.shape)
     return 1
+
+
+def _is_mask(p):
+    """A boolean index part (a Python bool or a bool array)."""
+    return isinstance(p, (bool, np.bool_)) or np.dtype(getattr(p, "dtype", object)) == np.bool_

@@ -335,3 +335,47 @@ def test_users_jax_jit_of_every_op_gives_the_eager_answer():
     J = jax.jit(lambda x: (ub.keep_topk(x, 2), ub.argsort(x), ub.softmax(x), ub.masked_mean(x, x > 1)))
     for g, w in zip(J(x), (ub.keep_topk(x, 2), ub.argsort(x), ub.softmax(x), ub.masked_mean(x, x > 1))):
         np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+
+
+# -- nn --------------------------------------------------------------------
+
+def test_model_trained_on_jax_predicts_the_same_on_numpy_and_jax(tmp_path):
+    from test_nn import tiny_data, tiny_model
+
+    from unibackend import nn
+
+    data, labels = tiny_data(n=32)
+    model = tiny_model()
+    with ub.use_backend("jax"):
+        trainer = nn.Trainer(model, nn.Adam(0.05))
+        losses = [trainer.step(data, labels) for _ in range(10)]
+    assert losses[-1] < 0.8 * losses[0], losses
+    path = model.save(tmp_path / "m.npz")
+    with ub.use_backend("numpy"):
+        ref = nn.load(path).predict(data, output=["gate", "out"])
+    with ub.use_backend("jax"):
+        got = nn.load(path).predict(data, output=["gate", "out"])
+    np.testing.assert_allclose(got["out"], ref["out"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(got["gate"] > 0, ref["gate"] > 0)
+    np.testing.assert_array_equal(got["out"].argmax(1), ref["out"].argmax(1))
+
+
+def test_model_trained_on_torch_predicts_the_same_on_jax(tmp_path):
+    pytest.importorskip("torch")
+    from test_nn import tiny_data, tiny_model
+
+    from unibackend import nn
+
+    data, labels = tiny_data()
+    model = tiny_model()
+    with ub.use_backend("torch"):
+        trainer = nn.Trainer(model, nn.Adam(0.05))
+        for _ in range(3):
+            trainer.step(data, labels)
+    path = model.save(tmp_path / "m.npz")
+    with ub.use_backend("numpy"):
+        ref = nn.load(path).predict(data, output=["gate", "out"])
+    with ub.use_backend("jax"):
+        got = nn.load(path).predict(data, output=["gate", "out"])
+    np.testing.assert_allclose(got["out"], ref["out"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(got["gate"] > 0, ref["gate"] > 0)
