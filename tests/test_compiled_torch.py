@@ -1,0 +1,223 @@
+"""Every op inside torch.compile(fullgraph=True): no graph break, the eager
+answer, bad ids and indices failing with the contract's message.
+
+Quick tests compile with backend="aot_eager" (Dynamo + AOTAutograd, no code
+generation); one test runs the default Inductor on the CPU (slow: a C++ build).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import unibackend as ub  # noqa: E402
+from unibackend import _checks as C  # noqa: E402
+from unibackend import _registry as R  # noqa: E402
+
+_g = torch.Generator().manual_seed(0)
+X = torch.randn(4, 8, generator=_g)
+W = torch.randn(8, 3, generator=_g)
+TABLE = torch.randn(5, 3, generator=_g)
+IDS = torch.tensor([[1, 2, 0], [3, 0, 0], [0, 0, 0]])
+ROWS = torch.tensor([0, 2, 0, -1])
+
+# (name, function, args): every public op, and set/inc_subtensor with every kind of index part
+CASES = [
+    ("dot", lambda a, b: ub.dot(a, b), (X, W)),
+    ("dot_vec", lambda a, b: ub.dot(a, b[:, 0]), (X, W)),
+    ("argsort", lambda a: ub.argsort(a, descending=True), (X,)),
+    ("argsort_axis0", lambda a: ub.argsort(a, axis=0), (X,)),
+    ("keep_topk", lambda a: ub.keep_topk(a, 3), (X,)),
+    ("keep_topk_ties", lambda a: ub.keep_topk(a.round(), 3, axis=0, fill=0.0), (X,)),
+    ("topk_gate", lambda a: ub.topk_gate(a, 2), (X,)),
+    ("softmax", lambda a: ub.softmax(a), (X,)),
+    ("softmax_dead_row", lambda a: ub.softmax(torch.where(a > 9, a, -torch.inf)), (X,)),
+    ("embedding_mean", lambda t, i: ub.embedding_mean(t, i), (TABLE, IDS)),
+    ("embedding_mean_pad_outside", lambda t, i: ub.embedding_mean(t, i - 1, pad_id=-1), (TABLE, IDS)),
+    ("masked_mean", lambda a, m: ub.masked_mean(a, m, axis=1), (X, X > 0)),
+    ("masked_mean_all", lambda a, m: ub.masked_mean(a, m), (X, X > 0)),
+    ("set_int", lambda a: ub.set_subtensor(a, -1, 0.0), (X,)),
+    ("set_slice", lambda a: ub.set_subtensor(a, (slice(None), slice(1, 7, 2)), 5.0), (X,)),
+    ("set_negative_step", lambda a: ub.set_subtensor(a, (1, slice(None, None, -3)), 5.0), (X,)),
+    ("set_ellipsis_none", lambda a: ub.set_subtensor(a, (Ellipsis, None, 2), 1.0), (X,)),
+    ("set_tensor_repeats", lambda a, i: ub.set_subtensor(a, i, torch.arange(32.0).view(4, 8)), (X, ROWS)),
+    ("inc_tensor_repeats", lambda a, i: ub.inc_subtensor(a, i, 1.0), (X, ROWS)),
+    ("inc_tensor_pair", lambda a, i: ub.inc_subtensor(a, (i, i + 1), 2.0), (X, ROWS)),
+    ("set_list", lambda a: ub.set_subtensor(a, (slice(None), [7, 0, 7]), torch.ones(4, 3)), (X,)),
+]
+
+
+def _same(out, ref):
+    assert out.dtype == ref.dtype and out.shape == ref.shape
+    assert torch.equal(out, ref) or torch.allclose(out, ref, rtol=1e-6, atol=1e-7, equal_nan=True)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("name,fn,args", CASES, ids=[c[0] for c in CASES])
+def test_op_compiles_in_one_graph_with_the_eager_answer(name, fn, args):
+    """Property: under torch.compile(fullgraph=True) every op gives exactly
+    the eager answer, and Dynamo sees one graph with no break."""
+    ref = fn(*args)
+    out = torch.compile(fn, backend="aot_eager", fullgraph=True)(*args)
+    _same(out, ref)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(fn)(*args)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+
+
+def test_inputs_are_not_mutated_by_compiled_subtensor():
+    x, i = X.clone(), ROWS.clone()
+    torch.compile(lambda a, j: ub.inc_subtensor(a, j, 1.0), backend="aot_eager", fullgraph=True)(x, i)
+    assert torch.equal(x, X) and torch.equal(i, ROWS)
+
+
+def test_compiled_set_subtensor_keeps_the_last_write_of_a_repeated_position():
+    x = torch.zeros(3)
+    out = torch.compile(lambda a, i, v: ub.set_subtensor(a, i, v), backend="aot_eager", fullgraph=True)(
+        x, torch.tensor([1, 1, 1, 2]), torch.tensor([5.0, 6.0, 7.0, 8.0]))
+    assert out.tolist() == [0.0, 7.0, 8.0]
+
+
+def test_a_bad_id_in_compiled_code_raises_the_contract_index_error():
+    f = torch.compile(lambda t, i: ub.embedding_mean(t, i), backend="aot_eager", fullgraph=True)
+    f(TABLE, IDS)
+    with pytest.raises(IndexError, match=r"embedding_mean: id 7 is out of range for a table of 5 rows"):
+        f(TABLE, torch.tensor([[1, 7, 0], [0, 0, 0], [0, 0, 0]]))
+    with pytest.raises(IndexError, match=r"id -2 is out of range"):
+        f(TABLE, torch.tensor([[1, -2, 0], [0, 0, 0], [0, 0, 0]]))
+
+
+def test_a_bad_index_tensor_in_compiled_code_raises_the_contract_index_error():
+    f = torch.compile(lambda a, i: ub.inc_subtensor(a, i, 1.0), backend="aot_eager", fullgraph=True)
+    f(X, ROWS)
+    with pytest.raises(IndexError, match=r"inc_subtensor: .*index 4 is out of bounds for axis 0 with size 4"):
+        f(X, torch.tensor([0, 4]))
+    with pytest.raises(IndexError, match=r"index -5 is out of bounds for axis 0 with size 4"):
+        f(X, torch.tensor([-5, 0]))
+
+
+def test_a_static_error_in_compiled_code_carries_the_contract_message():
+    """With fullgraph=True Dynamo reports an exception raised while tracing
+    as its own Unsupported (a RuntimeError) holding the contract's message;
+    without fullgraph the contract's exception itself propagates."""
+    with pytest.raises(RuntimeError, match=r"keep_topk: k=9 is out of range"):
+        torch.compile(lambda a: ub.keep_topk(a, 9), backend="aot_eager", fullgraph=True)(X)
+    torch._dynamo.reset()
+    with pytest.raises(ValueError, match=r"keep_topk: k=9 is out of range"):
+        torch.compile(lambda a: ub.keep_topk(a, 9), backend="aot_eager")(X)
+
+
+@pytest.fixture
+def gpu_paths_on_cpu():
+    """The CPU instance taking the device code paths (what a CUDA tensor takes)."""
+    B = R.backend("torch")
+    B.gpu_paths = True
+    yield B
+    B.gpu_paths = False
+
+
+def test_sync_free_checks_fail_the_call_in_the_device_path(gpu_paths_on_cpu):
+    """In the sync-free mode a device checks values with an async assert:
+    the call fails (on a CPU at once, RuntimeError) naming the table size;
+    good input gives the default mode's answer."""
+    bad = torch.tensor([[1, 7, 0]])
+    with ub.sync_free():
+        assert C.sync_free_checks()
+        _same(ub.embedding_mean(TABLE, IDS), ub.embedding_mean(TABLE.double(), IDS).float())
+        with pytest.raises(RuntimeError, match=r"embedding_mean: an id is out of range for a table of 5 rows"):
+            ub.embedding_mean(TABLE, bad)
+        with pytest.raises(RuntimeError, match=r"set_subtensor: an index tensor is out of bounds for axis 0 with size 4"):
+            ub.set_subtensor(X, torch.tensor([4]), 0.0)
+        ref = X.numpy().copy()
+        np.add.at(ref, ROWS.numpy(), 1.0)
+        _same(ub.inc_subtensor(X, ROWS, 1.0), torch.from_numpy(ref))
+    assert not C.sync_free_checks()
+    with pytest.raises(IndexError, match=r"id 7 is out of range"):  # default again: the host check
+        ub.embedding_mean(TABLE, bad)
+
+
+def test_sync_free_switch_default_and_context():
+    assert not C.sync_free_checks()
+    ub.set_sync_free(True)
+    try:
+        assert C.sync_free_checks()
+        with ub.sync_free(False):
+            assert not C.sync_free_checks()
+        assert C.sync_free_checks()
+    finally:
+        ub.set_sync_free(False)
+    with pytest.raises(TypeError, match="enabled must be a bool"):
+        ub.set_sync_free("yes")
+
+
+def test_a_compiled_call_first_in_a_fresh_process():
+    """The first use of unibackend in a process inside a compiled function
+    (nothing classified, no plugin loaded) traces in one graph."""
+    code = (
+        "import torch, unibackend as ub\n"
+        "f = torch.compile(lambda a: ub.keep_topk(ub.softmax(a), 2), backend='aot_eager', fullgraph=True)\n"
+        "x = torch.randn(3, 5)\n"
+        "assert torch.equal(f(x), ub.keep_topk(ub.softmax(x), 2))\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_inductor_on_the_cpu_compiles_ops_with_the_eager_answer():
+    """The default backend (Inductor, generated C++): a small model of
+    several ops in one graph gives the eager answer and still rejects bad ids."""
+    def model(x, table, ids, rows):
+        h = ub.embedding_mean(table, ids)
+        g = ub.topk_gate(ub.dot(x[:3, :3], h.T), 2)
+        return ub.masked_mean(ub.inc_subtensor(g, rows, 1.0), g > 0, axis=1)
+
+    args = (X, TABLE, IDS, torch.tensor([0, 2, 0]))
+    f = torch.compile(model, fullgraph=True)
+    _same(f(*args), model(*args))
+    with pytest.raises(IndexError, match=r"id 9 is out of range"):
+        f(X, TABLE, torch.tensor([[9, 0, 0], [0, 0, 0], [0, 0, 0]]), args[3])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_sync_free_mode_makes_no_host_sync_on_cuda():
+    dev = "cuda"
+    x = torch.randn(64, 256, device=dev)
+    table, ids = torch.randn(100, 16, device=dev), torch.randint(0, 100, (32, 8), device=dev)
+    rows = torch.randint(0, 64, (10,), device=dev)
+    calls = [lambda: ub.keep_topk(x, 4), lambda: ub.topk_gate(x, 4), lambda: ub.softmax(x),
+             lambda: ub.masked_mean(x, x > 0, axis=1), lambda: ub.embedding_mean(table, ids),
+             lambda: ub.inc_subtensor(x, rows, 1.0), lambda: ub.set_subtensor(x, rows, 0.0),
+             lambda: ub.argsort(x), lambda: ub.dot(x, x.T)]
+    for c in calls:
+        c()  # first calls load and cache outside the counted region
+    torch.cuda.synchronize()
+    with ub.sync_free():
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for c in calls:
+                c()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    torch.cuda.synchronize()
+
+
+def test_no_framework_is_imported_by_import_unibackend():
+    """Loading the plugin classes at import (so they prepare their tracers)
+    imports no framework."""
+    code = "import sys, unibackend\nprint(sorted({'torch', 'tensorflow', 'jax', 'pytensor', 'theano'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "UNIBACKEND_BACKEND": ""})
+    assert out.stdout.strip() == "[]", out.stderr
