@@ -25,7 +25,7 @@ import sys
 
 import numpy as np
 
-from unibackend._checks import check_broadcast
+from unibackend._checks import check_broadcast, sync_free_checks
 from unibackend.plugin import Backend, Capabilities, check_scalar_output, scipy_grad_input, stable_descending
 
 # Inside ub.function the user's f is traced under checkify: value checks are
@@ -125,6 +125,9 @@ class JaxBackend(Backend):
     def is_symbolic(self, x):
         return isinstance(x, self._Tracer)
 
+    def is_tracing(self, x):
+        return isinstance(x, self._Tracer)
+
     def is_sparse(self, x):
         sparse = sys.modules.get("jax.experimental.sparse")
         return sparse is not None and isinstance(x, sparse.JAXSparse)
@@ -162,7 +165,7 @@ class JaxBackend(Backend):
         return self._sparse_module().BCOO((self.asarray(x.data, dtype), x.indices), shape=x.shape)
 
     def id_bounds(self, ids, pad_id):
-        if isinstance(ids, self._Tracer):
+        if isinstance(ids, self._Tracer) or sync_free_checks():
             return None  # checked in the graph by embedding_mean
         if ids.size == 0:
             return None
@@ -250,7 +253,7 @@ class JaxBackend(Backend):
                 axis += _dims_used(p)
                 continue
             n = xshape[axis] if axis < nd else 0
-            if isinstance(p, self._Tracer):
+            if isinstance(p, self._Tracer) or (isinstance(p, self._Array) and sync_free_checks()):
                 i = p.astype(np.int64)
                 bad = (i < -n) | (i >= n)
                 worst = jnp.where(jnp.any(bad & (i < 0)), jnp.min(jnp.where(bad, i, 0)), jnp.max(jnp.where(bad, i, 0)))
@@ -269,7 +272,7 @@ class JaxBackend(Backend):
         if _FUNCTIONALISED.get():
             self.checkify.check(ok, _TAG.format(kind) + fmt, **values)
         else:
-            self.jax.debug.callback(functools.partial(_raise_unless, _KINDS[kind], fmt), ok, **values)
+            self._k_check(ok, values, kind, fmt)  # compiled: on a device it runs without a host sync
 
     def masked_mean(self, x, mask, axes):
         return self._k_masked_mean(x, mask, axes)
@@ -290,7 +293,7 @@ class JaxBackend(Backend):
         V, d = table.shape
         info = np.iinfo(np.dtype(ids.dtype))
         pad = pad_id if info.min <= pad_id <= info.max else None  # None: no id can be padding
-        traced = isinstance(ids, self._Tracer)
+        traced = isinstance(ids, self._Tracer) or sync_free_checks()  # sync-free: checked in the graph
         if n == 0 or L == 0 or d == 0 or V == 0:
             out = self.jnp.zeros((n, d), table.dtype)
             if traced and V == 0 and L and n:
@@ -504,6 +507,11 @@ def _build_kernels(B):
             out = jnp.where(jnp.any(bad, axis=1, keepdims=True), jnp.nan, out)
         return out
 
+    @functools.partial(jit, static_argnums=(2, 3))
+    def check(ok, values, kind, fmt):
+        jax.debug.callback(functools.partial(_raise_unless, _KINDS[kind], fmt), ok, **values)
+
+    B._k_check = check
     B._k_bounds = bounds
     B._k_dot = dot
     B._k_sparse_dot = sparse_dot

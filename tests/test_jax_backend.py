@@ -379,3 +379,25 @@ def test_model_trained_on_torch_predicts_the_same_on_jax(tmp_path):
         got = nn.load(path).predict(data, output=["gate", "out"])
     np.testing.assert_allclose(got["out"], ref["out"], rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(got["gate"] > 0, ref["gate"] > 0)
+
+
+def test_inside_a_users_jax_jit_duplicate_writes_keep_the_last_and_a_bad_static_index_raises():
+    J = jax.jit(lambda x, v: ub.set_subtensor(x, np.array([1, 3, 1]), v))
+    np.testing.assert_array_equal(np.asarray(J(jnp.zeros(4), jnp.array([1.0, 2.0, 3.0]))), [0, 3, 0, 2])
+    with pytest.raises(IndexError, match="set_subtensor: index 4 is out of range for axis 0 with size 4"):
+        jax.jit(lambda x: ub.set_subtensor(x, np.array([4]), 1.0))(jnp.zeros(4))
+
+
+def test_sync_free_mode_checks_ids_and_indices_in_the_graph_with_the_same_answers():
+    from unibackend._checks import sync_free
+
+    table, ids = jnp.arange(12.0).reshape(4, 3), jnp.array([[1, 2, 0], [3, 3, 0]])
+    with sync_free():
+        np.testing.assert_array_equal(np.asarray(ub.embedding_mean(table, ids)),
+                                      np.asarray(ub.embedding_mean(table, np.asarray(ids))))
+        np.testing.assert_array_equal(np.asarray(ub.set_subtensor(jnp.zeros(4), jnp.array([1, 1]), jnp.array([5.0, 6.0]))),
+                                      [0, 6, 0, 0])
+        with pytest.raises(jax.errors.JaxRuntimeError, match="embedding_mean: id 7 is out of range"):
+            np.asarray(ub.embedding_mean(table, jnp.array([[1, 7, 0]])))
+        with pytest.raises(jax.errors.JaxRuntimeError, match="inc_subtensor: index 9 is out of range"):
+            np.asarray(ub.inc_subtensor(jnp.zeros(4), jnp.array([9]), 1.0))
