@@ -11,13 +11,15 @@ import math
 
 import numpy as np
 
-from unibackend._plugin import Backend, Capabilities
+from unibackend._checks import is_scipy_sparse
+from unibackend.plugin import Backend, Capabilities, check_scalar_output, scipy_grad_input
 
 
 class TorchBackend(Backend):
     name = "torch"
-    module = "torch"
+    modules = ("torch",)
     extra = "torch"
+    distributions = ("torch",)
     capabilities = Capabilities(autodiff=True, sparse=True, symbolic=False, devices=True)
 
     # -- set-up ------------------------------------------------------------
@@ -159,9 +161,6 @@ class TorchBackend(Backend):
                 return dt
         return None
 
-    def is_symbolic(self, x):
-        return False  # torch is eager: every tensor has its value
-
     def is_sparse(self, x):
         return isinstance(x, self._Tensor) and x.layout is not self._strided
 
@@ -274,27 +273,27 @@ class TorchBackend(Backend):
             x = t.where(t.isnan(x), math.nan, x + 0.0)
         return t.argsort(x, dim=axis, descending=descending, stable=True)
 
-    def set_subtensor(self, x, sub, value, accumulate):
+    def set_subtensor(self, x, index, value, accumulate):
         signed = self._signed.get(x.dtype)
         if signed is not None:
             # torch's index_put has no uint16/32/64 kernel; the same bits as
             # signed ints give the same writes and (modular) additions.
-            return self.set_subtensor(x.view(signed), sub, value.view(signed), accumulate).view(x.dtype)
-        if sub.basic:
+            return self.set_subtensor(x.view(signed), index, value.view(signed), accumulate).view(x.dtype)
+        if index.basic:
             out = x.clone()
             if accumulate:
-                out[sub.index] += value
+                out[index.index] += value
             else:
-                out[sub.index] = value
+                out[index.index] = value
             return out
         # Flat positions are row-major: write into a C-contiguous copy.
         out = x.clone(memory_format=self.torch.contiguous_format)
         flat = out.view(-1)
-        vals = value.broadcast_to(sub.shape).reshape(-1)
+        vals = value.broadcast_to(index.shape).reshape(-1)
         if accumulate:
-            flat.index_put_((self._positions(sub.positions(), x.device),), vals, accumulate=True)
+            flat.index_put_((self._positions(index.positions(), x.device),), vals, accumulate=True)
         else:
-            pos, take = sub.last_writes()
+            pos, take = index.last_writes()
             if take is not None:
                 vals = vals[self._positions(take, x.device)]
             flat.index_put_((self._positions(pos, x.device),), vals)
@@ -399,38 +398,47 @@ class TorchBackend(Backend):
         return self.F.embedding_bag(t.where(real, ids, 0), table, mode="sum",
                                     per_sample_weights=weights)
 
+    # -- math for nn (torch's own functions: autograd records them) -------
+    def tanh(self, x):
+        return self.asarray(x).tanh()
+
+    def relu(self, x):
+        return self.asarray(x).relu()
+
+    def exp(self, x):
+        return self.asarray(x).exp()
+
+    def log(self, x):
+        return self.asarray(x).log()
+
+    def reduce_sum(self, x, axis, keepdims):
+        return self.asarray(x).sum(dim=axis, keepdim=keepdims)
+
+    def reduce_max(self, x, axis, keepdims):
+        return self.asarray(x).amax(dim=axis, keepdim=keepdims)
+
     # -- autodiff and compilation ------------------------------------------
     def value_and_grad(self, f, argnums, args, kwargs):
         t = self.torch
-        nums = argnums if isinstance(argnums, tuple) else (argnums,)
-        nums = [n % len(args) for n in nums]
         args = list(args)
-        for n in set(nums):
+        for n in set(argnums):
             args[n] = self._grad_input(args[n])
         value = f(*args, **kwargs)
         if not isinstance(value, self._Tensor):
             value = self.asarray(value)
-        if value.numel() != 1:
-            raise TypeError(  # as the TF plugin (and JAX) say it
-                f"value_and_grad: f must return a scalar, got a value of shape {tuple(value.shape)}"
-            )
-        inputs = [args[n] for n in nums]
+        check_scalar_output(tuple(value.shape))
+        inputs = [args[n] for n in argnums]
         if value.requires_grad:
             grads = t.autograd.grad(value, inputs, allow_unused=True)
         else:
             grads = (None,) * len(inputs)
-        grads = tuple(g if g is not None else t.zeros_like(a) for g, a in zip(grads, inputs))
-        value = value.detach()
-        return value, (grads if isinstance(argnums, tuple) else grads[0])
+        return value.detach(), tuple(g if g is not None else t.zeros_like(a) for g, a in zip(grads, inputs))
 
     def _grad_input(self, x):
         """A fresh float leaf tensor requiring grad (a sparse one for sparse x)."""
         t = self.torch
-        from unibackend._checks import canonical_csr, is_scipy_sparse, result_float
-
         if is_scipy_sparse(x):
-            csr = canonical_csr("value_and_grad", x, result_float("value_and_grad", x.dtype))
-            x = self.sparse_from_scipy(csr).to_sparse_coo()
+            x = self.sparse_from_scipy(scipy_grad_input(x)).to_sparse_coo()
         elif not isinstance(x, self._Tensor):
             x = self.asarray(x)
         if not (x.is_floating_point() or x.is_complex()):

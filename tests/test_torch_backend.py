@@ -762,6 +762,39 @@ def test_id_bounds_ignores_padding_and_is_none_for_all_padding(device):
         assert B.id_bounds(T(np.array([[3, 200]], np.uint8), device), -1) == (3, 200)
 
 
+# -- math for nn -----------------------------------------------------------------------
+
+NN_X = np.array([[0.5, -1.0, 2.0], [3.0, 0.25, -0.5]])
+
+
+@pytest.mark.parametrize("name, args", [
+    ("tanh", ()), ("relu", ()), ("exp", ()), ("log", ()),
+    *[(r, (axis, keep)) for r in ("reduce_sum", "reduce_max") for axis in (None, 0, 1) for keep in (False, True)],
+])
+def test_nn_math_gives_numpys_values_as_tensors_on_xs_device(device, name, args):
+    """Each primitive equals the base's numpy default, as a torch tensor on x's device."""
+    x = np.abs(NN_X) if name == "log" else NN_X
+    with ub.use_backend("torch", device) as B:
+        got = getattr(B, name)(T(x, device), *args)
+    assert isinstance(got, torch.Tensor) and got.device.type == device
+    with ub.use_backend("numpy") as NP:
+        want = getattr(NP, name)(x, *args)
+    assert got.dtype == torch.float64 and tuple(got.shape) == want.shape
+    assert_within(ub.to_numpy(got), want)
+
+
+def test_nn_math_is_differentiated_by_autograd(device):
+    """d/dx sum(tanh x) = 1 - tanh(x)^2, d/dx sum(log exp relu x) = [x > 0],
+    d/dx max_rows(x) = one-hot of each row's max."""
+    with ub.use_backend("torch", device) as B:
+        g_tanh = ub.grad(lambda x: B.reduce_sum(B.tanh(x), None, False))(NN_X)
+        g_relu = ub.grad(lambda x: B.reduce_sum(B.log(B.exp(B.relu(x))), None, False))(NN_X)
+        g_max = ub.grad(lambda x: B.reduce_sum(B.reduce_max(x, 1, True), None, False))(NN_X)
+    assert_within(ub.to_numpy(g_tanh), 1 - np.tanh(NN_X) ** 2)
+    assert_within(ub.to_numpy(g_relu), (NN_X > 0).astype(float))  # exp(x) / exp(x): within rounding
+    np.testing.assert_array_equal(ub.to_numpy(g_max), [[0, 0, 1], [1, 0, 0]])
+
+
 # -- autodiff --------------------------------------------------------------------------
 
 def test_value_and_grad_returns_torch_value_and_gradients(device):
@@ -795,7 +828,7 @@ def test_grad_does_not_touch_the_callers_tensor():
 
 
 def test_value_and_grad_of_a_non_scalar_function_is_type_error():
-    with pytest.raises(TypeError, match="scalar"):
+    with pytest.raises(TypeError, match=r"value_and_grad: f must return a scalar, got a value of shape \(3,\)"):
         ub.grad(lambda x: x * 2)(torch.ones(3))
 
 
