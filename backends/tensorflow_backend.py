@@ -16,8 +16,7 @@ import weakref
 
 import numpy as np
 
-from unibackend._checks import canonical_csr
-from unibackend._plugin import Backend, Capabilities
+from unibackend.plugin import Backend, Capabilities, check_scalar_output, id_bounds, scipy_grad_input
 
 # An in-graph check that fails raises tf.errors.InvalidArgumentError carrying
 # a tag; ub.function turns it back into the named Python exception.
@@ -28,7 +27,7 @@ _KINDS = {"IndexError": IndexError, "ValueError": ValueError}
 
 class TensorflowBackend(Backend):
     name = "tensorflow"
-    module = "tensorflow"
+    modules = ("tensorflow",)
     extra = "tensorflow"
     distributions = ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tf-nightly")
     capabilities = Capabilities(autodiff=True, sparse=True, symbolic=True, devices=False)
@@ -166,9 +165,9 @@ class TensorflowBackend(Backend):
         tf = self.tf
         if self.is_symbolic(ids):
             value = tf.get_static_value(ids)
-            return None if value is None else _bounds(value, pad_id)  # else checked in-graph
+            return None if value is None else id_bounds(value, pad_id)  # else checked in-graph
         if self._eager_cpu(ids):
-            return _bounds(ids.numpy(), pad_id)  # .numpy() of a CPU tensor is no copy
+            return id_bounds(ids.numpy(), pad_id)  # .numpy() of a CPU tensor is no copy
         return self._device_bounds(ids, pad_id)
 
     def _device_bounds(self, ids, pad_id):
@@ -288,17 +287,17 @@ class TensorflowBackend(Backend):
         perm = [i for i in range(nd) if i != axis] + [axis]
         return self.tf.transpose(x, perm), perm
 
-    def set_subtensor(self, x, sub, value, accumulate):
-        if not hasattr(sub, "positions"):  # raw index: symbolic shape or index
-            return self._set_symbolic(x, sub, value, accumulate)
-        if 0 in sub.shape or 0 in sub.xshape:
+    def set_subtensor(self, x, index, value, accumulate):
+        if not hasattr(index, "positions"):  # raw index: symbolic shape or index
+            return self._set_symbolic(x, index, value, accumulate)
+        if 0 in index.shape or 0 in index.xshape:
             return self.tf.identity(x)  # nothing to write (TF's scatters refuse an empty x)
-        parts, lead = _leading_parts(sub.index, sub.xshape)
-        if sub.basic and lead == len(sub.xshape) and lead:
+        parts, lead = _leading_parts(index.index, index.xshape)
+        if index.basic and lead == len(index.xshape) and lead:
             # A block that reaches the last axis: one strided-slice update
             # (whole rows go to the row scatter below, several times faster).
-            return self._set_slices(x, sub, value, accumulate)
-        return self._set_rows(x, sub, value, accumulate, parts, lead)
+            return self._set_slices(x, index, value, accumulate)
+        return self._set_rows(x, index, value, accumulate, parts, lead)
 
     def _set_slices(self, x, sub, value, accumulate):
         """ints and forward slices: one strided-slice update of a copy."""
@@ -486,46 +485,64 @@ class TensorflowBackend(Backend):
         return tf.sparse.segment_mean(table, tf.gather_nd(ids, where), where[:, 0], num_segments=n,
                                       **self._sparse_gradient)
 
+    # -- math for nn (TF's own functions: tapes and graphs record them) ----
+    def tanh(self, x):
+        return self.tf.math.tanh(self.asarray(x))
+
+    def relu(self, x):
+        return self.tf.nn.relu(self.asarray(x))
+
+    def exp(self, x):
+        return self.tf.math.exp(self.asarray(x))
+
+    def log(self, x):
+        return self.tf.math.log(self.asarray(x))
+
+    def reduce_sum(self, x, axis, keepdims):
+        return self.tf.reduce_sum(self.asarray(x), axis=axis, keepdims=keepdims)
+
+    def reduce_max(self, x, axis, keepdims):
+        return self.tf.reduce_max(self.asarray(x), axis=axis, keepdims=keepdims)
+
     # -- autodiff and compilation ------------------------------------------
     def value_and_grad(self, f, argnums, args, kwargs):
         tf = self.tf
-        nums = argnums if isinstance(argnums, tuple) else (argnums,)
         args = list(args)
         with tf.GradientTape() as tape:
-            sources = []
-            for i in nums:
-                a = args[i]
-                if self.sp.issparse(a):
-                    a = self.sparse_from_scipy(canonical_csr("value_and_grad", a))
-                if isinstance(a, tf.SparseTensor):
-                    # Structured gradient: only w.r.t. the stored values.
-                    values = tf.identity(a.values)
-                    tape.watch(values)
-                    args[i] = tf.SparseTensor(a.indices, values, a.dense_shape)
-                    sources.append(values)
-                    continue
-                if not isinstance(a, tf.Variable):
-                    a = self.asarray(a)
-                    if not (a.dtype.is_floating or a.dtype.is_complex):
-                        a = tf.cast(a, tf.float64)  # as the ops promote integers
-                    args[i] = a
-                tape.watch(a)
-                sources.append(a)
+            sources = [self._watched(tape, args, i) for i in argnums]
             value = self.asarray(f(*args, **kwargs))
-        if value.shape.rank != 0:
-            raise TypeError(
-                f"value_and_grad: f must return a scalar, got a value of shape {tuple(value.shape.as_list())}"
-            )
+        check_scalar_output(tuple(value.shape.as_list()) if value.shape.rank is not None else (None,))
         grads = tape.gradient(value, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         out = []
-        for i, g in zip(nums, grads):
+        for i, g in zip(argnums, grads):
             a = args[i]
             if isinstance(g, tf.IndexedSlices):
                 g = tf.convert_to_tensor(g)
             if isinstance(a, tf.SparseTensor):
                 g = tf.SparseTensor(a.indices, g, a.dense_shape)
             out.append(g)
-        return value, (tuple(out) if isinstance(argnums, tuple) else out[0])
+        return value, tuple(out)
+
+    def _watched(self, tape, args, i):
+        """Watch ``args[i]`` (replaced by the tensor to differentiate) and
+        return the source its gradient is taken of."""
+        tf = self.tf
+        a = args[i]
+        if self.sp.issparse(a):
+            a = self.sparse_from_scipy(scipy_grad_input(a))
+        if isinstance(a, tf.SparseTensor):
+            # Structured gradient: only w.r.t. the stored values.
+            values = tf.identity(a.values)
+            tape.watch(values)
+            args[i] = tf.SparseTensor(a.indices, values, a.dense_shape)
+            return values
+        if not isinstance(a, tf.Variable):
+            a = self.asarray(a)
+            if not (a.dtype.is_floating or a.dtype.is_complex):
+                a = tf.cast(a, tf.float64)  # as the ops promote integers
+            args[i] = a
+        tape.watch(a)
+        return a
 
     def function(self, f):
         tf = self.tf
@@ -541,17 +558,6 @@ class TensorflowBackend(Backend):
                 raise _KINDS[found.group(1)](found.group(2).strip()) from None
 
         return run
-
-
-def _bounds(ids, pad_id):
-    """(min, max) of the non-pad entries of a numpy array, or None."""
-    if ids.size == 0:
-        return None
-    lo, hi = int(ids.min()), int(ids.max())
-    if pad_id != lo and pad_id != hi:  # the extremes are real ids
-        return lo, hi
-    real = ids[ids != pad_id]
-    return (int(real.min()), int(real.max())) if real.size else None
 
 
 def _inverse(perm):

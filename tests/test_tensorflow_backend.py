@@ -462,6 +462,39 @@ def test_embedding_mean_keeps_memory_linear_no_n_by_l_by_d_gather():
     same(f(tf.constant(table), tf.constant(ids)), ref(ub.embedding_mean, table, ids))
 
 
+# -- math for nn ---------------------------------------------------------------------
+
+NN_X = np.array([[0.5, -1.0, 2.0], [3.0, 0.25, -0.5]])
+
+
+@pytest.mark.parametrize("name, args", [
+    ("tanh", ()), ("relu", ()), ("exp", ()), ("log", ()),
+    *[(r, (axis, keep)) for r in ("reduce_sum", "reduce_max") for axis in (None, 0, 1) for keep in (False, True)],
+])
+def test_nn_math_agrees_with_numpy_eager_and_inside_a_tf_function(tensorflow_backend, name, args):
+    """Each primitive equals the base's numpy default, as a tf.Tensor, eager
+    and traced into a graph (where x is symbolic)."""
+    B = tensorflow_backend
+    x = np.abs(NN_X) if name == "log" else NN_X
+    with ub.use_backend("numpy") as NP:
+        want = getattr(NP, name)(x, *args)
+    same(getattr(B, name)(x, *args), want)
+    traced = tf.function(lambda t: getattr(B, name)(t, *args), input_signature=[tf.TensorSpec([None, 3], tf.float64)])
+    same(traced(tf.constant(x)), want)
+
+
+def test_nn_math_is_differentiated_by_the_gradient_tape(tensorflow_backend):
+    """d/dx sum(tanh x) = 1 - tanh(x)^2, d/dx sum(log exp relu x) = [x > 0],
+    d/dx max_rows(x) = one-hot of each row's max."""
+    B = tensorflow_backend
+    g_tanh = ub.grad(lambda x: B.reduce_sum(B.tanh(x), None, False))(NN_X)
+    g_relu = ub.grad(lambda x: B.reduce_sum(B.log(B.exp(B.relu(x))), None, False))(NN_X)
+    g_max = ub.grad(lambda x: B.reduce_sum(B.reduce_max(x, 1, True), None, False))(NN_X)
+    same(g_tanh, 1 - np.tanh(NN_X) ** 2)
+    same(g_relu, (NN_X > 0).astype(float))  # exp(x) / exp(x): within rounding
+    same(g_max, np.array([[0.0, 0, 1], [1, 0, 0]]), exact=True)
+
+
 # -- autodiff and tf.function -------------------------------------------------------
 
 def test_value_and_grad_returns_a_tf_scalar_and_dense_grads_for_each_argnum():
