@@ -27,7 +27,7 @@ from collections import OrderedDict
 import numpy as np
 
 from unibackend._checks import Subtensor
-from unibackend._plugin import Backend, Capabilities
+from unibackend.plugin import Backend, Capabilities, check_scalar_output, id_bounds, stable_descending
 
 ENV = "UNIBACKEND_THEANO"
 IMPLEMENTATIONS = {"pytensor": "pytensor", "theano": "Theano"}  # module -> distribution
@@ -56,10 +56,10 @@ def _sig(a):
 
 class TheanoBackend(Backend):
     name = "theano"
-    module = ("pytensor", "theano")
-    distributions = ("pytensor", "Theano")
+    modules = ("pytensor", "theano")
     extra = "theano"
-    capabilities = Capabilities(autodiff=True, sparse=True, symbolic=True, devices=False)
+    distributions = ("pytensor", "Theano")
+    capabilities = Capabilities(autodiff=True, sparse=True, symbolic=True, devices=False, eager_compiles=True)
     #: the implementation this name forces ("" : PyTensor if installed, else Theano)
     forces = ""
     #: compiled eager functions kept (least recently used dropped first)
@@ -188,10 +188,8 @@ class TheanoBackend(Backend):
         return x.dtype
 
     def plain_float_dtype(self, x):
-        if type(x) is np.ndarray:
-            dt = x.dtype
-            if dt.kind == "f":
-                return dt
+        if type(x) is np.ndarray and (dt := x.dtype).kind == "f":  # an eager tensor: a numpy array
+            return dt
         return None
 
     def is_symbolic(self, x):
@@ -225,10 +223,7 @@ class TheanoBackend(Backend):
     def id_bounds(self, ids, pad_id):
         if isinstance(ids, self._Var):
             return None  # checked inside the graph
-        real = ids[ids != pad_id]
-        if real.size == 0:
-            return None
-        return int(real.min()), int(real.max())
+        return id_bounds(ids, pad_id)
 
     # -- ops ---------------------------------------------------------------
     def dot(self, a, b):
@@ -295,23 +290,44 @@ class TheanoBackend(Backend):
         args = (table, ids, np.array(pad_id, np.int64))
         return self._eager(("embedding_mean", _sig(table), _sig(ids)), self._g_embedding_mean, args, (False,))
 
+    # -- math for nn: graph ops on symbolic variables; numpy arrays (eager
+    # results) keep the base's numpy defaults rather than compile a graph.
+    def tanh(self, x):
+        return self.T.tanh(x) if self._symbolic(x) else super().tanh(x)
+
+    def relu(self, x):
+        return self.T.maximum(x, 0) if self._symbolic(x) else super().relu(x)
+
+    def exp(self, x):
+        return self.T.exp(x) if self._symbolic(x) else super().exp(x)
+
+    def log(self, x):
+        return self.T.log(x) if self._symbolic(x) else super().log(x)
+
+    def reduce_sum(self, x, axis, keepdims):
+        if self._symbolic(x):
+            return self.T.sum(x, axis=axis, keepdims=keepdims)
+        return super().reduce_sum(x, axis, keepdims)
+
+    def reduce_max(self, x, axis, keepdims):
+        if self._symbolic(x):
+            return self.T.max(x, axis=axis, keepdims=keepdims)
+        return super().reduce_max(x, axis, keepdims)
+
     # -- autodiff and compilation ------------------------------------------
     def value_and_grad(self, f, argnums, args, kwargs):
-        nums = tuple(n % len(args) for n in (argnums if isinstance(argnums, tuple) else (argnums,)))
         if self._any_symbolic(args, kwargs):
             value = self._scalar_cost(f(*args, **kwargs))
-            grads = self._grads(value, [self._sym(args[n]) for n in nums])
-            return value, (tuple(grads) if isinstance(argnums, tuple) else grads[0])
-        inputs, key = self._trace_signature(("value_and_grad", f, nums), args, kwargs, nums)
+            return value, tuple(self._grads(value, [self._sym(args[n]) for n in argnums]))
+        inputs, key = self._trace_signature(("value_and_grad", f, argnums), args, kwargs, argnums)
 
         def build(*syms):
             a, kw = self._rebuild(args, kwargs, inputs, syms)
             value = self._scalar_cost(f(*a, **kw))
-            return [value] + self._grads(value, [a[n] for n in nums]), None
+            return [value] + self._grads(value, [a[n] for n in argnums]), None
 
         out, _ = self._run_traced(key, build, inputs)
-        grads = [self._result(g) for g in out[1:]]
-        return self._result(out[0]), (tuple(grads) if isinstance(argnums, tuple) else grads[0])
+        return self._result(out[0]), tuple(self._result(g) for g in out[1:])
 
     def function(self, f):
         def compiled(*args):
@@ -503,8 +519,7 @@ class TheanoBackend(Backend):
 
     def _scalar_cost(self, value):
         value = self._sym(value)
-        if value.ndim != 0:
-            raise TypeError(f"value_and_grad: f must return a scalar, got a value of {value.ndim} dims")
+        check_scalar_output((None,) * value.ndim)  # a graph's dims are open: only a 0-dim value passes
         return value
 
     def _grads(self, value, wrt):
@@ -542,11 +557,8 @@ class TheanoBackend(Backend):
         T = self.T
         if not descending:
             return T.cast(T.argsort(x, axis=axis, kind="mergesort"), "int64")
-        # Stable descending: sort the reversed array ascending, reverse the
-        # result and map positions back, so ties keep their original order.
-        flip = (slice(None),) * axis + (slice(None, None, -1),)
-        rev = T.argsort(x[flip], axis=axis, kind="mergesort")
-        return T.cast(x.shape[axis] - 1 - rev[flip], "int64")
+        out = stable_descending(lambda v, a: T.argsort(v, axis=a, kind="mergesort"), _flip, x, axis, x.shape[axis])
+        return T.cast(out, "int64")
 
     def _shape_with(self, x, axis, n):
         """x's symbolic shape with dim ``axis`` set to ``n``."""
@@ -688,10 +700,14 @@ class PytensorBackend(TheanoBackend):
     """``pytensor``: the theano backend with PyTensor forced."""
 
     name = "pytensor"
-    alias_of = "theano"
-    module = "pytensor"
+    modules = ("pytensor",)
     distributions = ("pytensor",)
+    alias_of = "theano"
     forces = "pytensor"
+
+
+def _flip(x, axis):
+    return x[(slice(None),) * axis + (slice(None, None, -1),)]
 
 
 def _hashable(a):
