@@ -4,12 +4,14 @@ import os
 import subprocess
 import sys
 import threading
+import types
 
 import numpy as np
 import pytest
 
 import unibackend as ub
 from unibackend import _registry as R
+from unibackend.plugin import Backend
 from unibackend.plugins.numpy_backend import NumpyBackend
 
 FRAMEWORKS = ("torch", "tensorflow", "pytensor", "theano", "jax", "scipy")
@@ -78,7 +80,7 @@ def test_unknown_backend_name_lists_known_ones():
 
 class _Missing(NumpyBackend):
     name = "missingfw"
-    module = "surely_not_a_module_xyz"
+    modules = ("surely_not_a_module_xyz",)
     extra = "missingfw"
 
 
@@ -177,7 +179,7 @@ class FakeTensor2:
 
 def _fake_backend(name, modname, tensor_type):
     class Fake(NumpyBackend):
-        module = modname
+        modules = (modname,)
 
         def load(self):
             super().load()
@@ -196,8 +198,6 @@ def _fake_backend(name, modname, tensor_type):
 
 @pytest.fixture
 def fake_frameworks(monkeypatch):
-    import types
-
     monkeypatch.setitem(sys.modules, "fakefw", types.ModuleType("fakefw"))
     monkeypatch.setitem(sys.modules, "fakefw2", types.ModuleType("fakefw2"))
     ub.register("fake1", _fake_backend("fake1", "fakefw", FakeTensor))
@@ -255,3 +255,62 @@ def test_cli_backends_lists_every_plugin():
     out = subprocess.run([sys.executable, "-m", "unibackend", "backends"], capture_output=True, text=True, check=True)
     for name in ("numpy", "torch", "tensorflow", "theano", "pytensor"):
         assert name in out.stdout
+
+
+def _copy_of_numpy_plugin(name, without=()):
+    """A direct ``Backend`` subclass with the numpy plugin's attributes and
+    methods, less the ones named in ``without``."""
+    body = {k: v for k, v in vars(NumpyBackend).items()
+            if not k.startswith("__") and k not in without}
+    body["name"] = name
+    return types.new_class(name, (Backend,), exec_body=lambda ns: ns.update(body))
+
+
+@pytest.mark.parametrize("without, named", [
+    (("keep_topk",), r"does not implement the primitive: keep_topk$"),
+    (("softmax", "dot"), r"does not implement the primitives: dot, softmax$"),
+])
+def test_register_refuses_a_plugin_missing_a_primitive_naming_it(without, named):
+    cls = _copy_of_numpy_plugin("incomplete", without)
+    with pytest.raises(TypeError, match=r"plugin 'incomplete' \(.*incomplete\) " + named):
+        ub.register("incomplete", cls)
+    assert "incomplete" not in R.known()
+
+
+class _EntryPoint:
+    """Stands for an importlib.metadata.EntryPoint: ``load()`` gives the class."""
+
+    def __init__(self, cls):
+        self.cls = cls
+
+    def load(self):
+        return self.cls
+
+
+def test_entry_point_loading_refuses_a_plugin_missing_a_primitive(monkeypatch):
+    monkeypatch.setitem(R._discover(), "incomplete", _EntryPoint(_copy_of_numpy_plugin("incomplete", ("keep_topk",))))
+    try:
+        with pytest.raises(TypeError, match=r"does not implement the primitive: keep_topk"):
+            R.plugin_class("incomplete")
+        assert "incomplete" not in R._classes  # refused, not cached: every load says why
+        with pytest.raises(TypeError, match="keep_topk"):
+            with ub.use_backend("incomplete"):
+                pass
+    finally:
+        R.unregister("incomplete")
+
+
+def test_a_plugin_with_every_primitive_registers_loads_and_runs(monkeypatch):
+    complete = _copy_of_numpy_plugin("complete")
+    assert complete.__abstractmethods__ == frozenset()
+    ub.register("complete", complete)
+    monkeypatch.setitem(R._discover(), "complete_ep", _EntryPoint(_copy_of_numpy_plugin("complete_ep")))
+    try:
+        assert R.plugin_class("complete_ep").name == "complete_ep"
+        for name in ("complete", "complete_ep"):
+            with ub.use_backend(name):
+                assert ub.get_backend().name == name
+                np.testing.assert_array_equal(ub.keep_topk(np.array([3.0, 1.0, 2.0]), 2, fill=0.0), [3.0, 0.0, 2.0])
+    finally:
+        R.unregister("complete")
+        R.unregister("complete_ep")
