@@ -23,6 +23,7 @@ import os
 import sys
 import threading
 from collections import OrderedDict
+from typing import ClassVar
 
 import numpy as np
 
@@ -56,9 +57,9 @@ def _sig(a):
 
 class TheanoBackend(Backend):
     name = "theano"
-    modules = ("pytensor", "theano")
+    modules: ClassVar[tuple[str, ...]] = ("pytensor", "theano")  # the alias below narrows them
     extra = "theano"
-    distributions = ("pytensor", "Theano")
+    distributions: ClassVar[tuple[str, ...]] = ("pytensor", "Theano")
     capabilities = Capabilities(autodiff=True, sparse=True, symbolic=True, devices=False, eager_compiles=True)
     #: the implementation this name forces ("" : PyTensor if installed, else Theano)
     forces = ""
@@ -92,10 +93,6 @@ class TheanoBackend(Backend):
             how = f"{ENV}={forced}" if not self.forces else f"backend {self.name!r}"
             return None, f"{forced} is not installed ({how} forces it)"
         return None, "neither pytensor nor theano is installed"
-
-    def is_available(self):
-        impl, why = self._choice()
-        return impl is not None, why
 
     def load(self):
         if self.device not in (None, "cpu"):
@@ -149,6 +146,10 @@ class TheanoBackend(Backend):
         if impl is None:
             raise ImportError(why)
         return f"{impl} {version(IMPLEMENTATIONS[impl])}"
+
+    def is_available(self):
+        impl, why = self._choice()
+        return impl is not None, why
 
     def native_types(self):
         return (self._Var,)

@@ -4,11 +4,9 @@ no op mutates its inputs."""
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import installed_backends
 
 import unibackend as ub
-
-
-from conftest import installed_backends
 
 BACKENDS = installed_backends()
 
@@ -29,8 +27,10 @@ BAD = [
     ("dot-mismatch", lambda: ub.dot(X, np.ones((3, 2))), ValueError, r"dot: shapes \(3, 4\) and \(3, 2\) are not aligned"),
     ("dot-scalar", lambda: ub.dot(np.float64(2.0), np.ones(2)), ValueError, r"dot: a must have at least 1 dim"),
     ("sparse-dense-x", lambda: ub.sparse_dot(X, np.ones(4)), TypeError, r"sparse_dot: x must be sparse"),
-    ("sparse-mismatch", lambda: ub.sparse_dot(sp.csr_matrix(X), np.ones((3, 2))), ValueError, r"sparse_dot: shapes \(3, 4\) and \(3, 2\) are not aligned"),
-    ("sparse-w-3d", lambda: ub.sparse_dot(sp.csr_matrix(X), np.ones((4, 2, 2))), ValueError, r"sparse_dot: w must have 1 or 2 dims"),
+    ("sparse-mismatch", lambda: ub.sparse_dot(sp.csr_matrix(X), np.ones((3, 2))),
+     ValueError, r"sparse_dot: shapes \(3, 4\) and \(3, 2\) are not aligned"),
+    ("sparse-w-3d", lambda: ub.sparse_dot(sp.csr_matrix(X), np.ones((4, 2, 2))),
+     ValueError, r"sparse_dot: w must have 1 or 2 dims"),
     ("argsort-axis", lambda: ub.argsort(X, axis=2), ValueError, r"argsort: axis=2 is out of range"),
     ("argsort-axis-type", lambda: ub.argsort(X, axis=1.0), TypeError, r"argsort: axis must be an int"),
     ("argsort-desc-type", lambda: ub.argsort(X, descending="yes"), TypeError, r"argsort: descending must be a bool"),
@@ -39,10 +39,13 @@ BAD = [
     ("set-oob-array", lambda: ub.set_subtensor(X, np.array([0, 7]), 0.0), IndexError, r"set_subtensor: index"),
     ("set-too-many", lambda: ub.set_subtensor(X, (0, 0, 0), 0.0), IndexError, r"set_subtensor: index"),
     ("set-bad-mask", lambda: ub.set_subtensor(X, np.ones(5, bool), 0.0), IndexError, r"set_subtensor: index"),
-    ("set-float-index", lambda: ub.set_subtensor(X, np.array([0.0]), 0.0), IndexError, r"set_subtensor: index arrays must be of integer"),
-    ("set-value-shape", lambda: ub.set_subtensor(X, 0, np.ones(3)), ValueError, r"set_subtensor: value of shape \(3,\) does not broadcast to shape \(4,\)"),
+    ("set-float-index", lambda: ub.set_subtensor(X, np.array([0.0]), 0.0),
+     IndexError, r"set_subtensor: index arrays must be of integer"),
+    ("set-value-shape", lambda: ub.set_subtensor(X, 0, np.ones(3)),
+     ValueError, r"set_subtensor: value of shape \(3,\) does not broadcast to shape \(4,\)"),
     ("inc-oob", lambda: ub.inc_subtensor(X, (slice(None), 4), 1.0), IndexError, r"inc_subtensor: index"),
-    ("masked-shape", lambda: ub.masked_mean(X, np.ones(3), axis=0), ValueError, r"masked_mean: mask of shape \(3,\) does not broadcast"),
+    ("masked-shape", lambda: ub.masked_mean(X, np.ones(3), axis=0),
+     ValueError, r"masked_mean: mask of shape \(3,\) does not broadcast"),
     ("masked-axis", lambda: ub.masked_mean(X, X > 0, axis=(0, 0)), ValueError, r"masked_mean: axis=\(0, 0\) repeats an axis"),
     ("topk-k-big", lambda: ub.keep_topk(X, 5), ValueError, r"keep_topk: k=5 is out of range: need 0 <= k <= 4"),
     ("topk-k-neg", lambda: ub.keep_topk(X, -1), ValueError, r"keep_topk: k=-1 is out of range"),
@@ -51,14 +54,17 @@ BAD = [
     ("topk-fill", lambda: ub.keep_topk(X, 1, fill="x"), TypeError, r"keep_topk: fill must be a real number"),
     ("gate-k0", lambda: ub.topk_gate(X, 0), ValueError, r"topk_gate: k=0 must be at least 1"),
     ("gate-k-big", lambda: ub.topk_gate(X, 9), ValueError, r"topk_gate: k=9 is out of range"),
-    ("argsort-complex", lambda: ub.argsort(X + 1j), TypeError, r"argsort: x is complex \(complex128\); complex numbers have no order"),
+    ("argsort-complex", lambda: ub.argsort(X + 1j),
+     TypeError, r"argsort: x is complex \(complex128\); complex numbers have no order"),
     ("topk-complex", lambda: ub.keep_topk(X + 1j, 1), TypeError, r"keep_topk: x is complex"),
     ("gate-complex", lambda: ub.topk_gate(X + 1j, 1), TypeError, r"topk_gate: x is complex"),
     ("softmax-complex", lambda: ub.softmax(X + 1j), TypeError, r"softmax: x is complex"),
     ("softmax-axis", lambda: ub.softmax(X, axis=5), ValueError, r"softmax: axis=5 is out of range"),
-    ("emb-id-high", lambda: ub.embedding_mean(TABLE, np.array([[1, 5]])), IndexError, r"embedding_mean: id 5 is out of range for a table of 5 rows"),
+    ("emb-id-high", lambda: ub.embedding_mean(TABLE, np.array([[1, 5]])),
+     IndexError, r"embedding_mean: id 5 is out of range for a table of 5 rows"),
     ("emb-id-neg", lambda: ub.embedding_mean(TABLE, np.array([[-2, 1]])), IndexError, r"embedding_mean: id -2 is out of range"),
-    ("emb-float-ids", lambda: ub.embedding_mean(TABLE, np.array([[1.0, 2.0]])), TypeError, r"embedding_mean: ids must be integers"),
+    ("emb-float-ids", lambda: ub.embedding_mean(TABLE, np.array([[1.0, 2.0]])),
+     TypeError, r"embedding_mean: ids must be integers"),
     ("emb-ids-1d", lambda: ub.embedding_mean(TABLE, np.array([1, 2])), ValueError, r"embedding_mean: ids must have 2 dims"),
     ("emb-table-1d", lambda: ub.embedding_mean(np.ones(5), IDS), ValueError, r"embedding_mean: table must have 2 dims"),
     ("emb-pad-type", lambda: ub.embedding_mean(TABLE, IDS, pad_id=0.5), TypeError, r"embedding_mean: pad_id must be an int"),
@@ -75,7 +81,8 @@ def test_bad_input_raises_the_contract_exception_on_every_backend(backend, call,
 
 PAD_BAD = [
     ("pad-too-long", lambda: ub.pad_ids([[1, 2, 3]], length=2), ValueError, r"pad_ids: row 0 has 3 ids, more than length=2"),
-    ("pad-collides", lambda: ub.pad_ids([[1, -1]]), ValueError, r"pad_ids: row 0 holds id -1, which the shift by 1 turns into pad_id=0"),
+    ("pad-collides", lambda: ub.pad_ids([[1, -1]]),
+     ValueError, r"pad_ids: row 0 holds id -1, which the shift by 1 turns into pad_id=0"),
     ("pad-float", lambda: ub.pad_ids([[1.5]]), TypeError, r"pad_ids: row 0 holds non-integer ids"),
     ("pad-nested", lambda: ub.pad_ids([[[1]]]), ValueError, r"pad_ids: row 0 must be a flat list"),
     ("pad-length-neg", lambda: ub.pad_ids([[1]], length=-1), ValueError, r"pad_ids: length=-1 must be >= 0"),
