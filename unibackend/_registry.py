@@ -330,8 +330,7 @@ def resolve(op, *args):
 
     This runs on every op call, so the common case (types seen before, the
     backend in force already loaded) is a few dict lookups."""
-    found = first = None
-    many = False
+    found = first = same = None
     get = _type_cache.get
     for a in args:
         name = get(type(a), _MISS)
@@ -341,7 +340,9 @@ def resolve(op, *args):
             if found is None:
                 found, first = name, a
             elif name == found:
-                many = True
+                # kept here, not looked up again: a tracer may hold a copy of
+                # the cache taken before this call classified a new type
+                same = [first, a] if same is None else same + [a]
             else:
                 raise TypeError(
                     f"{op}: got tensors of two backends, {found!r} and {name!r}; "
@@ -358,8 +359,8 @@ def resolve(op, *args):
             inst = _instances.get((found, None)) or backend(found)
     else:  # the tensor alone picks the instance (its device): no context read
         inst = _instances.get((found, None)) or backend(found)
-    if many and inst.capabilities.devices:
-        inst.check_devices(op, [a for a in args if get(type(a)) == found])
+    if same is not None and inst.capabilities.devices:
+        inst.check_devices(op, same)
     return inst.for_tensor(first)
 
 
