@@ -4,13 +4,23 @@ TensorFlow, with a conformance suite that proves the backends agree.
 ``import unibackend`` imports no framework; a plugin imports its framework the
 first time it is used.
 """
+from ._autodiff import function, grad, value_and_grad
+from ._checks import set_sync_free, sync_free
 from ._errors import BackendNotAvailable, CapabilityError
 from ._registry import backends, get_backend, register, set_backend, use_backend
-from ._checks import set_sync_free, sync_free
-from ._autodiff import function, grad, value_and_grad
 from .ops import (
-    argsort, asarray, dot, embedding_mean, inc_subtensor, keep_topk,
-    masked_mean, pad_ids, set_subtensor, softmax, sparse_dot, to_numpy,
+    argsort,
+    asarray,
+    dot,
+    embedding_mean,
+    inc_subtensor,
+    keep_topk,
+    masked_mean,
+    pad_ids,
+    set_subtensor,
+    softmax,
+    sparse_dot,
+    to_numpy,
     topk_gate,
 )
 

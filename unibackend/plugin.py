@@ -20,8 +20,9 @@ from __future__ import annotations
 import abc
 import importlib.util
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 import numpy as np
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 #: a symbolic variable, ...).  Plugins know the concrete type; the core does not.
 Tensor = Any
 #: A shape: a tuple of ints, ``None`` for a dim a symbolic tensor leaves open.
-Shape = Tuple[Optional[int], ...]
+Shape = tuple[Optional[int], ...]
 
 __all__ = [
     "Backend", "Capabilities", "Shape", "Tensor", "check_scalar_output", "id_bounds",
@@ -64,12 +65,12 @@ class Capabilities:
     #: results are lazy (computed on demand, e.g. chunked arrays).
     lazy: bool = False
 
-    def names(self) -> Tuple[str, ...]:
+    def names(self) -> tuple[str, ...]:
         """The names of the capabilities this backend has."""
         return tuple(f.name for f in fields(self) if getattr(self, f.name))
 
 
-def missing_primitives(cls: type) -> Tuple[str, ...]:
+def missing_primitives(cls: type) -> tuple[str, ...]:
     """The abstract methods ``cls`` leaves unimplemented, sorted."""
     return tuple(sorted(getattr(cls, "__abstractmethods__", ())))
 
@@ -84,11 +85,11 @@ class Backend(abc.ABC):
     name: ClassVar[str] = ""
     #: the top-level modules whose presence in ``sys.modules`` means native
     #: tensors of this backend may exist (dispatch never imports anything).
-    modules: ClassVar[Tuple[str, ...]] = ()
+    modules: ClassVar[tuple[str, ...]] = ()
     #: the pip extra that brings the framework: ``pip install 'unibackend[extra]'``.
     extra: ClassVar[str] = ""
     #: the distributions whose version ``ub.backends()`` reports (first found).
-    distributions: ClassVar[Tuple[str, ...]] = ()
+    distributions: ClassVar[tuple[str, ...]] = ()
     #: the name of the backend this one is an alias of ("" for none); an alias
     #: shares its native types with that backend and is left out of dispatch.
     alias_of: ClassVar[str] = ""
@@ -97,9 +98,9 @@ class Backend(abc.ABC):
     #: type (``ops.dot`` checks that) that need no conversion (dense, one
     #: float dtype, aligned shapes, a N-D, b 1-D or 2-D), else None.  Once the
     #: full path has seen such a pair, ``ops.dot`` calls it first.
-    fast_dot: ClassVar[Optional[Callable[[Any, Any, Any], Any]]] = None
+    fast_dot: ClassVar[Callable[[Any, Any, Any], Any] | None] = None
 
-    def __init__(self, device: Optional[str] = None) -> None:
+    def __init__(self, device: str | None = None) -> None:
         self.device = device
 
     # -- set-up ------------------------------------------------------------
@@ -111,7 +112,7 @@ class Backend(abc.ABC):
     def version(self) -> str:
         """The framework's version."""
 
-    def is_available(self) -> Tuple[bool, str]:
+    def is_available(self) -> tuple[bool, str]:
         """(True, "") or (False, why) without importing the framework."""
         if any(m in sys.modules for m in self.modules):
             return True, ""
@@ -120,22 +121,22 @@ class Backend(abc.ABC):
         return True, ""
 
     @abc.abstractmethod
-    def native_types(self) -> Tuple[type, ...]:
+    def native_types(self) -> tuple[type, ...]:
         """Types of this backend's tensors; called only once a module of
         ``modules`` is imported."""
 
-    def check_devices(self, op: str, tensors: Sequence[Tensor]) -> None:
+    def check_devices(self, op: str, tensors: Sequence[Tensor]) -> None:  # noqa: B027 (an optional hook)
         """A plugin with devices raises ValueError when ``tensors`` (native,
         two or more) are not all on one device."""
 
-    def for_tensor(self, x: Tensor) -> "Backend":
+    def for_tensor(self, x: Tensor) -> Backend:
         """The instance to run on when native tensor ``x`` chose this backend
         (a plugin with devices returns the instance for ``x``'s device)."""
         return self
 
     # -- conversion --------------------------------------------------------
     @abc.abstractmethod
-    def asarray(self, x: Any, dtype: Optional[np.dtype] = None) -> Tensor:
+    def asarray(self, x: Any, dtype: np.dtype | None = None) -> Tensor:
         """A native tensor of ``x`` (native: itself, cast when ``dtype`` differs;
         neutral: numpy's dtype rules)."""
 
@@ -151,7 +152,7 @@ class Backend(abc.ABC):
     def dtype(self, x: Tensor) -> np.dtype:
         """The numpy dtype of a dense native tensor."""
 
-    def plain_float_dtype(self, x: Any) -> Optional[np.dtype]:
+    def plain_float_dtype(self, x: Any) -> np.dtype | None:
         """x's dtype when x is a dense native float tensor with a concrete
         ``.shape`` (the ops' fast path), else None."""
         return None
@@ -167,7 +168,7 @@ class Backend(abc.ABC):
         tensors over raw and the plugin checks values in its graph."""
         return False
 
-    @staticmethod
+    @staticmethod  # noqa: B027 (an optional hook)
     def trace_constant(fn: Callable[..., Any]) -> None:
         """Mark core function ``fn``, whose answer depends only on its
         arguments, for the framework's tracing compiler to call while tracing
@@ -177,15 +178,15 @@ class Backend(abc.ABC):
     def is_sparse(self, x: Any) -> bool:
         """True when x is this backend's native sparse tensor."""
 
-    def sparse_from_scipy(self, csr: "scipy.sparse.csr_matrix") -> Tensor:
+    def sparse_from_scipy(self, csr: scipy.sparse.csr_matrix) -> Tensor:
         """The native sparse tensor of a canonical scipy CSR matrix."""
         raise CapabilityError(f"backend {self.name!r} declares no sparse capability")
 
-    def sparse_to_scipy(self, x: Tensor) -> "scipy.sparse.csr_matrix":
+    def sparse_to_scipy(self, x: Tensor) -> scipy.sparse.csr_matrix:
         """A native sparse tensor as a scipy CSR matrix (duplicates summed)."""
         raise CapabilityError(f"backend {self.name!r} declares no sparse capability")
 
-    def sparse_info(self, x: Tensor) -> Tuple[Shape, np.dtype]:
+    def sparse_info(self, x: Tensor) -> tuple[Shape, np.dtype]:
         """(shape, dtype) of a native sparse tensor."""
         raise CapabilityError(f"backend {self.name!r} declares no sparse capability")
 
@@ -193,7 +194,7 @@ class Backend(abc.ABC):
         """A native sparse tensor in another dtype."""
         raise CapabilityError(f"backend {self.name!r} declares no sparse capability")
 
-    def id_bounds(self, ids: Tensor, pad_id: int) -> Optional[Tuple[int, int]]:
+    def id_bounds(self, ids: Tensor, pad_id: int) -> tuple[int, int] | None:
         """(min, max) of the ids that are not ``pad_id``, or None when there are
         none or when the plugin checks them itself (in a graph, lazily)."""
         return id_bounds(self.to_numpy(ids), pad_id)
@@ -214,7 +215,7 @@ class Backend(abc.ABC):
         descending order from an ascending stable sort."""
 
     @abc.abstractmethod
-    def set_subtensor(self, x: Tensor, index: Union["Subtensor", Any], value: Tensor,
+    def set_subtensor(self, x: Tensor, index: Subtensor | Any, value: Tensor,
                       accumulate: bool) -> Tensor:
         """A copy of ``x`` with ``index`` set (``accumulate``: incremented) by
         ``value`` (already in ``x``'s dtype).  ``index`` is a checked
@@ -222,7 +223,7 @@ class Backend(abc.ABC):
         an index part is symbolic (the plugin checks it in its graph)."""
 
     @abc.abstractmethod
-    def masked_mean(self, x: Tensor, mask: Tensor, axes: Tuple[int, ...]) -> Tensor:
+    def masked_mean(self, x: Tensor, mask: Tensor, axes: tuple[int, ...]) -> Tensor:
         """Mean over ``axes`` (sorted, distinct) where ``mask`` is nonzero; 0
         where nothing is; masked-out NaN/inf never touch the result."""
 
@@ -254,16 +255,16 @@ class Backend(abc.ABC):
     def log(self, x: Tensor) -> Tensor:
         return self.asarray(np.log(self.to_numpy(x)))
 
-    def reduce_sum(self, x: Tensor, axis: Optional[int], keepdims: bool) -> Tensor:
+    def reduce_sum(self, x: Tensor, axis: int | None, keepdims: bool) -> Tensor:
         return self.asarray(np.sum(self.to_numpy(x), axis=axis, keepdims=keepdims))
 
-    def reduce_max(self, x: Tensor, axis: Optional[int], keepdims: bool) -> Tensor:
+    def reduce_max(self, x: Tensor, axis: int | None, keepdims: bool) -> Tensor:
         return self.asarray(np.max(self.to_numpy(x), axis=axis, keepdims=keepdims))
 
     # -- autodiff and compilation ------------------------------------------
     @abc.abstractmethod
-    def value_and_grad(self, f: Callable[..., Any], argnums: Tuple[int, ...], args: Tuple[Any, ...],
-                       kwargs: dict) -> Tuple[Tensor, Tuple[Tensor, ...]]:
+    def value_and_grad(self, f: Callable[..., Any], argnums: tuple[int, ...], args: tuple[Any, ...],
+                       kwargs: dict) -> tuple[Tensor, tuple[Tensor, ...]]:
         """``(f(*args), (df/dargs[n] for n in argnums))``; ``argnums`` is a
         tuple of non-negative ints (the core normalised it and packs the
         result).  A plugin without autodiff raises CapabilityError (the core
@@ -277,7 +278,7 @@ class Backend(abc.ABC):
 # --------------------------------------------------------------------------
 # Rules several plugins need, written once.
 
-def id_bounds(ids: np.ndarray, pad_id: int) -> Optional[Tuple[int, int]]:
+def id_bounds(ids: np.ndarray, pad_id: int) -> tuple[int, int] | None:
     """(min, max) of the entries of numpy ``ids`` that are not ``pad_id``, or
     None when every entry is padding."""
     real = ids[ids != pad_id]
@@ -297,12 +298,12 @@ def stable_descending(argsort_ascending: Callable[[Tensor, int], Tensor],
 def check_scalar_output(shape: Shape) -> None:
     """The error ``value_and_grad`` raises on every backend when ``f`` does not
     return a scalar (one element)."""
-    known = all(d is not None for d in shape)
-    if shape and not (known and int(np.prod(shape, dtype=np.int64)) == 1):
+    dims = [d for d in shape if d is not None]
+    if shape and not (len(dims) == len(shape) and int(np.prod(dims, dtype=np.int64)) == 1):
         raise TypeError(f"value_and_grad: f must return a scalar, got a value of shape {tuple(shape)}")
 
 
-def scipy_grad_input(x: "scipy.sparse.spmatrix") -> "scipy.sparse.csr_matrix":
+def scipy_grad_input(x: scipy.sparse.spmatrix) -> scipy.sparse.csr_matrix:
     """A scipy.sparse argument to differentiate, as a canonical float CSR
     matrix (duplicates summed, sorted): the plugin makes it its own sparse
     tensor whose stored values get the gradient."""
