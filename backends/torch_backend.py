@@ -11,8 +11,64 @@ import math
 
 import numpy as np
 
-from unibackend._checks import is_scipy_sparse
+from unibackend._checks import Subtensor, check_broadcast, is_scipy_sparse, sync_free_checks
 from unibackend.plugin import Backend, Capabilities, check_scalar_output, scipy_grad_input
+
+_CHECK_OPS: dict = {}
+
+
+def _check_ops(torch):
+    """The custom ops behind the value checks of compiled code: they run on
+    the host when the graph runs and raise the contract's IndexError naming
+    the bad value (registered once per process).  Each returns a copy of its
+    input that the lookup then uses, so no compiler drops it."""
+    if _CHECK_OPS:
+        return _CHECK_OPS
+
+    # (explicit schemas: this module's annotations are strings)
+    @torch.library.custom_op("unibackend::check_ids", mutates_args=(),
+                             schema="(Tensor ids, SymInt rows, int pad_id) -> Tensor")
+    def check_ids(ids, rows, pad_id):
+        _raise_bad_id(ids, rows, pad_id)
+        return ids.clone()
+
+    @check_ids.register_fake
+    def _(ids, rows, pad_id):
+        return torch.empty_like(ids)
+
+    @torch.library.custom_op("unibackend::check_index", mutates_args=(),
+                             schema="(Tensor index, SymInt size, int axis, str op, SymInt[] shape) -> Tensor")
+    def check_index(index, size, axis, op, shape):
+        _raise_bad_index(index, size, axis, op, shape)
+        return index.clone()
+
+    @check_index.register_fake
+    def _(index, size, axis, op, shape):
+        return torch.empty_like(index)
+
+    _CHECK_OPS.update(ids=check_ids, index=check_index)
+    return _CHECK_OPS
+
+
+def _raise_bad_id(ids, rows, pad_id):
+    real = ids[ids != pad_id]
+    if real.numel():
+        lo, hi = int(real.min()), int(real.max())
+        if lo < 0 or hi >= rows:
+            raise IndexError(
+                f"embedding_mean: id {lo if lo < 0 else hi} is out of range for a table of {rows} rows "
+                f"(valid: 0..{rows - 1}, pad_id={pad_id})"
+            )
+
+
+def _raise_bad_index(index, size, axis, op, shape):
+    if index.numel():
+        lo, hi = int(index.min()), int(index.max())
+        if lo < -size or hi >= size:
+            raise IndexError(
+                f"{op}: index tensor is invalid for shape {tuple(shape)}: index {lo if lo < -size else hi} "
+                f"is out of bounds for axis {axis} with size {size}"
+            )
 
 
 class TorchBackend(Backend):
@@ -72,7 +128,24 @@ class TorchBackend(Backend):
             warnings.simplefilter("ignore")
             torch.sparse_csr_tensor(torch.zeros(2, dtype=torch.int64), torch.zeros(0, dtype=torch.int64),
                                     torch.zeros(0), size=(1, 1), check_invariants=False)
+        self._compiling = torch.compiler.is_compiling
+        self._to_np_pairs = tuple((n, t) for t, n in self._to_np.items())
+        _check_ops(torch)
         self._loaded = True
+
+    @staticmethod
+    def trace_constant(fn):
+        # What torch.compiler.assume_constant_result does, without importing
+        # torch: Dynamo calls fn while tracing and keeps its answer.
+        fn._dynamo_marked_constant = True
+
+    def is_tracing(self, x):
+        return self._compiling()
+
+    def _in_graph(self, x):
+        """Whether value checks on x run in its graph (traced, or sync-free
+        on a device) rather than reading the values on the host first."""
+        return self._compiling() or (self._gpu_way(x) and sync_free_checks())
 
     def version(self):
         from importlib.metadata import version
@@ -108,6 +181,14 @@ class TorchBackend(Backend):
                 return x
             td = self._torch_dtype(dtype)
             return x if x.dtype is td else x.to(td)
+        if self._compiling():
+            # a neutral value while tracing (numpy cannot be traced into):
+            # Python scalars and lists by numpy's rules, on the device
+            t = self.torch
+            out = t.as_tensor(x, device=self._dev)
+            if out.is_floating_point() or out.is_complex():
+                out = t.as_tensor(x, dtype=t.complex128 if out.is_complex() else t.float64, device=self._dev)
+            return out if dtype is None else self.asarray(out, dtype)
         t = self._host_tensor(x, dtype)
         return t.to(self._dev) if self._is_cuda else t
 
@@ -131,6 +212,11 @@ class TorchBackend(Backend):
             return self.torch.from_numpy(a.copy())
 
     def _torch_dtype(self, dtype):
+        if self._compiling():
+            # numpy dtypes as dict keys defeat the tracer; equality does not
+            for nd, td in self._to_np_pairs:
+                if nd == dtype:
+                    return td
         td = self._to_torch.get(dtype)
         if td is None:
             if isinstance(dtype, self.torch.dtype):
@@ -192,7 +278,7 @@ class TorchBackend(Backend):
 
     def id_bounds(self, ids, pad_id):
         t = self.torch
-        if ids.numel() == 0:
+        if ids.numel() == 0 or self._in_graph(ids):  # (then embedding_mean checks them in its graph)
             return None
         if ids.dtype not in self._small_ints:
             ids = ids.to(t.int64)  # torch's uint16/32/64 lack reductions
@@ -261,7 +347,7 @@ class TorchBackend(Backend):
     def _gpu_way(self, x):
         """Whether x takes the GPU code paths: no data-dependent shortcut
         (reading a value back would stall the stream), sorts canonicalised."""
-        return self.gpu_paths or not x.is_cpu
+        return self.gpu_paths or not x.is_cpu or self._compiling()
 
     def argsort(self, x, axis, descending):
         t = self.torch
@@ -279,6 +365,8 @@ class TorchBackend(Backend):
             # torch's index_put has no uint16/32/64 kernel; the same bits as
             # signed ints give the same writes and (modular) additions.
             return self.set_subtensor(x.view(signed), index, value.view(signed), accumulate).view(x.dtype)
+        if not isinstance(index, Subtensor):
+            return self._set_raw(x, index, value, accumulate)
         if index.basic:
             out = x.clone()
             if accumulate:
@@ -298,6 +386,66 @@ class TorchBackend(Backend):
                 vals = vals[self._positions(take, x.device)]
             flat.index_put_((self._positions(pos, x.device),), vals)
         return out
+
+    def _set_raw(self, x, index, value, accumulate):
+        """set/inc_subtensor with a raw index (traced, or sync-free index
+        tensors): positions found and index tensors checked in the graph."""
+        t = self.torch
+        op = "inc_subtensor" if accumulate else "set_subtensor"
+        parts = index if isinstance(index, tuple) else (index,)
+        parts = [t.as_tensor(p, device=x.device) if isinstance(p, (list, np.ndarray)) else p for p in parts]
+        shape = tuple(x.shape)
+
+        def dims(p):  # how many axes of x an index part consumes
+            if p is None or p is Ellipsis:
+                return 0
+            return p.dim() if isinstance(p, self._Tensor) and p.dtype is t.bool else 1
+
+        used = sum(dims(p) for p in parts)
+        if used > len(shape):
+            raise IndexError(f"{op}: too many indices for shape {shape}: {used} were indexed")
+        conv, d = [], 0
+        for p in parts:
+            if p is Ellipsis:
+                d += len(shape) - used
+            elif isinstance(p, self._Tensor) and p.dtype is not t.bool:
+                if p.is_floating_point() or p.is_complex():
+                    raise IndexError(f"{op}: index arrays must be of integer or boolean type, got {self.dtype(p)}")
+                p = self._checked_index(op, p, shape[d], d, shape)
+            elif isinstance(p, (bool, np.bool_)):
+                raise IndexError(f"{op}: a bool index part is not supported here; use a mask tensor")
+            elif isinstance(p, slice) and p.step is not None and p.step < 0:
+                p = t.arange(*p.indices(shape[d]), device=x.device)  # torch slices step forward only
+            elif isinstance(p, (int, np.integer)) and not -shape[d] <= p < shape[d]:
+                raise IndexError(f"{op}: index {int(p)} is out of bounds for axis {d} with size {shape[d]}")
+            elif not (p is None or isinstance(p, (int, np.integer, slice, self._Tensor))):
+                raise IndexError(f"{op}: index part {p!r} is not an int, slice, None, ... or tensor")
+            d += dims(p)
+            conv.append(p)
+        pos = t.arange(x.numel(), device=x.device).view(shape)[tuple(conv)]
+        check_broadcast(op, "value", tuple(value.shape), tuple(pos.shape))
+        vals = value.broadcast_to(pos.shape).reshape(-1)
+        out = x.clone(memory_format=t.contiguous_format)
+        flat, pos = out.view(-1), pos.reshape(-1)
+        if accumulate:
+            flat.index_put_((pos,), vals, accumulate=True)
+        else:
+            # last write wins: every write to a position carries the last one's value
+            win = t.full((x.numel(),), -1, dtype=t.int64, device=x.device).scatter_reduce(
+                0, pos, t.arange(pos.numel(), device=x.device), "amax")
+            flat.index_put_((pos,), vals[win[pos]])
+        return out
+
+    def _checked_index(self, op, p, size, axis, shape):
+        t = self.torch
+        if not sync_free_checks():
+            if self._compiling():
+                return _check_ops(t)["index"](p, size, axis, op, list(shape))
+            _raise_bad_index(p, size, axis, op, shape)  # a CPU tensor: no sync to save
+            return p
+        t._assert_async(((p >= -size) & (p < size)).all(),
+                        f"{op}: an index tensor is out of bounds for axis {axis} with size {size} (shape {shape})")
+        return p.clamp(-size, size - 1)  # the device assert may come later: never write outside x
 
     def _positions(self, a, device):
         t = self.torch.from_numpy(np.ascontiguousarray(a).reshape(-1))
@@ -326,7 +474,7 @@ class TorchBackend(Backend):
             return x.clone()
         if k == 0:
             return t.full_like(x, fill)
-        if not self.gpu_paths:
+        if not (self.gpu_paths or self._compiling() or (x.is_cuda and sync_free_checks())):
             # topk's own choice is the contract's unless the k-th and the
             # (k+1)-th values tie.  Asking costs no device sync on the CPU and
             # one on a GPU, still cheaper there than the ~15 kernels of the
@@ -384,6 +532,16 @@ class TorchBackend(Backend):
             return table.new_zeros((n, d))
         if ids.dtype is not t.int64 and ids.dtype is not t.int32:
             ids = ids.to(t.int64)
+        if self._in_graph(ids):
+            if not sync_free_checks():
+                ids = _check_ops(t)["ids"](ids, V, pad_id)
+            else:
+                t._assert_async((((ids >= 0) & (ids < V)) | (ids == pad_id)).all(),
+                                f"embedding_mean: an id is out of range for a table of {V} rows "
+                                f"(valid: 0..{V - 1}, pad_id={pad_id})")
+                # the device assert may fire after the lookup is queued: every
+                # read stays inside the table (a pad id stays what it is)
+                ids = t.where(ids == pad_id, ids, ids.clamp(0, V - 1))
         if table.is_complex():  # embedding_bag takes real tables only
             return t.complex(self.embedding_mean(table.real, ids, pad_id),
                              self.embedding_mean(table.imag, ids, pad_id))

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
 # --------------------------------------------------------------------------
 # Sync-free value checks
 
