@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-BUILTIN = ("numpy", "torch", "tensorflow", "theano")
+BUILTIN = ("numpy", "torch", "tensorflow", "theano", "jax", "dask")
 
 
 def installed_backends(names=BUILTIN):
