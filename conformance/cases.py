@@ -192,7 +192,14 @@ class Case:
         lines += ["from numpy import nan, inf", "import unibackend as ub", ""] + args
         dev = f", device={device!r}" if device else ""
         lines.append(f"with ub.use_backend({backend!r}{dev}):")
-        lines += ["    " + s for s in self.stmt.splitlines()]
+        if isinstance(self, CompiledCase):
+            src, params = self.compiled_source()
+            lines += ["    " + s for s in src.splitlines()]
+            lines.append("    from unibackend import _registry")
+            lines.append(f"    compiled = _registry.backend({backend!r}{dev}).compile(compiled_case)  # the compiler")
+            lines.append(f"    result = compiled({', '.join(f'ub.asarray({p})' for p in params)})")
+        else:
+            lines += ["    " + s for s in self.stmt.splitlines()]
         lines.append("got = ub.to_numpy(result)")
         if self.want_stmt is None:
             lines.append("with ub.use_backend('numpy'):  # the reference")
@@ -206,6 +213,65 @@ class Case:
         if failure.index is not None:
             lines.append(f"print('at index {failure.index}:', got[{failure.index!r}], want[{failure.index!r}])")
         return "\n".join(lines) + "\n"
+
+
+class CompiledCase(Case):
+    """The same case with its statement run inside the backend's compiler
+    (``Backend.compile``): a function whose parameters are the case's dense
+    arrays, made native first; every other argument (ints, axes, ``k``,
+    slices, scalars, boolean-mask indices, which fix the graph's shapes) is a
+    constant of the function.  ``reference()`` stays eager numpy, so the
+    check's verify holds the compiled result to the same oracle and
+    tolerance as the eager one."""
+
+    def fresh(self):
+        c = super().fresh()
+        return CompiledCase(c.stmt, c.args, want=c.want_stmt, note=c.note)
+
+    def replace(self, **args):
+        return CompiledCase(self.stmt, {**self.args, **args}, want=self.want_stmt, note=self.note)
+
+    def reference(self):
+        return Case(self.stmt, self.args, want=self.want_stmt, note=self.note).reference()
+
+    def compiled_source(self):
+        """(source of the compiled function, its parameter names)."""
+        params = [k for k, v in self.values().items() if _graph_input(k, v)]
+        body = "\n".join("    " + line for line in self.stmt.splitlines())
+        return f"def compiled_case({', '.join(params)}):\n{body}\n    return result\n", params
+
+    def _exec(self, stmt, backend, device):
+        if backend is None or stmt != self.stmt:
+            return super()._exec(stmt, backend, device)
+        from unibackend import _registry as R
+
+        src, params = self.compiled_source()
+        vals = self.values()
+        env = {"np": np, "ub": ub, "nan": np.nan, "inf": np.inf}
+        env.update({k: v for k, v in vals.items() if k not in params})
+        exec(src, env)  # a new code object per case: one compile each, no recompile limit reached
+        with ub.use_backend(backend, device):
+            fn = R.backend(backend, device).compile(env["compiled_case"])
+            return fn(*[ub.asarray(vals[k]) for k in params])
+
+
+def _graph_input(name, v):
+    """Whether argument ``v`` is passed to the compiled function as a tensor:
+    dense numeric arrays, except a boolean index (its selection's shape
+    depends on its values, which a compiled graph cannot have)."""
+    if not isinstance(v, np.ndarray) or v.ndim == 0:
+        return False
+    return not (name == "index" and v.dtype == np.bool_)
+
+
+def compilable(case):
+    """Whether ``case`` can run inside a compiler: every array a dense one
+    (scipy.sparse inputs are no graph input of torch.compile), no ragged
+    Python lists (pad_ids' rows are host-side data), no ``def`` statement
+    (the gradient checks)."""
+    if case.stmt.startswith("def ") or "ub.pad_ids" in case.stmt:
+        return False
+    return not any(is_scipy_sparse(v) for v in case.values().values())
 
 
 _FUNCTIONS: dict = {}  # source text -> the function it defines

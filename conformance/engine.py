@@ -23,10 +23,17 @@ from .cases import Disagreement
 #: compiles a graph for every new input signature of an eager call (seconds
 #: each), so it gets the first ``compiling_examples`` of the same
 #: derandomized sequence.
+#: ``compiled_examples`` is the number of generated cases each check runs
+#: inside the backend's compiler under ``--compiled`` (after the explicit
+#: cases): every case is a new graph, compiled once, so this is the cost.
 PROFILES = {
-    "ci": {"max_examples": 40, "compiling_examples": 6, "derandomize": True},
-    "thorough": {"max_examples": 1000, "compiling_examples": 200, "derandomize": False},
+    "ci": {"max_examples": 40, "compiling_examples": 6, "compiled_examples": 4, "derandomize": True},
+    "thorough": {"max_examples": 1000, "compiling_examples": 200, "compiled_examples": 100,
+                 "derandomize": False},
 }
+
+#: the two ways a check runs: eagerly, and inside the backend's compiler.
+MODES = ("eager", "compiled")
 DEFAULT_PROFILE = "ci"
 
 
@@ -39,11 +46,13 @@ def cache_dir():
     return (Path(xdg) if xdg else Path.home() / ".cache") / "unibackend"
 
 
-def examples_for(backend, profile=DEFAULT_PROFILE):
+def examples_for(backend, profile=DEFAULT_PROFILE, mode="eager"):
     """Examples per check for ``backend`` under ``profile``: fewer for a
-    backend that declares ``eager_compiles`` (or is an alias of one)."""
-    key = "compiling_examples" if compiles_eagerly(backend) else "max_examples"
-    return PROFILES[profile][key]
+    backend that declares ``eager_compiles`` (or is an alias of one), and
+    ``compiled_examples`` (or fewer) in the compiled mode."""
+    prof = PROFILES[profile]
+    n = prof["compiling_examples"] if compiles_eagerly(backend) else prof["max_examples"]
+    return min(n, prof["compiled_examples"]) if mode == "compiled" else n
 
 
 def compiles_eagerly(backend):
@@ -116,10 +125,12 @@ class Result:
     seconds: float = 0.0
     examples: int = 0
     details: dict = field(default_factory=dict)
+    mode: str = "eager"           # "eager", or "compiled" (inside the backend's compiler)
 
     def as_dict(self):
         return {
-            "check": self.check, "op": self.op, "backend": self.backend, "status": self.status,
+            "check": self.check, "op": self.op, "backend": self.backend, "mode": self.mode,
+            "status": self.status,
             "reason": self.reason, "index": list(self.index) if self.index is not None else None,
             "reproducer": self.reproducer, "seconds": round(self.seconds, 3), "examples": self.examples,
         }
@@ -158,18 +169,31 @@ def check_skip_reason(check, name):
 
 
 def run_check(check, backend, *, device=None, profile=DEFAULT_PROFILE, max_examples=None, seed=None,
-              explicit=True):
+              explicit=True, mode="eager"):
     """Run ``check`` against ``backend`` under hypothesis; a :class:`Result`.
-    ``explicit=False`` leaves out the check's explicit cases (generated ones only)."""
-    from hypothesis import example, given
+    ``explicit=False`` leaves out the check's explicit cases (generated ones only).
+    ``mode="compiled"`` runs each case's op inside the backend's compiler
+    (``Backend.compile``) on the same inputs, held to the same oracle,
+    properties and tolerance as eager; cases that cannot compile (sparse
+    inputs) are left out, and a check that never compiles is a skip."""
+    from hypothesis import assume, example, given
     from hypothesis import seed as hseed
 
+    from .cases import CompiledCase, compilable
+
+    if mode not in MODES:
+        raise ValueError(f"run_check: mode must be one of {MODES}, got {mode!r}")
     why = backend_skip_reason(backend, device) or check_skip_reason(check, backend)
+    if not why and mode == "compiled" and not check.compiles:
+        why = "not run compiled (sparse inputs, host-side lists, gradients: see docs/conformance.md)"
     if why:
-        return Result(check.name, check.op, backend, "skip", why)
+        return Result(check.name, check.op, backend, "skip", why, mode=mode)
     calls = [0]
 
     def conformance_case(case):
+        if mode == "compiled":
+            assume(compilable(case))
+            case = CompiledCase(case.stmt, case.args, want=case.want_stmt, note=case.note)
         calls[0] += 1
         try:
             check.verify(case, backend, device)
@@ -182,11 +206,13 @@ def run_check(check, backend, *, device=None, profile=DEFAULT_PROFILE, max_examp
     # One database key per check: every backend gets the same cases.
     conformance_case._hypothesis_internal_add_digest = f"unibackend-conformance:{check.name}".encode()
     test = given(check.strategy)(conformance_case)
-    for case in reversed(check.examples if explicit else ()):  # (hypothesis runs the last decorator's first)
+    explicit_cases = [c for c in (check.examples if explicit else ()) if mode == "eager" or compilable(c)]
+    for case in reversed(explicit_cases):  # (hypothesis runs the last decorator's first)
         test = example(case.fresh())(test)
-    test = hypothesis_settings(profile, max_examples or examples_for(backend, profile), seed)(test)
+    test = hypothesis_settings(profile, max_examples or examples_for(backend, profile, mode), seed)(test)
     if seed is not None:
         test = hseed(seed)(test)
+    where = " compiled" if mode == "compiled" else ""
     t0 = time.perf_counter()
     try:
         with warnings.catch_warnings(), hypothesis_home():
@@ -197,17 +223,18 @@ def run_check(check, backend, *, device=None, profile=DEFAULT_PROFILE, max_examp
         if e.kind == "error":
             # a framework's exception: its first lines say what it is
             e.message = _first_lines(e.message)
-            msg = f"{check.name} on {backend!r} {e.message}"
+            msg = f"{check.name} on {backend!r}{where} {e.message}"
         else:
-            msg = f"{check.name} on {backend!r}: {e.message}"
-        return Result(check.name, check.op, backend, "fail", msg,
+            msg = f"{check.name} on {backend!r}{where}: {e.message}"
+        return Result(check.name, check.op, backend, "fail", msg, mode=mode,
                       reproducer=e.case.reproducer(backend, device, e) if e.case else "",
                       index=e.index, seconds=time.perf_counter() - t0, examples=calls[0])
     except Exception as e:  # hypothesis itself gave up (e.g. Unsatisfiable)
         return Result(check.name, check.op, backend, "fail",
-                      f"{check.name} on {backend!r}: the suite could not run: {type(e).__name__}: {e}",
-                      seconds=time.perf_counter() - t0, examples=calls[0])
-    return Result(check.name, check.op, backend, "pass", seconds=time.perf_counter() - t0, examples=calls[0])
+                      f"{check.name} on {backend!r}{where}: the suite could not run: {type(e).__name__}: {e}",
+                      seconds=time.perf_counter() - t0, examples=calls[0], mode=mode)
+    return Result(check.name, check.op, backend, "pass", seconds=time.perf_counter() - t0, examples=calls[0],
+                  mode=mode)
 
 
 def _first_lines(text, n=4, width=300):

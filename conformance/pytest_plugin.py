@@ -32,3 +32,10 @@ def pytest_addoption(parser):
         default=None,
         help="examples per conformance check and backend (overrides the profile)",
     )
+    group.addoption(
+        "--unibackend-compiled",
+        action="store_true",
+        default=False,
+        help="also run each conformance check's op inside the backend's compiler "
+        "(Backend.compile: torch.compile, tf.function(jit_compile=True), jax.jit, ...): it must agree with eager",
+    )

@@ -34,6 +34,10 @@ def parse_args(argv):
                    help="hypothesis profile: ci (derandomized, sized for CI; default) or thorough")
     p.add_argument("--max-examples", type=int, help="examples per check and backend (overrides the profile)")
     p.add_argument("--seed", type=int, help="random seed (turns derandomization off)")
+    p.add_argument("--compiled", action="store_true",
+                   help="also run each check's op inside the backend's compiler (torch.compile(fullgraph=True), "
+                   "tf.function(jit_compile=True), jax.jit, theano's compiled function) on the same inputs: "
+                   "it must agree with eager; the matrix gets a compiled column per backend")
     p.add_argument("--device", help="device for the backends that have devices, e.g. cuda")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="run lazy backends (dask) on the dask.distributed cluster at ADDRESS, e.g. tcp://host:8786")
@@ -82,35 +86,49 @@ def _console():
 
 
 def run(backends, checks, *, device=None, profile=engine.DEFAULT_PROFILE, max_examples=None,
-        seed=None, progress=None):
-    """Run every check on every backend; a list of :class:`engine.Result`."""
+        seed=None, progress=None, modes=("eager",)):
+    """Run every check on every backend in every mode; a list of :class:`engine.Result`."""
     results = []
     for check in checks:
         for name in backends:
-            if progress is not None:
-                progress(check, name)
-            results.append(engine.run_check(check, name, device=device, profile=profile,
-                                            max_examples=max_examples, seed=seed))
+            for mode in modes:
+                if progress is not None:
+                    progress(check, name if mode == "eager" else f"{name} ({mode})")
+                results.append(engine.run_check(check, name, device=device, profile=profile,
+                                                max_examples=max_examples, seed=seed, mode=mode))
     return results
 
 
+def columns(results, backends):
+    """The matrix's columns: (backend, mode) pairs, eager and compiled side by side."""
+    modes = [m for m in engine.MODES if any(r.mode == m for r in results)] or ["eager"]
+    return [(b, m) for b in backends for m in modes]
+
+
+def column_name(backend, mode):
+    return backend if mode == "eager" else f"{backend} {mode}"
+
+
 def matrix_table(results, backends, checks):
-    by = {(r.check, r.backend): r for r in results}
+    by = {(r.check, r.backend, r.mode): r for r in results}
+    cols = columns(results, backends)
     reasons = []
     title = "conformance: each backend against the numpy reference"
+    if len({m for _, m in cols}) > 1:
+        title += " (eager, and compiled: the op inside the backend's compiler)"
     try:
         from rich.table import Table
     except ImportError:
-        table = _PlainTable(title, ["check"] + list(backends))
+        table = _PlainTable(title, ["check"] + [column_name(*c) for c in cols])
     else:
         table = Table(title=title, title_justify="left")
         table.add_column("check")
-        for b in backends:
-            table.add_column(b, justify="center")
+        for c in cols:
+            table.add_column(column_name(*c), justify="center")
     for c in checks:
         row = [c.name]
-        for b in backends:
-            r = by[(c.name, b)]
+        for b, m in cols:
+            r = by[(c.name, b, m)]
             label = r.status if r.status != "fail" else "FAIL"
             if r.status == "skip":
                 if r.reason not in reasons:
@@ -133,16 +151,17 @@ def write_report(path, results, backends, checks, meta):
         with open(path, "w") as f:
             json.dump(data, f, indent=2)
         return
-    by = {(r.check, r.backend): r for r in results}
+    by = {(r.check, r.backend, r.mode): r for r in results}
+    cols = columns(results, backends)
     lines = ["# unibackend conformance report", "",
              f"{summary(results)} ({meta['seconds']:.0f} s; profile {meta['profile']}, "
              f"examples per check: {meta['max_examples']}; {meta['platform']})", "",
-             "| check | " + " | ".join(backends) + " |", "|---|" + "---|" * len(backends)]
+             "| check | " + " | ".join(column_name(*c) for c in cols) + " |", "|---|" + "---|" * len(cols)]
     reasons = []
     for c in checks:
         cells = []
-        for b in backends:
-            r = by[(c.name, b)]
+        for b, m in cols:
+            r = by[(c.name, b, m)]
             if r.status == "skip":
                 if r.reason not in reasons:
                     reasons.append(r.reason)
@@ -157,7 +176,7 @@ def write_report(path, results, backends, checks, meta):
     if fails:
         lines += ["", "## Failures"]
         for r in fails:
-            lines += ["", f"### {r.check} on {r.backend}", "", r.reason, "", "```python", r.reproducer.rstrip(), "```"]
+            lines += ["", f"### {r.check} on {column_name(r.backend, r.mode)}", "", r.reason, "", "```python", r.reproducer.rstrip(), "```"]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -200,8 +219,9 @@ def main(argv=None):
             con.print("[red]unibackend conformance: --scheduler needs distributed: pip install 'unibackend[dask]'[/]")
             return 2
         Client(args.scheduler)
+    modes = engine.MODES if args.compiled else ("eager",)
     t0 = time.perf_counter()
-    total = len(checks) * len(backends)
+    total = len(checks) * len(backends) * len(modes)
     try:
         import hypothesis  # noqa: F401
     except ImportError:
@@ -216,7 +236,7 @@ def main(argv=None):
                 print(f"[{done[0]}/{total}] {check.name} on {name}", file=sys.stderr, flush=True)
 
         results = run(backends, checks, device=args.device, profile=args.profile,
-                      max_examples=args.max_examples, seed=args.seed, progress=progress)
+                      max_examples=args.max_examples, seed=args.seed, progress=progress, modes=modes)
     else:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -232,7 +252,7 @@ def main(argv=None):
                 bar.update(task, description=f"{check.name} on {name}")
 
             results = run(backends, checks, device=args.device, profile=args.profile,
-                          max_examples=args.max_examples, seed=args.seed, progress=progress)
+                          max_examples=args.max_examples, seed=args.seed, progress=progress, modes=modes)
             bar.advance(task)
     seconds = time.perf_counter() - t0
 
@@ -242,7 +262,7 @@ def main(argv=None):
         con.print(f"[yellow][{i + 1}][/] {why}")
     fails = [r for r in results if r.status == "fail"]
     for r in fails:
-        con.rule(f"[bold red]{r.check} on {r.backend}")
+        con.rule(f"[bold red]{r.check} on {column_name(r.backend, r.mode)}")
         con.print(r.reason, markup=False, soft_wrap=True)
         if r.reproducer:
             # printed as is: a wrapped line would not paste back as Python
@@ -251,10 +271,14 @@ def main(argv=None):
     meta = {
         "unibackend": ub.__version__, "platform": f"{platform.system()} {platform.machine()}, "
         f"Python {platform.python_version()}", "profile": args.profile,
-        "max_examples": args.max_examples or {b: engine.examples_for(b, args.profile) for b in backends},
+        "max_examples": args.max_examples or {column_name(b, m): engine.examples_for(b, args.profile, m)
+                                              for b in backends for m in modes},
+        "compiled": args.compiled,
         "seed": args.seed,
         "device": args.device, "seconds": seconds,
-        "seconds_per_backend": {b: round(sum(r.seconds for r in results if r.backend == b), 1) for b in backends},
+        "seconds_per_backend": {column_name(b, m): round(sum(r.seconds for r in results
+                                                              if r.backend == b and r.mode == m), 1)
+                                for b in backends for m in modes},
         "versions": {b.name: b.version for b in ub.backends() if b.name in backends},
     }
     if args.report:

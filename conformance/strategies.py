@@ -17,6 +17,9 @@ from hypothesis.extra import numpy as hnp
 from .cases import Arg, array_code
 
 FLOATS = (np.float32, np.float64)
+#: every float dtype numpy has: the ops whose rules are about special values
+#: (order, NaN, +-inf) draw float16 too, where rounding collapses values into ties.
+ALL_FLOATS = (np.float16, np.float32, np.float64)
 ID_DTYPES = (np.int32, np.int64)
 
 #: values that collide: ties, signed zeros, halves that are exact in float32.
@@ -26,18 +29,20 @@ TIE_POOL = (0.0, -0.0, 1.0, -1.0, 2.0, 0.5, -0.5, 3.0)
 LAYOUTS = ("C", "transposed", "strided", "reversed")
 
 
-def float_dtypes():
-    return st.sampled_from(FLOATS).map(np.dtype)
+def float_dtypes(half=False):
+    """float32 or float64; with ``half``, float16 too."""
+    return st.sampled_from(ALL_FLOATS if half else FLOATS).map(np.dtype)
 
 
 def id_dtypes():
     return st.sampled_from(ID_DTYPES).map(np.dtype)
 
 
-def elements(dtype, *, lo=-1e3, hi=1e3, nan=False, inf=False, neg_inf=False):
+def elements(dtype, *, lo=-1e3, hi=1e3, nan=False, inf=False, neg_inf=False, pos_inf=False):
     """Float elements of ``dtype``: mostly colliding values, some arbitrary
-    finite ones in [lo, hi], and the special values asked for."""
-    width = 32 if np.dtype(dtype) == np.float32 else 64
+    finite ones in [lo, hi], and the special values asked for (``inf``: both
+    infinities; ``neg_inf``/``pos_inf``: one)."""
+    width = {2: 16, 4: 32}.get(np.dtype(dtype).itemsize, 64)
     parts = [
         st.sampled_from([v for v in TIE_POOL if lo <= v <= hi]),
         st.floats(lo, hi, width=width, allow_subnormal=False),
@@ -45,9 +50,9 @@ def elements(dtype, *, lo=-1e3, hi=1e3, nan=False, inf=False, neg_inf=False):
     specials = []
     if nan:
         specials.append(np.nan)
-    if inf:
-        specials += [np.inf, -np.inf]
-    elif neg_inf:
+    if inf or pos_inf:
+        specials.append(np.inf)
+    if inf or neg_inf:
         specials.append(-np.inf)
     if specials:
         parts.append(st.sampled_from(specials))

@@ -19,17 +19,20 @@ def pytest_generate_tests(metafunc):
     backends = [b.strip() for b in names.split(",") if b.strip()] if names else engine.default_backends()
     ops = opt("unibackend_ops")
     checks = engine.select_checks([o.strip() for o in ops.split(",") if o.strip()] if ops else None)
-    pairs = [(c, b) for c in checks for b in backends]
-    metafunc.parametrize("conformance_check,backend", pairs,
-                         ids=[f"{c.name.replace(' ', '_')}-{b}" for c, b in pairs])
+    modes = engine.MODES if opt("unibackend_compiled") else ("eager",)
+    triples = [(c, b, m) for c in checks for b in backends for m in modes]
+    metafunc.parametrize("conformance_check,backend,mode", triples,
+                         ids=[f"{c.name.replace(' ', '_')}-{b}" + ("" if m == "eager" else f"-{m}")
+                              for c, b, m in triples])
 
 
-def test_backend_agrees_with_reference(conformance_check, backend, request):
+def test_backend_agrees_with_reference(conformance_check, backend, mode, request):
     """The backend meets the check's properties and agrees with the numpy
-    reference on every generated case (see the check's docstring)."""
+    reference on every generated case (see the check's docstring); in the
+    compiled mode, with the op run inside the backend's compiler."""
     opt = request.config.getoption
     result = engine.run_check(conformance_check, backend, profile=opt("unibackend_profile"),
-                              max_examples=opt("unibackend_max_examples"))
+                              max_examples=opt("unibackend_max_examples"), mode=mode)
     if result.status == "skip":
         pytest.skip(result.reason)
     if result.status == "fail":

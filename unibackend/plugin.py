@@ -274,6 +274,14 @@ class Backend(abc.ABC):
     def function(self, f: Callable[..., Any]) -> Callable[..., Any]:
         """``f`` compiled for this backend (or ``f`` itself on an eager one)."""
 
+    def compile(self, f: Callable[..., Any]) -> Callable[..., Any]:
+        """``f`` (native tensors in, native tensors out) run inside the
+        framework's own compiler: ``torch.compile(fullgraph=True)``,
+        ``tf.function(jit_compile=True)``, ``jax.jit``, a compiled graph.
+        The conformance suite's ``--compiled`` mode checks that it agrees with
+        eager.  Default: :meth:`function`."""
+        return self.function(f)
+
 
 # --------------------------------------------------------------------------
 # Rules several plugins need, written once.

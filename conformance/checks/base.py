@@ -26,6 +26,7 @@ class Check:
     needs: tuple = ()          # capabilities the backend must declare
     doc: str = ""
     examples: tuple = ()       # explicit cases, run before the generated ones
+    compiles: bool = True      # whether --compiled runs it inside the backend's compiler
 
 
 #: name -> Check; the package puts the value checks first, the gradients after.
@@ -33,14 +34,17 @@ CHECKS: dict[str, Check] = {}
 
 
 def check(name: str, op: str, strategy: st.SearchStrategy, needs: Iterable[str] = (),
-          examples: Iterable[Case] = ()):
+          examples: Iterable[Case] = (), compiles: bool | None = None):
     """Register the decorated ``verify(case, backend, device)`` as check
-    ``name`` about ``op``; its docstring is what ``--list`` prints."""
+    ``name`` about ``op``; its docstring is what ``--list`` prints.
+    ``compiles`` (default: not for the gradient or lazy checks) says whether
+    ``--compiled`` also runs its cases inside the backend's compiler."""
     def deco(fn):
         if name in CHECKS:
             raise ValueError(f"conformance check {name!r} is registered twice")
         CHECKS[name] = Check(name, op, strategy, fn, tuple(needs), (fn.__doc__ or "").strip(),
-                             tuple(examples))
+                             tuple(examples),
+                             not ({"autodiff", "lazy"} & set(needs)) if compiles is None else compiles)
         return fn
     return deco
 

@@ -175,7 +175,8 @@ PAD_IDS_EXAMPLES = [
           "table": arr(np.arange(10.0).reshape(5, 2))})]
 
 
-@check("pad_ids", "pad_ids", pad_ids_cases(), examples=PAD_IDS_EXAMPLES)
+# not compiled: pad_ids turns host-side ragged lists into a numpy matrix
+@check("pad_ids", "pad_ids", pad_ids_cases(), examples=PAD_IDS_EXAMPLES, compiles=False)
 def verify_pad_ids(case, backend, device):
     """pad_ids pads ragged rows at the end (int64, ids shifted so pad_id is
     free, as wide as the longest row or length); embedding_mean over it is the

@@ -186,12 +186,61 @@ def _sum_to_one(got, x, axis, dtype, rows_to_check=None):
              f"(tolerance {tol[i]:.3g})", got=got)
 
 
+#: which special values a softmax or topk_gate case draws: none, -inf only (the
+#: dead-slice rule), +inf, NaN, or all three (a slice with NaN or +inf is NaN
+#: throughout; -inf alone gives 0).
+SPECIAL_SETS = (
+    {}, {"neg_inf": True}, {"pos_inf": True}, {"nan": True}, {"nan": True, "inf": True},
+    {"neg_inf": True, "pos_inf": True},
+)
+
+
+@st.composite
+def special_shapes(draw, min_len=0):
+    """(shape, axis): one slice (a 1-D array, or a batch of one) or many."""
+    shape, axis = draw(S.axis_shapes(min_len=min_len))
+    if draw(st.integers(0, 2)) == 0:  # one slice: how the NaN/+inf bugs were first seen
+        n = shape[axis]
+        shape, axis = draw(st.sampled_from([((n,), 0), ((n,), -1), ((1, n), 1), ((n, 1), 0)]))
+    return shape, axis
+
+
+def softmax_oracle(x, axis):
+    """The contract's softmax in float64: exp(x - max) / sum, the max of an
+    all -inf slice taken as 0 (so it gives 0s), a slice holding NaN or +inf
+    NaN throughout."""
+    z = np.asarray(x, dtype=np.float64)
+    if z.size == 0:
+        return z
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        m = np.max(z, axis=axis, keepdims=True)
+        m = np.where(np.isneginf(m), 0.0, m)
+        e = np.exp(z - m)
+        s = e.sum(axis=axis, keepdims=True)
+        return np.where(s == 0, 0.0, e / s)
+
+
+def _poisoned(x, axis):
+    """Per slice (axis removed): whether it holds NaN or +inf."""
+    return np.any(np.isnan(x) | np.isposinf(x), axis=axis)
+
+
+def _nan_throughout(got, x, axis, what):
+    """A slice of ``x`` holding NaN or +inf must be NaN throughout in ``got``."""
+    bad = np.expand_dims(_poisoned(x, axis), axis) & ~np.isnan(got)
+    if bad.any():
+        i = tuple(int(j) for j in np.argwhere(bad)[0])
+        fail(f"{what} at index {i} is {show(got[i])}, want NaN: its slice holds NaN or +inf, "
+             f"so the whole slice is NaN", index=i, got=got)
+
+
 @st.composite
 def topk_gate_cases(draw):
-    shape, axis = draw(S.axis_shapes(min_len=1))
-    dtype = draw(S.float_dtypes())
-    # |logits| <= 20: every kept weight is a normal number, so "k nonzero" is exact
-    x = draw(S.float_arrays(shape, dtype, lo=-20, hi=20))
+    shape, axis = draw(special_shapes(min_len=1))
+    dtype = draw(S.float_dtypes(half=True))
+    # |logits| <= 20 (2 in float16): every kept weight is a normal number, so "k nonzero" is exact
+    r = 2 if dtype == np.float16 else 20
+    x = draw(S.float_arrays(shape, dtype, lo=-r, hi=r, **draw(st.sampled_from(SPECIAL_SETS))))
     n = shape[axis]
     k = draw(st.one_of(st.just(1), st.just(n), st.integers(1, n)))
     return Case("result = ub.topk_gate(logits, k, axis=axis)", {"logits": x, "k": k, "axis": axis})
@@ -201,64 +250,90 @@ _GATE = "result = ub.topk_gate(logits, k, axis=axis)"
 TOPK_GATE_EXAMPLES = [
     Case(_GATE, {"logits": _ties40(), "k": 2, "axis": -1}),
     Case(_GATE, {"logits": arr([[0.0, 0.0, 0.0]]), "k": 2, "axis": 1}),
+    # NaN / +inf kept: NaN throughout (TF float32 gave [0, nan, 0, 0], theano the same for +inf)
+    Case(_GATE, {"logits": arr([[0.1, np.nan, 0.3, 2.0]], np.float32), "k": 2, "axis": 1}),
+    Case(_GATE, {"logits": arr([[0.1, np.inf, 0.3, 2.0]], np.float32), "k": 2, "axis": 1}),
+    # -inf among the kept (k > the finite entries): weight 0; all kept -inf: zeros
+    Case(_GATE, {"logits": arr([[1.0, -np.inf, -np.inf], [-np.inf, -np.inf, -np.inf]]), "k": 2, "axis": 1}),
 ]
 
 
 @check("topk_gate", "topk_gate", topk_gate_cases(), examples=TOPK_GATE_EXAMPLES)
 def verify_topk_gate(case, backend, device):
-    """Exactly k nonzero weights per slice, at the k largest logits (ties to
-    the lower index), summing to 1; equals numpy within the softmax tolerance."""
+    """softmax(keep_topk(logits, k)): for slices of finite logits exactly k
+    nonzero weights per slice, at the k largest logits (ties to the lower
+    index), summing to 1; a kept NaN or +inf makes the slice NaN throughout, a
+    kept -inf weighs 0; equals numpy within the softmax tolerance."""
     got = case.run(backend, device)
     v = case.values()
     x, k, axis = v["logits"], v["k"], v["axis"]
     check_meta(got, x)
     keep = kept_mask(x, k, axis)
+    kept = np.where(keep, x.astype(np.float64), -np.inf)
+    _nan_throughout(got, kept, axis, "the weight")
+    finite = np.expand_dims(np.all(np.isfinite(x) | ~keep, axis=axis), axis)  # every kept logit finite
     nz = got != 0
-    if (nz != keep).any():
-        counts = _slices(nz, axis).sum(axis=-1)
+    wrong = (nz != keep) & finite
+    if wrong.any():
+        counts = _slices(np.where(finite, nz, keep), axis).sum(axis=-1)
         bad = np.flatnonzero(counts != k)
         if bad.size:
             fail(f"slice {int(bad[0])} (axis {axis} moved last, batch flattened) has "
                  f"{int(counts[bad[0]])} nonzero weights, want exactly k={k}", got=got)
-        i = tuple(int(j) for j in np.argwhere(nz != keep)[0])
+        i = tuple(int(j) for j in np.argwhere(wrong)[0])
         fail(f"nonzero weights at the wrong positions: at index {i} the weight is {show(got[i])}, "
              f"but that logit is {'' if keep[i] else 'not '}among the k={k} largest "
              f"(ties go to the lower index)", index=i, got=got)
-    kept = np.where(keep, x.astype(np.float64), -np.inf)
-    _sum_to_one(got, kept, axis, x.dtype)
+    live = ~np.all(np.isneginf(kept), axis=axis) & ~_poisoned(kept, axis)
+    _sum_to_one(got, kept, axis, x.dtype, live)
     want = case.reference()
-    assert_close(got, want, T.softmax_tol(kept, want, axis, x.dtype))
+    tol = T.softmax_tol(kept, want, axis, x.dtype)
+    assert_close(got, softmax_oracle(kept, axis).astype(x.dtype), tol,
+                 "weights (against the float64 softmax of the kept logits)")
+    assert_close(got, want, tol)
 
 
 @st.composite
 def softmax_cases(draw):
-    shape, axis = draw(S.axis_shapes())
-    dtype = draw(S.float_dtypes())
-    x = draw(S.float_arrays(shape, dtype, lo=-200, hi=200, neg_inf=True))
+    shape, axis = draw(special_shapes())
+    dtype = draw(S.float_dtypes(half=True))
+    x = draw(S.float_arrays(shape, dtype, lo=-200, hi=200, **draw(st.sampled_from(SPECIAL_SETS))))
     return Case("result = ub.softmax(x, axis=axis)", {"x": x, "axis": axis})
 
 
-SOFTMAX_EXAMPLES = [Case("result = ub.softmax(x, axis=axis)",
-                         {"x": arr([[-np.inf, -np.inf], [0.0, -np.inf]], np.float32), "axis": a})
-                    for a in (0, 1)]
+_SOFTMAX = "result = ub.softmax(x, axis=axis)"
+SOFTMAX_EXAMPLES = [Case(_SOFTMAX, {"x": arr([[-np.inf, -np.inf], [0.0, -np.inf]], np.float32), "axis": a})
+                    for a in (0, 1)] + [
+    # TF float32 gave [0, nan, 0, 0]; theano gave [0, 0, nan, 0] for a +inf (a batch of one row)
+    Case(_SOFTMAX, {"x": arr([[0.1, special, 0.3, 2.0]], dt), "axis": 1})
+    for special in (np.nan, np.inf) for dt in (np.float16, np.float32, np.float64)] + [
+    # many slices: one of each kind
+    Case(_SOFTMAX, {"x": arr([[0.1, np.nan, 0.3], [1.0, np.inf, -np.inf], [-np.inf, -np.inf, -np.inf],
+                              [0.5, -np.inf, 2.0], [np.inf, np.inf, 0.0]], np.float32), "axis": 1}),
+]
 
 
 @check("softmax", "softmax", softmax_cases(), examples=SOFTMAX_EXAMPLES)
 def verify_softmax(case, backend, device):
-    """-inf gives exactly 0, an all -inf slice all 0s (not NaN), every other
-    slice sums to 1; equals numpy within the softmax tolerance."""
+    """-inf gives exactly 0, an all -inf slice all 0s (not NaN), a slice
+    holding NaN or +inf is NaN throughout, every other slice sums to 1;
+    equals the float64 oracle and numpy within the softmax tolerance."""
     got = case.run(backend, device)
     v = case.values()
     x, axis = v["x"], v["axis"]
     check_meta(got, x)
-    ninf = np.isneginf(x)
+    _nan_throughout(got, x, axis, "softmax")
+    clean = np.broadcast_to(np.expand_dims(~_poisoned(x, axis), axis), x.shape)
+    ninf = np.isneginf(x) & clean
     if (got[ninf] != 0).any():
         i = tuple(int(j) for j in np.argwhere(ninf & (got != 0))[0])
         fail(f"softmax of -inf at index {i} is {show(got[i])}, want exactly 0", index=i, got=got)
-    live = ~np.all(ninf, axis=axis)  # an empty or all -inf slice sums to 0
+    live = ~np.all(np.isneginf(x), axis=axis) & ~_poisoned(x, axis)  # an empty or all -inf slice sums to 0
     _sum_to_one(got, x, axis, x.dtype, live)
     want = case.reference()
-    assert_close(got, want, T.softmax_tol(x, want, axis, x.dtype))
+    tol = T.softmax_tol(x, want, axis, x.dtype)
+    assert_close(got, softmax_oracle(x, axis).astype(x.dtype), tol, "values (against the float64 softmax)")
+    assert_close(got, want, tol)
 
 
 # ---------------------------------------------------------------------------
