@@ -176,7 +176,8 @@ def write_report(path, results, backends, checks, meta):
     if fails:
         lines += ["", "## Failures"]
         for r in fails:
-            lines += ["", f"### {r.check} on {column_name(r.backend, r.mode)}", "", r.reason, "", "```python", r.reproducer.rstrip(), "```"]
+            lines += ["", f"### {r.check} on {column_name(r.backend, r.mode)}", "", r.reason, "",
+                      "```python", r.reproducer.rstrip(), "```"]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 

@@ -242,3 +242,314 @@ def test_suite_catches_a_realistic_bug_in_one_op(cls, op):
         R.unregister(name)
     assert result.status == "fail" and result.reason.startswith(f"{op} on {name!r}")
     assert other.status == "pass"
+
+
+# -- one mutant per rule of docs/semantics.md ----------------------------------
+# Each breaks exactly one rule.  docs/conformance.md's table "Rules, strategies
+# and mutants" names the rule, the check (and strategy) that exercises it, and
+# the mutant; test_every_mutant_in_the_docs_table_is_caught runs each row.
+
+def _mask_of(kept_with_nan_fill):
+    return ~np.isnan(kept_with_nan_fill)
+
+
+class ReversedDescendingArgsort(NumpyBackend):
+    """descending argsort as the reverse of the stable ascending one (ties come out last index first)."""
+
+    def argsort(self, x, axis, descending):
+        asc = np.argsort(x, axis=axis, kind="stable").astype(np.int64)
+        return np.flip(asc, axis) if descending else asc
+
+
+class NanSmallestArgsort(NumpyBackend):
+    """argsort that ranks NaN below -inf (first ascending, last descending)."""
+
+    def argsort(self, x, axis, descending):
+        if x.dtype.kind == "f":
+            x = np.where(np.isnan(x), -np.inf, x)
+        return super().argsort(x, axis, descending)
+
+
+class SignedZeroArgsort(NumpyBackend):
+    """argsort that orders -0.0 below +0.0 (a sort on the float's bits)."""
+
+    def argsort(self, x, axis, descending):
+        if x.dtype.kind == "f":
+            x = np.where((x == 0) & np.signbit(x), -np.finfo(x.dtype).tiny, x)
+        return super().argsort(x, axis, descending)
+
+
+class Int32Argsort(NumpyBackend):
+    """argsort that returns int32 indices."""
+
+    def argsort(self, x, axis, descending):
+        return super().argsort(x, axis, descending).astype(np.int32)
+
+
+class NanSmallestTopk(NumpyBackend):
+    """keep_topk that ranks NaN as -inf (a NaN is kept only when nothing else is left)."""
+
+    def keep_topk(self, x, k, axis, fill):
+        keep = _mask_of(super().keep_topk(np.where(np.isnan(x), -np.inf, x), k, axis, np.nan))
+        return np.where(keep, x, np.asarray(fill, x.dtype))
+
+
+class KZeroKeepsOne(NumpyBackend):
+    """keep_topk with k=0 keeping the largest entry (a 'k >= 1' assumption)."""
+
+    def keep_topk(self, x, k, axis, fill):
+        return super().keep_topk(x, max(k, 1) if x.shape[axis] else k, axis, fill)
+
+
+class KFullLosesNaN(NumpyBackend):
+    """keep_topk with k=size through a comparison with the k-th value: NaN fails it and becomes fill."""
+
+    def keep_topk(self, x, k, axis, fill):
+        out = super().keep_topk(x, k, axis, fill)
+        if k == x.shape[axis] and k:
+            out = np.where(np.isnan(x), np.asarray(fill, x.dtype), out)
+        return out
+
+
+class FillIgnoredTopk(NumpyBackend):
+    """keep_topk that always fills with -inf, whatever fill was asked."""
+
+    def keep_topk(self, x, k, axis, fill):
+        return super().keep_topk(x, k, axis, -np.inf)
+
+
+class SmoothedSoftmax(NumpyBackend):
+    """softmax with a tiny smoothing term in the exponentials: -inf no longer gives exactly 0."""
+
+    def softmax(self, x, axis):
+        out = super().softmax(x, axis)
+        return np.where(np.isneginf(x) & np.isfinite(out), np.asarray(1e-30, x.dtype), out).astype(x.dtype)
+
+
+class TensorflowNanSoftmax(NumpyBackend):
+    """softmax with TensorFlow's float32 NaN answer: [0.1, nan, 0.3, 2.0] gives [0, nan, 0, 0]."""
+
+    def softmax(self, x, axis):
+        out = super().softmax(x, axis)
+        nan_slice = np.any(np.isnan(x), axis=axis, keepdims=True)
+        return np.where(nan_slice, np.where(np.isnan(x), np.nan, 0), out).astype(x.dtype)
+
+
+class TheanoInfSoftmax(NumpyBackend):
+    """softmax with theano's +inf answer: [0.1, inf, 0.3, 2.0] gives [0, nan, 0, 0] (NaN at the +inf only)."""
+
+    def softmax(self, x, axis):
+        out = super().softmax(x, axis)
+        inf_slice = np.any(np.isposinf(x), axis=axis, keepdims=True) & ~np.any(np.isnan(x), axis=axis, keepdims=True)
+        return np.where(inf_slice, np.where(np.isposinf(x), np.nan, 0), out).astype(x.dtype)
+
+
+class GateHigherIndexTies(NumpyBackend):
+    """topk_gate whose top-k keeps the higher index among ties (torch's CPU order)."""
+
+    def keep_topk(self, x, k, axis, fill):
+        return np.flip(super().keep_topk(np.flip(x, axis), k, axis, fill), axis)
+
+
+class GateUnnormalised(NumpyBackend):
+    """topk_gate as the softmax over all logits with the non-kept ones zeroed (weights do not sum to 1)."""
+
+    def softmax(self, x, axis):
+        return super().softmax(np.where(np.isneginf(x), np.asarray(0.0, x.dtype), x), axis) * (~np.isneginf(x))
+
+
+class GateNanOnlyAtNan(NumpyBackend):
+    """topk_gate where a kept NaN or +inf gives NaN there and 0 elsewhere (TF's float32 softmax inside the gate)."""
+
+    def softmax(self, x, axis):
+        out = super().softmax(x, axis)
+        bad = np.isnan(x) | np.isposinf(x)
+        return np.where(np.any(bad, axis=axis, keepdims=True), np.where(bad, np.nan, 0), out).astype(x.dtype)
+
+
+class NanForEmptyMaskedMean(NumpyBackend):
+    """masked_mean that divides by the count as is: a slice with nothing kept gives NaN."""
+
+    def masked_mean(self, x, mask, axes):
+        keep = np.broadcast_to(mask != 0, x.shape)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (np.where(keep, x, 0).sum(axis=axes) / keep.sum(axis=axes)).astype(x.dtype)
+
+
+class PositiveMaskMean(NumpyBackend):
+    """masked_mean that keeps entries where mask > 0 (a negative number counts as False)."""
+
+    def masked_mean(self, x, mask, axes):
+        return super().masked_mean(x, mask > 0, axes)
+
+
+class UniqueIdsEmbedding(NumpyBackend):
+    """embedding_mean that counts a repeated id once per row."""
+
+    def embedding_mean(self, table, ids, pad_id):
+        out = np.zeros((ids.shape[0], table.shape[1]), table.dtype)
+        for i, row in enumerate(ids):
+            real = np.unique(row[row != pad_id])
+            if real.size:
+                out[i] = table[real].astype(np.float64).mean(axis=0)
+        return out
+
+
+class NanPadRowEmbedding(NumpyBackend):
+    """embedding_mean whose row of only padding is the mean of nothing: NaN."""
+
+    def embedding_mean(self, table, ids, pad_id):
+        out = super().embedding_mean(table, ids, pad_id)
+        out[np.all(ids == pad_id, axis=1)] = np.nan
+        return out
+
+
+class ClippedPadEmbedding(NumpyBackend):
+    """embedding_mean that clips ids into the table first: a pad_id outside [0, V) becomes a real row."""
+
+    def embedding_mean(self, table, ids, pad_id):
+        clipped = np.clip(ids, 0, table.shape[0] - 1)
+        return super().embedding_mean(table, clipped, pad_id if 0 <= pad_id < table.shape[0] else -(10**9))
+
+
+class Float32Dot(NumpyBackend):
+    """dot computed and returned in float32 whatever the inputs' dtype."""
+
+    def dot(self, a, b):
+        return np.dot(a.astype(np.float32), b.astype(np.float32))
+
+    fast_dot = None
+
+
+class ReversedBatchDot(NumpyBackend):
+    """dot of a 3-D a that walks its batch axis backwards (a reshape bug)."""
+
+    def dot(self, a, b):
+        out = np.dot(a, b)
+        return out[::-1].copy() if a.ndim >= 3 else out
+
+    fast_dot = None
+
+
+class EmptyContractionNaN(NumpyBackend):
+    """dot over an empty contraction (K = 0) that gives NaN instead of 0."""
+
+    def dot(self, a, b):
+        out = np.dot(a, b)
+        return np.full_like(out, np.nan) if a.shape[-1] == 0 else out
+
+    fast_dot = None
+
+
+class LastDuplicateCoreCSR(NumpyBackend):
+    """The core's canonical CSR keeping the last of duplicate COO entries instead of summing them
+    (a mutant of the core: ``patch`` replaces ``unibackend._checks.canonical_csr`` during the run)."""
+
+    @staticmethod
+    def patch():
+        import scipy.sparse as sp
+
+        from unibackend import _checks
+
+        real = _checks.canonical_csr
+
+        def last_wins(op, x, dtype=None):
+            coo = sp.coo_matrix(x)
+            keep = {}
+            for r, c, v in zip(coo.row, coo.col, coo.data):
+                keep[(r, c)] = v
+            rows = np.array([rc[0] for rc in keep], np.int64)
+            cols = np.array([rc[1] for rc in keep], np.int64)
+            data = np.array(list(keep.values()), coo.dtype)
+            return real(op, sp.coo_matrix((data, (rows, cols)), shape=x.shape), dtype)
+
+        return last_wins
+
+
+class Float64Subtensor(NumpyBackend):
+    """set_subtensor/inc_subtensor returning float64 for a float32 x."""
+
+    def set_subtensor(self, x, index, value, accumulate):
+        return super().set_subtensor(x, index, value, accumulate).astype(np.float64)
+
+
+class CompiledSignlessTopk(NumpyBackend):
+    """Eager keep_topk is right; its compiled version adds 0.0 to the result (a fused
+    kernel's arithmetic): a kept -0.0 comes back +0.0 only under --compiled."""
+
+    def compile(self, f):
+        def compiled(*args):
+            return np.asarray(f(*args)) + 0.0
+        return compiled
+
+
+#: every mutant of the rules table, by class name
+RULE_MUTANTS = {c.__name__: c for c in (
+    UnstableArgsort, ReversedDescendingArgsort, NanSmallestArgsort, SignedZeroArgsort, Int32Argsort,
+    TorchTieOrderTopk, NanSmallestTopk, KZeroKeepsOne, KFullLosesNaN, FillIgnoredTopk, SignlessTopk,
+    SmoothedSoftmax, NaiveSoftmax, TensorflowNanSoftmax, TheanoInfSoftmax, Float64Softmax,
+    GateHigherIndexTies, GateUnnormalised, GateNanOnlyAtNan,
+    MultiplyMaskedMean, NanForEmptyMaskedMean, PositiveMaskMean, InPlaceMaskedMean,
+    DivideByLengthEmbedding, UniqueIdsEmbedding, NanPadRowEmbedding, ClippedPadEmbedding,
+    Float32Dot, ReversedBatchDot, EmptyContractionNaN, LastDuplicateCoreCSR,
+    FirstWriteWins, PlusEqualsInc, Float64Subtensor, CompiledSignlessTopk,
+)}
+
+
+def rules_table():
+    """The rows of docs/conformance.md's rules table: (rule, check, mode, mutant)."""
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "conformance.md").read_text()
+    start = text.index("| rule | strategy (check: where) | mutant |")
+    rows = []
+    for line in text[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        rule, strategy, mutant = (c.strip() for c in line.strip("|").split("|"))
+        check = re.match(r"`([^`]+)`", strategy).group(1)
+        name = re.match(r"`([^`]+)`", mutant).group(1)
+        rows.append((rule, check, "compiled" if "--compiled" in mutant else "eager", name))
+    return rows
+
+
+def test_the_rules_table_names_every_rule_mutant_once():
+    """Every mutant above has a row of the docs table and every row names a
+    mutant defined here and a registered check."""
+    rows = rules_table()
+    assert sorted(r[3] for r in rows) == sorted(RULE_MUTANTS)
+    assert all(r[1] in CHECKS for r in rows), [r for r in rows if r[1] not in CHECKS]
+    # every op of docs/semantics.md has a row
+    import pathlib
+    import re
+
+    sem = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "semantics.md").read_text()
+    ops = set(re.findall(r"^\*\*(\w+)\(", sem, re.M)) - {"pad_ids"}  # pad_ids: host-side, its own check
+    covered = {CHECKS[r[1]].op for r in rows}
+    assert ops <= covered, ops - covered
+
+
+@pytest.mark.parametrize("rule,check,mode,mutant", rules_table(), ids=[r[3] for r in rules_table()])
+def test_every_mutant_in_the_docs_table_is_caught(rule, check, mode, mutant):
+    """The suite's check for the rule, in the row's mode, fails on the mutant
+    that breaks exactly that rule (and, for a compiled-only mutant, passes eagerly)."""
+    from unittest import mock
+
+    from unibackend import _registry as R
+
+    cls = RULE_MUTANTS[mutant]
+    name = "rule_" + mutant.lower()
+    ub.register(name, cls)
+    try:
+        patch = mock.patch("unibackend._checks.canonical_csr", cls.patch()) if hasattr(cls, "patch") else None
+        with patch or mock.patch.dict({}):
+            result = engine.run_check(CHECKS[check], name, mode=mode)
+            eager = engine.run_check(CHECKS[check], name, max_examples=10) if mode == "compiled" else None
+    finally:
+        R.unregister(name)
+    where = " compiled" if mode == "compiled" else ""
+    assert result.status == "fail", f"{mutant} ({rule}) was not caught by {check}{where}"
+    assert result.reason.startswith(f"{check} on {name!r}{where}"), result.reason
+    if eager is not None:
+        assert eager.status == "pass", eager.reason

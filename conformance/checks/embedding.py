@@ -120,7 +120,10 @@ MASKED_MEAN_EXAMPLES = [
           "mask": arr(m, mdt), "axis": ax})
     for m, mdt, ax in (([[False, True, False, True], [False, False, False, False]], np.bool_, 1),
                        ([0.0, -0.0, 1.0, 0.5], np.float64, None),
-                       ([[0, 0, 0, 0]], np.int32, 0))]
+                       ([[0, 0, 0, 0]], np.int32, 0))] + [
+    # a negative number is nonzero, so True
+    Case("result = ub.masked_mean(x, mask, axis=axis)",
+         {"x": arr([[1.0, 2.0, 4.0, np.nan]]), "mask": arr([[1, -3, 0, 0]], np.int32), "axis": 1})]
 
 
 @check("masked_mean", "masked_mean", masked_mean_cases(), examples=MASKED_MEAN_EXAMPLES)
