@@ -7,6 +7,7 @@ All of them are timed side by side (:mod:`.timing`).
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import time
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import unibackend as ub
 
 from .timing import Candidate, interleave, paired_diff, paired_ratio
 
-OPS = ("dispatch", "keep_topk", "embedding_mean", "sparse_dot")
+OPS = ("dispatch", "keep_topk", "embedding_mean", "sparse_dot", "compiled", "scaling")
 
 #: The sizes of the issue.  ``smoke`` is minuscule, for the test suite only.
 SIZES = {
@@ -26,12 +27,15 @@ SIZES = {
         "keep_topk": {"rows": 512, "cols": 4096, "ks": (4, 64)},
         "embedding_mean": {"n": 4096, "L": 50, "V": 100_000, "d": 128},
         "sparse_dot": {"n": 256, "N": 10_000, "density": 0.005, "M": 512},
+        # dask only: embedding_mean on a LocalCluster of 1 and of 2 workers
+        "scaling": {"n": 65536, "L": 50, "V": 100_000, "d": 128, "chunks": 16},
     },
     "smoke": {
         "dispatch": {"n": 8},
         "keep_topk": {"rows": 8, "cols": 64, "ks": (2, 8)},
         "embedding_mean": {"n": 16, "L": 5, "V": 100, "d": 8},
         "sparse_dot": {"n": 8, "N": 100, "density": 0.05, "M": 4},
+        "scaling": {"n": 64, "L": 5, "V": 100, "d": 8, "chunks": 4},
     },
 }
 
@@ -139,17 +143,33 @@ def peers(kind):
 # --------------------------------------------------------------------------
 # measuring one case
 
-def first_call(c, sync):
+def first_call(c, sync, block=None):
     t0 = time.perf_counter()
-    c.fn(*c.args)
+    out = c.fn(*c.args)
+    if block is not None:
+        block(out)
     if sync is not None:
         sync()
     return time.perf_counter() - t0
 
 
+def _blocking(block, c):
+    """``c`` with every call waiting for its result (``block(result)``):
+    jax's asynchronous dispatch, dask's lazy graphs."""
+    fn = c.fn
+
+    def call(*args):
+        return block(fn(*args))
+
+    return dataclasses.replace(c, fn=call)
+
+
 def measure(op, label, params, nat, unified, others, settings, first_s=None):
     """Time ``unified`` and ``others`` side by side; a JSON-ready record."""
     cands = [unified] + [c for c in others if settings.naive or c.kind != "naive"]
+    block = getattr(nat, "block", None)
+    if block is not None:
+        cands = [_blocking(block, c) for c in cands]
     timings = interleave(cands, settings.repeats, settings.min_batch_s, nat.sync, settings.budget_s)
     u = timings["unified"]
     rows = []
@@ -183,7 +203,7 @@ def case_dispatch(nat, peer, size, settings):
     a0, b0 = dispatch_inputs(p)
     a, b = nat.put(a0), nat.put(b0)
     u = _unified("ub.dot(a, b)", ub.dot, a, b)
-    first = first_call(u, nat.sync)
+    first = first_call(u, nat.sync, getattr(nat, "block", None))
     # An empty Python function: the unit that makes a dispatch overhead
     # comparable across machines and loads (the overhead is Python calls).
     ref = Candidate("python call", "reference", "f(a, b), an empty Python function", _noop, (a, b))
@@ -198,7 +218,7 @@ def case_keep_topk(nat, peer, size, settings):
     out = []
     for k in p["ks"][:settings.ks]:
         u = _unified(f"ub.keep_topk(x, {k})", ub.keep_topk, x, k)
-        first = first_call(u, nat.sync)
+        first = first_call(u, nat.sync, getattr(nat, "block", None))
         others = nat.keep_topk(x, k) + peer.keep_topk(x, k)
         params = {"rows": p["rows"], "cols": p["cols"], "k": k}
         rec = measure("keep_topk", f"{p['rows']}x{p['cols']} k={k}", params, nat, u, others,
@@ -213,7 +233,7 @@ def case_embedding_mean(nat, peer, size, settings, large=False):
     table0, ids0 = embedding_inputs(p)
     table, ids = nat.put(table0), nat.put(ids0)
     u = _unified("ub.embedding_mean(table, ids)", ub.embedding_mean, table, ids)
-    first = first_call(u, nat.sync)
+    first = first_call(u, nat.sync, getattr(nat, "block", None))
     others = nat.embedding_mean(table, ids) + peer.embedding_mean(table, ids)
     label = f"n={p['n']} L={p['L']} V={p['V']:,} d={p['d']}"
     rec = measure("embedding_mean", label, p, nat, u, others, settings, first)
@@ -248,10 +268,22 @@ def case_sparse_dot(nat, peer, size, settings):
     if x is None:
         return []
     u = _unified("ub.sparse_dot(x, w)", ub.sparse_dot, x, w)
-    first = first_call(u, nat.sync)
+    first = first_call(u, nat.sync, getattr(nat, "block", None))
     others = nat.sparse_dot(x, w) + peer.sparse_dot(x, w)
     label = f"n={p['n']} N={p['N']:,} {p['density'] * 100:g}% M={p['M']}"
     return [measure("sparse_dot", label, p, nat, u, others, settings, first)]
+
+
+def case_compiled(nat, peer, size, settings):
+    from .compiled import case_compiled as run
+
+    return run(nat, peer, size, settings)
+
+
+def case_scaling(nat, peer, size, settings):
+    if not hasattr(nat, "scaling"):
+        return []   # dask only
+    return nat.scaling(size, settings)
 
 
 CASES = {
@@ -259,4 +291,6 @@ CASES = {
     "keep_topk": case_keep_topk,
     "embedding_mean": case_embedding_mean,
     "sparse_dot": case_sparse_dot,
+    "compiled": case_compiled,
+    "scaling": case_scaling,
 }

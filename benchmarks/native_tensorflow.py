@@ -2,6 +2,8 @@
 (eager mode, CPU)."""
 from __future__ import annotations
 
+import time
+
 from .timing import Candidate
 
 
@@ -10,6 +12,7 @@ class Natives:
     memory_tool = ""
     sync = None                 # eager CPU ops return when they are done
     copy_bandwidth = None
+    compiler = "tf.function(jit_compile=True)"
 
     def __init__(self, device=None):
         import tensorflow as tf
@@ -55,6 +58,29 @@ class Natives:
                       (x, w)),
             Candidate("naive", "naive", "sparse.to_dense(x) @ w", _dense_matmul, (self.tf, x, w)),
         ]
+
+    # -- compiled (tf.function with XLA) -------------------------------------
+    def compiled_natives(self, k):
+        tf = self.tf
+        # embedding_lookup_sparse's SparseSegmentMean has no XLA kernel: under
+        # jit_compile the native formulation is the masked gather, which XLA fuses.
+        return {
+            "keep_topk": ("tf.math.top_k + scatter", lambda x: _topk_scatter(tf, x, k)),
+            "embedding_mean": ("gather(table, ids) * mask, sum",
+                               lambda table, ids: _gather_mean(tf, table, ids)),
+        }
+
+    def compile(self, fn, args):
+        """(compiled fn, info): the first call's seconds (trace + XLA compile);
+        an op XLA cannot compile is reported, not fatal."""
+        f = self.tf.function(fn, jit_compile=True)
+        t0 = time.perf_counter()
+        try:
+            f(*args)
+        except Exception as e:
+            msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+            return None, {"compile_s": None, "error": f"{type(e).__name__}: {msg}"}
+        return f, {"compile_s": time.perf_counter() - t0, "error": None}
 
 
 def _scatter_rows(tf, x, idx, vals):

@@ -61,9 +61,9 @@ class Natives:
     def embedding_mean(self, table, ids):
         import unibackend as ub
 
-        Tb, I = self._var(table, "table"), self._var(ids, "ids")
-        return [self._compiled("function([table, ids], ub.embedding_mean(table, ids))", [Tb, I],
-                               ub.embedding_mean(Tb, I), (table, ids))]
+        Tb, Ids = self._var(table, "table"), self._var(ids, "ids")
+        return [self._compiled("function([table, ids], ub.embedding_mean(table, ids))", [Tb, Ids],
+                               ub.embedding_mean(Tb, Ids), (table, ids))]
 
     def sparse_dot(self, x, w):
         import unibackend as ub

@@ -6,11 +6,16 @@ throughput is set against a measured device-to-device copy bandwidth.
 """
 from __future__ import annotations
 
+import time
+
 from .timing import Candidate, peak_cuda
 
 
 class Natives:
     backend = "torch"
+    #: torch.compile's backend for the compiled rows: Inductor (what users
+    #: get by default); the smoke test asks for "eager", which only traces.
+    compile_backend = "inductor"
 
     def __init__(self, device=None):
         import torch
@@ -94,6 +99,54 @@ class Natives:
             Candidate("native", "native", "x @ w (torch CSR)", _matmul, (x, w)),
             Candidate("naive", "naive", "x.to_dense() @ w", _dense_matmul, (x, w)),
         ]
+
+    # -- compiled (torch.compile) --------------------------------------------
+    @property
+    def compiler(self):
+        return f"torch.compile[{self.compile_backend}]"
+
+    def compiled_natives(self, k):
+        torch, F = self.torch, self.F
+        return {
+            "keep_topk": ("torch.topk + scatter", lambda x: _topk_scatter(torch, x, k)),
+            "embedding_mean": ("F.embedding_bag(mean, padding_idx=0)",
+                               lambda table, ids: _embedding_bag(F, table, ids)),
+        }
+
+    def graph_breaks(self, fn, args):
+        """(graph breaks, first reasons) from ``torch._dynamo.explain`` (a
+        trace without a backend), or (None, [why]) when explain fails.
+        Resets Dynamo after, so explain's cache entries never serve a
+        compiled call: call it for every function before compiling any."""
+        dynamo = self.torch._dynamo
+        try:
+            ex = dynamo.explain(fn)(*args)
+            out = int(ex.graph_break_count), [str(getattr(r, "reason", r)).splitlines()[0][:200]
+                                              for r in ex.break_reasons[:3]]
+        except Exception as e:
+            out = None, [f"explain failed: {type(e).__name__}: {_first_line(e)}"]
+        dynamo.reset()
+        return out
+
+    def compile(self, fn, args):
+        """(compiled fn, info): the first compiled call's seconds.  Compiled
+        without fullgraph, so an op that breaks the graph is timed as a user
+        would run it (compiled pieces around eager ones; graph_breaks reports
+        them); an op that fails to compile is reported, not fatal."""
+        f = self.torch.compile(fn, backend=self.compile_backend)
+        t0 = time.perf_counter()
+        try:
+            f(*args)
+            if self.sync is not None:
+                self.sync()
+        except Exception as e:
+            return None, {"compile_s": None, "error": f"{type(e).__name__}: {_first_line(e)}"}
+        return f, {"compile_s": time.perf_counter() - t0, "error": None}
+
+
+def _first_line(e, n=300):
+    s = str(e).strip()
+    return s.splitlines()[0][:n] if s else ""
 
 
 def _topk_scatter(torch, x, k):

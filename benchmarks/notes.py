@@ -46,6 +46,12 @@ def explain(target, result):
                 peer = rows["native"]["unified_overhead_s"] - rows["autoray"]["unified_overhead_s"]
                 if peer > 0:
                     parts.append(f"{u / peer:.2f}x autoray's overhead ({peer * 1e6:.2f} µs) in the same run")
+    if case is not None and case.get("op") == "compiled":
+        from .targets import compile_note
+
+        note = compile_note(case)
+        if note:
+            parts.append(note)
     if cause or not parts:
         parts.append(cause or "cause not profiled: see docs/performance.md")
     return "; ".join(parts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 
+STYLES = {"met": "green", "missed": "red", "failed": "bold red", "not run": "dim"}
 KIND_ORDER = {"unified": 0, "native": 1, "naive": 2, "peer": 3, "reference": 4}
 
 
@@ -89,6 +90,36 @@ def first_call_rows(result):
             "hand compile", "cached ÷ compiled"], rows
 
 
+def compiled_rows(result):
+    rows = []
+    for c in result["cases"]:
+        if c["op"] != "compiled":
+            continue
+        info = c.get("compile", {})
+        u, n = info.get("unified", {}), info.get("native", {})
+        by = {r["name"]: r for r in c["candidates"]}
+        ratio = f"{by['native']['unified_ratio']:.3g}" if "native" in by else "-"
+        breaks = "-" if u.get("graph_breaks") is None else str(u["graph_breaks"])
+        status = c.get("error") or ""
+        rows.append([c["backend"], c.get("compiler", ""), c["label"], fmt_time(u.get("compile_s")),
+                     fmt_time(n.get("compile_s")), breaks, ratio, status])
+    return ["backend", "compiler", "case", "compile (unified)", "compile (native)",
+            "graph breaks (unified)", "unified ÷ native", "error"], rows
+
+
+def scaling_rows(result):
+    rows = []
+    for c in result["cases"]:
+        sc = c.get("scaling")
+        if not sc:
+            continue
+        by = {r["name"]: r for r in c["candidates"]}
+        rows.append([c["label"], fmt_time(by["1 worker"]["median_s"]), fmt_time(by["unified"]["median_s"]),
+                     f"{sc['speedup_2_over_1']:.2f}x",
+                     ", ".join(f"{w}: {s:.1f} s" for w, s in sorted(sc["cluster_start_s"].items()))])
+    return ["case", "1 worker", "2 workers", "speedup (1 ÷ 2)", "cluster start"], rows
+
+
 def bandwidth_rows(result):
     rows = []
     for c in result["cases"]:
@@ -108,6 +139,8 @@ SECTIONS = (
     ("Peak memory of embedding_mean (one call)", memory_rows),
     ("Theano: first call (compile) and cached calls", first_call_rows),
     ("embedding_mean throughput vs device copy bandwidth", bandwidth_rows),
+    ("Compiled: compile times (first call) and graph breaks", compiled_rows),
+    ("Dask: embedding_mean on a LocalCluster, 1 vs 2 workers (one thread each)", scaling_rows),
 )
 
 
@@ -131,7 +164,7 @@ def print_rich(result, file=None):
         for h in head:
             table.add_column(h, justify="right" if h in ("median", "measured", "peak memory") else "left")
         for r in rows:
-            style = {"met": "green", "missed": "red", "not run": "dim"}.get(r[5]) if fn is target_rows else None
+            style = STYLES.get(r[5]) if fn is target_rows else None
             table.add_row(*[escape(str(c)) for c in r], style=style)
         console.print(table)
     for line in result.get("skipped", []):
@@ -245,7 +278,7 @@ def _plot_targets(plt, result, path):
 def _plot_times(plt, result, path):
     import matplotlib.ticker
 
-    cases = [c for c in result["cases"] if not c.get("process")]
+    cases = [c for c in result["cases"] if not c.get("process") and c["candidates"]]
     ops = []
     for c in cases:
         if c["op"] not in ops:

@@ -19,10 +19,10 @@ import time
 from . import cases as K
 from . import report, targets, threads
 
-BUILTIN = ("numpy", "torch", "tensorflow", "theano")
+BUILTIN = ("numpy", "torch", "tensorflow", "theano", "jax", "dask")
 ALL_OPS = K.OPS + ("import",)
 #: keras 3 backends that are also unibackend backends (and run without jax).
-KERAS_BACKENDS = ("torch", "tensorflow")  # keras's numpy backend needs jax
+KERAS_BACKENDS = ("torch", "tensorflow", "jax")  # keras's numpy backend is left out
 #: The ops keras.ops has (it has no embedding bag).
 KERAS_OPS = ("dispatch", "keep_topk", "sparse_dot")
 
@@ -101,6 +101,8 @@ def main(argv=None):
             result["skipped"].append({"backend": name, "reason": str(e)})
             continue
         threads.apply(name, args.threads)
+        if args.smoke and hasattr(nat, "compile_backend"):
+            nat.compile_backend = "eager"   # the compiled rows' harness, without Inductor's minutes
         ran.append(name)
         # theano's keep_topk runs ~10x slower than the others' and its target
         # (cached vs compiled) does not depend on k: --quick times one k.
@@ -280,7 +282,7 @@ def meta(argv, mode, device, nthreads):
 
     versions = {"python": platform.python_version()}
     for dist in ("numpy", "scipy", "torch", "tensorflow-cpu", "tensorflow", "pytensor", "theano",
-                 "keras", "autoray"):
+                 "jax", "jaxlib", "dask", "distributed", "keras", "autoray"):
         try:
             versions[dist] = version(dist)
         except PackageNotFoundError:

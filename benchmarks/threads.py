@@ -25,6 +25,10 @@ def limit(n):
         return
     for var in ENV_VARS:
         os.environ[var] = str(n)
+    if n == 1 and "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
+        # XLA's CPU client (jax) sizes its Eigen pool from the cores, not OMP_*.
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:

@@ -41,7 +41,7 @@ def test_bench_json_has_a_case_per_op_with_unified_native_and_naive_candidates(n
             assert CANDIDATE_KEYS <= set(r), r.keys()
             assert r["median_s"] > 0 and r["rounds"] >= 1 and r["number"] >= 1
         ops.setdefault(case["op"], []).append(case)
-    assert set(ops) == {"dispatch", "keep_topk", "embedding_mean", "sparse_dot"}
+    assert set(ops) == {"dispatch", "keep_topk", "embedding_mean", "sparse_dot"}  # no compiled/scaling on numpy
     assert len(ops["keep_topk"]) == 2  # one per k
     for op in ("keep_topk", "embedding_mean", "sparse_dot"):
         assert all(any(r["kind"] == "naive" for r in c["candidates"]) for c in ops[op]), op
@@ -123,3 +123,104 @@ def test_bench_report_rewrites_the_tables_of_an_earlier_run_without_measuring(nu
     assert again["cases"] == result["cases"]
     assert [t["status"] for t in again["targets"]] == [t["status"] for t in result["targets"]]
     assert (tmp_path / "bench.md").read_text() == (out / "bench.md").read_text()
+
+
+# --------------------------------------------------------------------------
+# the jax, dask and compiled rows (issues 11-13), tiny sizes, no timings asserted
+
+@pytest.fixture(scope="module")
+def new_rows_run(tmp_path_factory):
+    """One smoke run over the backends of the new rows that are installed:
+    jax (eager and jax.jit), dask (one chunk, and the LocalCluster scaling),
+    torch.compile (Dynamo's eager backend in smoke runs) and tf.function(jit_compile=True)."""
+    import importlib.util
+
+    have = [b for b, m in (("jax", "jax"), ("dask", "distributed"), ("torch", "torch"),
+                           ("tensorflow", "tensorflow")) if importlib.util.find_spec(m) is not None]
+    if not have:
+        pytest.skip("none of jax, dask, torch, tensorflow is installed")
+    out = tmp_path_factory.mktemp("bench-new")
+    rc = runner.main(["--smoke", "--quiet", "--backends", ",".join(have), "--no-peers", "--no-plots",
+                      "--ops", "dispatch,keep_topk,compiled,scaling", "--out", str(out)])
+    with open(out / "bench.json") as f:
+        return rc, have, out, json.load(f)
+
+
+def _cases(result, op, backend):
+    return [c for c in result["cases"] if c["op"] == op and c["backend"] == backend]
+
+
+def test_bench_new_rows_run_exits_zero_and_skip_nothing_installed(new_rows_run):
+    rc, have, _, result = new_rows_run
+    assert rc == 0
+    assert result["skipped"] == []
+    assert {c["backend"] for c in result["cases"]} == set(have)
+
+
+def test_bench_jax_rows_eager_and_jit_with_dispatch_target(new_rows_run):
+    _, have, _, result = new_rows_run
+    if "jax" not in have:
+        pytest.skip("jax not installed")
+    (disp,) = _cases(result, "dispatch", "jax")
+    assert {"unified", "native"} <= {r["name"] for r in disp["candidates"]}
+    comp = _cases(result, "compiled", "jax")
+    assert {c["compiled_op"] for c in comp} == {"keep_topk", "embedding_mean"}
+    for c in comp:
+        assert c["compiler"] == "jax.jit"
+        assert not c.get("error"), c["error"]
+        assert {r["name"] for r in c["candidates"]} == {"unified", "native", "eager"}
+        assert c["compile"]["unified"]["compile_s"] > 0 and c["compile"]["native"]["compile_s"] > 0
+    rows = [t for t in result["targets"] if t["backend"] == "jax" and t["id"] in ("dispatch", "jax/keep_topk",
+                                                                                     "compiled")]
+    assert {t["id"] for t in rows} == {"dispatch", "jax/keep_topk", "compiled"}
+    assert all(t["status"] in ("met", "missed") for t in rows), rows  # measured (ops run: no sparse_dot)
+
+
+def test_bench_dask_rows_one_chunk_against_numpy_and_scaling_1_to_2_workers(new_rows_run):
+    _, have, _, result = new_rows_run
+    if "dask" not in have:
+        pytest.skip("dask/distributed not installed")
+    keep = _cases(result, "keep_topk", "dask")
+    assert keep and all(r["call"] == "argpartition + put_along_axis"
+                        for c in keep for r in c["candidates"] if r["kind"] == "native")
+    (sc,) = _cases(result, "scaling", "dask")
+    assert not sc.get("error"), sc.get("error")
+    assert {r["name"] for r in sc["candidates"]} == {"unified", "1 worker"}
+    assert sc["scaling"]["speedup_2_over_1"] > 0
+    assert sc["scaling"]["max_abs_diff"] == 0.0  # the cluster computed numpy's answer
+    rows = [t for t in result["targets"] if t["id"] == "dask/one chunk"]
+    assert rows and all(t["status"] in ("met", "missed") for t in rows)
+    assert "## Dask: embedding_mean on a LocalCluster" in (new_rows_run[2] / "bench.md").read_text()
+
+
+def test_bench_compiled_rows_report_compile_times_graph_breaks_or_the_failure(new_rows_run):
+    """Every compiled case either timed both sides (compile times reported,
+    graph breaks counted on torch) or carries the error, and then its target
+    row is 'failed' with that error: never a crash, never silence."""
+    _, have, out, result = new_rows_run
+    backends = [b for b in ("torch", "tensorflow") if b in have]
+    if not backends:
+        pytest.skip("neither torch nor tensorflow installed")
+    for b in backends:
+        comp = _cases(result, "compiled", b)
+        assert {c["compiled_op"] for c in comp} == {"keep_topk", "embedding_mean"}, b
+        for c in comp:
+            if c.get("error"):
+                assert c["candidates"] == []
+                (row,) = [t for t in result["targets"] if t["id"] == "compiled" and t["backend"] == b
+                          and t["case"] == c["label"]]
+                assert row["status"] == "failed" and row["note"] == c["error"]
+            else:
+                assert c["compile"]["unified"]["compile_s"] > 0
+            if b == "torch":
+                assert c["compiler"] == "torch.compile[eager]"
+                assert isinstance(c["compile"]["unified"]["graph_breaks"], int)
+    assert "## Compiled: compile times" in (out / "bench.md").read_text()
+
+
+def test_bench_a_failed_case_gets_a_failed_target_row_with_its_error():
+    case = {"op": "compiled", "label": "keep_topk 8x64 k=2", "backend": "torch", "device": "cpu",
+            "candidates": [], "error": "failed to compile: unified: Unsupported: x"}
+    rows = [r for r in targets.evaluate([case], None, ("torch",)) if r["id"] == "compiled"]
+    torch_rows = [r for r in rows if r["backend"] == "torch"]
+    assert [(r["status"], r["note"]) for r in torch_rows] == [("failed", case["error"])]
