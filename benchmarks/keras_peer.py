@@ -2,6 +2,7 @@
 picks its backend at import, from KERAS_BACKEND).
 
     KERAS_BACKEND=torch python -m unibackend.benchmarks.keras_peer --backend torch
+    KERAS_BACKEND=jax python -m unibackend.benchmarks.keras_peer --backend jax
 
 The unified op and the native call are timed again here, side by side with
 keras.ops in this one process; the cases go to stdout as one JSON line.
@@ -36,9 +37,10 @@ class KerasPeers(K.NoPeers):
                           (self.ops, x, k))]
 
     def sparse_dot(self, x, w):
-        if self.backend != "tensorflow":
-            return []  # keras.ops.matmul takes sparse inputs on tensorflow (and jax) only
-        return [Candidate("keras", "peer", "keras.ops.matmul(x, w) (tf.SparseTensor)", self.ops.matmul, (x, w))]
+        kind = {"tensorflow": "tf.SparseTensor", "jax": "BCOO"}.get(self.backend)
+        if kind is None:
+            return []  # keras.ops.matmul takes sparse inputs on tensorflow and jax only
+        return [Candidate("keras", "peer", f"keras.ops.matmul(x, w) ({kind})", self.ops.matmul, (x, w))]
 
 
 def _keras_keep_topk(ops, x, k):
