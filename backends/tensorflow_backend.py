@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import sys
 import weakref
 
 import numpy as np
@@ -32,6 +33,16 @@ class TensorflowBackend(Backend):
     distributions = ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tf-nightly")
     capabilities = Capabilities(autodiff=True, sparse=True, symbolic=True, devices=False)
 
+    @staticmethod
+    def trace_constant(fn):
+        # AutoGraph calls an "artifact" as it is instead of rewriting it (the
+        # first look at a type would otherwise be converted, plugins and all).
+        fn.autograph_info__ = {}
+        # Called when unibackend is imported: with TF already imported, the
+        # rule below keeps AutoGraph out of unibackend from the first trace on.
+        if "tensorflow" in sys.modules:
+            _autograph_leaves_unibackend_alone()
+
     # -- set-up ------------------------------------------------------------
     def load(self):
         import scipy.sparse as sp
@@ -41,7 +52,10 @@ class TensorflowBackend(Backend):
         self.sp = sp
         self._getitem = _numpy_getitem()
         _autograph_leaves_unibackend_alone()
-        self._eager_type = type(tf.constant(0))
+        # The eager tensor type, taken outside any graph: load() may run first
+        # inside a tf.function, where tf.constant gives a symbolic tensor.
+        with tf.init_scope():
+            self._eager_type = type(tf.constant(0))
         takes = inspect.signature(tf.sparse.segment_mean).parameters
         self._sparse_gradient = {"sparse_gradient": True} if "sparse_gradient" in takes else {}
         self._to_tf = {}      # numpy dtype -> tf.DType
@@ -51,6 +65,7 @@ class TensorflowBackend(Backend):
         # The op itself: tf.linalg.matmul's Python wrapper costs ~20 µs a call.
         self._matmul = tf.raw_ops.MatMul
         self._from_scipy = lambda: None  # the last sparse_from_scipy result (weak)
+        self._in_xla = _xla_probe(tf)
 
     def version(self):
         from importlib.metadata import PackageNotFoundError, version
@@ -213,6 +228,8 @@ class TensorflowBackend(Backend):
 
     def sparse_dot(self, x, w):
         tf = self.tf
+        if self._in_xla():
+            return self._sparse_dot_xla(x, w)
         if x is not self._from_scipy():
             if not self.is_symbolic(x.indices):
                 self._check_sparse_indices(x)
@@ -222,6 +239,16 @@ class TensorflowBackend(Backend):
         if w.shape.rank == 1:
             return tf.sparse.sparse_dense_matmul(x, w[:, None])[:, 0]
         return tf.sparse.sparse_dense_matmul(x, w)
+
+    def _sparse_dot_xla(self, x, w):
+        """XLA has no sparse kernels: gather the rows of w each stored entry
+        needs and add them up per row of x (duplicates add, any order)."""
+        tf = self.tf
+        n = x.shape[0] if x.shape[0] is not None else x.dense_shape[0]
+        w2 = w[:, None] if w.shape.rank == 1 else w
+        terms = tf.gather(w2, x.indices[:, 1]) * x.values[:, None]
+        out = tf.math.unsorted_segment_sum(terms, x.indices[:, 0], n)
+        return out[:, 0] if w.shape.rank == 1 else out
 
     def _check_sparse_indices(self, x, host=None):
         """Every stored index inside dense_shape (IndexError, before the product);
@@ -347,8 +374,12 @@ class TensorflowBackend(Backend):
         parts = tuple(np.asarray(p) if isinstance(p, list) else p for p in ((index,) if single else index))
         size = tf.size(x, out_type=tf.int64)
         pos = tf.reshape(tf.range(size), tf.shape(x, out_type=tf.int64))
-        with tf.control_dependencies(self._index_checks(x, parts, "inc_subtensor" if accumulate else "set_subtensor")):
-            pos = tf.identity(pos)
+        op = "inc_subtensor" if accumulate else "set_subtensor"
+        xla = self._in_xla()
+        checks, parts = self._index_checks(x, parts, op, xla)
+        if not xla:
+            with tf.control_dependencies(checks):
+                pos = tf.identity(pos)
         sel = self._getitem(pos, parts[0] if single else parts)
         vals = tf.reshape(tf.broadcast_to(value, tf.shape(sel)), [-1])
         sel = tf.reshape(sel, [-1])
@@ -360,16 +391,40 @@ class TensorflowBackend(Backend):
             last = tf.math.unsorted_segment_max(tf.range(tf.size(sel, out_type=tf.int64)), sel, size)
             hit = last >= 0
             out = tf.tensor_scatter_nd_update(flat, tf.where(hit), tf.gather(vals, tf.boolean_mask(last, hit)))
-        return tf.reshape(out, tf.shape(x))
+        out = tf.reshape(out, tf.shape(x))
+        if xla and checks:
+            # XLA keeps no runtime check: a bad index (read as 0 above, never
+            # outside x) makes a float result NaN throughout; others keep x.
+            out = tf.where(tf.reduce_all(tf.stack(checks)), out, self._poison(x))
+        return out
 
-    def _index_checks(self, x, parts, op):
-        """In-graph asserts that every int / int-array part is in range of its axis."""
+    def _poison(self, x):
+        """What a call with bad values returns under XLA: NaN for floats."""
         tf = self.tf
+        if x.dtype.is_floating or x.dtype.is_complex:
+            return tf.fill(tf.shape(x), tf.constant(np.nan, x.dtype))
+        return x
+
+    def _graph_check(self, ok, kind, *parts):
+        """An in-graph assert whose message is ``parts`` joined (tensors as
+        their values), tagged for ub.function."""
+        tf = self.tf
+        strs = [p if isinstance(p, str) else tf.strings.as_string(p) for p in parts]
+        msg = tf.strings.join([_TAG.format(kind)] + strs)
+        return tf.debugging.Assert(ok, [msg])
+
+    def _index_checks(self, x, parts, op, xla=False):
+        """(checks, parts): in-graph asserts that every int / int-array part is
+        in range of its axis, naming the first bad value as numpy does.  Under
+        XLA (no runtime asserts) the checks are bool tensors and the bad
+        entries of the parts are replaced by 0."""
+        tf = self.tf
+        parts = list(parts)
         nd = x.shape.rank
         used = sum(_dims_used(p) for p in parts if p is not Ellipsis)
         dims = tf.shape(x, out_type=tf.int64)
         checks, axis = [], 0
-        for p in parts:
+        for j, p in enumerate(parts):
             if p is Ellipsis:
                 axis += nd - used
                 continue
@@ -383,11 +438,21 @@ class TensorflowBackend(Backend):
             if axis < nd:
                 n = dims[axis]
                 i = tf.cast(arr, tf.int64)
-                ok = tf.reduce_all((i >= -n) & (i < n))
-                msg = _TAG.format("IndexError") + f"{op}: an index is out of range for axis {axis}"
-                checks.append(tf.debugging.Assert(ok, [msg]))
+                inside = (i >= -n) & (i < n)
+                ok = tf.reduce_all(inside)
+                if xla:
+                    checks.append(ok)
+                    if isinstance(p, tf.Tensor):
+                        parts[j] = tf.where(inside, p, tf.zeros((), p.dtype))
+                else:
+                    # numpy names the first bad index; the smallest one too
+                    # low, else the largest one too high, is as good a witness
+                    lo, hi = tf.reduce_min(i), tf.reduce_max(i)
+                    bad = tf.where(lo < -n, lo, hi)
+                    checks.append(self._graph_check(
+                        ok, "IndexError", f"{op}: index ", bad, f" is out of bounds for axis {axis} with size ", n))
             axis += 1
-        return checks
+        return checks, tuple(parts)
 
     def masked_mean(self, x, mask, axes):
         tf = self.tf
@@ -446,13 +511,11 @@ class TensorflowBackend(Backend):
     def softmax(self, x, axis):
         tf = self.tf
         if self._eager_cpu(x) and self.dtype(x).kind == "f":
-            # TF's fused softmax is right for every slice but an all -inf one,
-            # which comes out NaN (as +inf and NaN slices rightly do); then the
-            # careful path below gives numpy's answer.
-            out = tf.nn.softmax(x, axis=axis)
-            # Such a slice is NaN throughout: one entry per slice tells.
-            if x.shape[axis] == 0 or not np.isnan(tf.reduce_sum(tf.gather(out, 0, axis=axis)).numpy()):
-                return out
+            # TF's fused softmax is right on finite slices only (a NaN in a
+            # float32 slice gives [0, nan, 0, 0]; an all -inf one NaN): a
+            # finite sum proves every entry finite, else the careful path.
+            if x.shape[axis] == 0 or np.isfinite(tf.reduce_sum(x).numpy()):
+                return tf.nn.softmax(x, axis=axis)
         m = tf.reduce_max(x, axis=axis, keepdims=True)
         # An all -inf slice has max -inf: shift by 0 instead, e is then all 0.
         # A +inf or NaN max leaves the whole slice NaN, as the plain formula does.
@@ -466,12 +529,16 @@ class TensorflowBackend(Backend):
         real = self._not_pad(ids, pad_id)
         ids = tf.cast(ids, tf.int64) if ids.dtype != tf.int64 else ids
         V = tf.shape(table, out_type=tf.int64)[0]
-        if self.is_symbolic(ids) and tf.get_static_value(ids) is None:
-            bad = real & ((ids < 0) | (ids >= V))
-            rows = "its" if table.shape[0] is None else f"{table.shape[0]}"
-            check = tf.debugging.Assert(
-                tf.logical_not(tf.reduce_any(bad)),
-                [_TAG.format("IndexError") + f"embedding_mean: an id is out of range for a table of {rows} rows"])
+        unchecked = self.is_symbolic(ids) and tf.get_static_value(ids) is None
+        if self._in_xla():
+            return self._embedding_mean_xla(table, ids, real, V, unchecked)
+        if unchecked:
+            big = np.iinfo(np.int64)
+            lo = tf.reduce_min(tf.where(real, ids, big.max))
+            hi = tf.reduce_max(tf.where(real, ids, big.min))
+            check = self._graph_check(
+                (lo >= 0) & (hi < V), "IndexError", "embedding_mean: id ", tf.where(lo < 0, lo, hi),
+                " is out of range for a table of ", V, " rows (valid: 0..", V - 1, f", pad_id={pad_id})")
             with tf.control_dependencies([check]):
                 ids = tf.identity(ids)
         # A fused sparse segment mean: reads table rows in place, so memory is
@@ -484,6 +551,30 @@ class TensorflowBackend(Backend):
         n = tf.shape(ids, out_type=tf.int64)[0]
         return tf.sparse.segment_mean(table, tf.gather_nd(ids, where), where[:, 0], num_segments=n,
                                       **self._sparse_gradient)
+
+    def _embedding_mean_xla(self, table, ids, real, V, unchecked):
+        """embedding_mean inside XLA, which has no sparse segment kernels: a
+        masked gather-sum that XLA fuses into one pass over the ids (the
+        (n, L, d) gather is never stored).  Padding reads row 0 and is masked
+        out by a select, so neither its values (NaN, inf) nor its gradient
+        (exactly 0) reach anything.  A row holding an id out of range (no
+        runtime check survives XLA) reads row 0 too and comes out NaN."""
+        tf = self.tf
+        n, d = tf.shape(ids)[0], tf.shape(table)[1]
+        if table.shape[0] == 0:  # only padding can be here (else checked, or NaN below)
+            return tf.where(tf.reduce_any(real, axis=1, keepdims=True),
+                            tf.constant(np.nan, table.dtype), tf.zeros([n, d], table.dtype))
+        use = real
+        if unchecked:
+            bad = real & ((ids < 0) | (ids >= V))
+            use = real & ~bad
+        rows = tf.gather(table, tf.where(use, ids, tf.zeros((), ids.dtype)))
+        total = tf.reduce_sum(tf.where(use[..., None], rows, tf.zeros((), table.dtype)), axis=1)
+        count = tf.reduce_sum(tf.cast(real, table.dtype), axis=1, keepdims=True)
+        out = total / tf.maximum(count, tf.ones((), table.dtype))
+        if unchecked:
+            out = tf.where(tf.reduce_any(bad, axis=1, keepdims=True), tf.constant(np.nan, table.dtype), out)
+        return out
 
     # -- math for nn (TF's own functions: tapes and graphs record them) ----
     def tanh(self, x):
@@ -558,6 +649,22 @@ class TensorflowBackend(Backend):
                 raise _KINDS[found.group(1)](found.group(2).strip()) from None
 
         return run
+
+
+def _xla_probe(tf):
+    """A function telling whether ops are being traced for XLA (a
+    tf.function with jit_compile=True, or code it calls)."""
+    try:
+        from tensorflow.python.framework import ops
+        from tensorflow.python.ops import control_flow_util
+
+        def in_xla():
+            return not tf.executing_eagerly() and control_flow_util.GraphOrParentsInXlaContext(
+                ops.get_default_graph())
+
+        return in_xla
+    except (ImportError, AttributeError):  # pragma: no cover - a future TF
+        return lambda: False
 
 
 def _inverse(perm):

@@ -564,7 +564,7 @@ def test_ub_function_is_a_tf_function_that_maps_numpy_to_tf_and_takes_grads():
 def test_out_of_range_ids_inside_ub_function_raise_index_error():
     f = ub.function(lambda t, i: ub.embedding_mean(t, i))
     same(f(TABLE, IDS), ref(ub.embedding_mean, TABLE, IDS))
-    with pytest.raises(IndexError, match=r"embedding_mean: an id is out of range for a table of 6 rows") as info:
+    with pytest.raises(IndexError, match=r"^embedding_mean: id 9 is out of range for a table of 6 rows \(valid: 0\.\.5, pad_id=0\)$") as info:
         f(TABLE, IDS + 4)
     assert type(info.value) is IndexError
 
@@ -573,7 +573,7 @@ def test_out_of_range_ids_inside_a_users_tf_function_fail_the_graph_with_the_con
     """In a user's own graph the value is only known when it runs: the check
     is an in-graph assert (on every device) carrying the contract's message."""
     f = tf.function(lambda t, i: ub.embedding_mean(t, i))
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"embedding_mean: an id is out of range"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"embedding_mean: id \d+ is out of range for a table of"):
         f(tf.constant(TABLE), tf.constant(IDS + 4))
 
 
@@ -600,7 +600,7 @@ def test_set_subtensor_out_of_range_on_unknown_dims_fails_the_graph():
     def put(x, i):
         return ub.set_subtensor(x, i, tf.constant(0.0, tf.float64))
 
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"set_subtensor: an index is out of range for axis 0"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"set_subtensor: index 3 is out of bounds for axis 0 with size 3"):
         put(np.zeros((3, 3)), np.array([0, 3]))
 
 
@@ -611,7 +611,7 @@ def test_a_symbolic_index_on_a_static_shape_is_checked_in_graph_and_ub_function_
     s, a = put(np.zeros(4), i, v)
     same(s, ref(ub.set_subtensor, np.zeros(4), i, v), exact=True)
     same(a, ref(ub.inc_subtensor, np.zeros(4), i, v), exact=True)
-    with pytest.raises(IndexError, match=r"(set|inc)_subtensor: an index is out of range for axis 0") as info:
+    with pytest.raises(IndexError, match=r"^(set|inc)_subtensor: index 4 is out of bounds for axis 0 with size 4$") as info:
         put(np.zeros(4), np.array([0, 4, 0]), v)
     assert type(info.value) is IndexError
 
