@@ -30,7 +30,7 @@ test: install
 	$(PY) -m pytest -q
 
 conformance: install
-	$(VENV)/bin/unibackend conformance
+	$(VENV)/bin/unibackend conformance --compiled
 
 # ruff (lint and import order) and mypy (types), both configured in pyproject.toml.
 lint: install
