@@ -669,7 +669,10 @@ class TheanoBackend(Backend):
         if self.implementation == "theano":  # its max of an empty axis raises: give it a -inf
             xm = T.concatenate([T.alloc(np.asarray(-np.inf, x.dtype), *self._shape_with(x, axis, 1)), x], axis=axis)
         m = T.max(xm, axis=axis, keepdims=True)
-        m = T.switch(T.lt(abs(m), np.inf), m, T.zeros_like(m))  # all -inf (or inf, NaN): shift by 0
+        # An all -inf slice shifts by 0 (e all 0, the result all 0).  A +inf
+        # max must stay: x - inf is NaN at the +inf and the slice comes out
+        # NaN throughout (shifting it by 0 gave inf / inf at the +inf only).
+        m = T.switch(T.eq(m, -np.inf), T.zeros_like(m), m)
         e = T.exp(x - m)
         s = e.sum(axis=axis, keepdims=True)
         return T.cast(e / T.switch(T.eq(s, 0), T.ones_like(s), s), x.dtype)

@@ -642,3 +642,40 @@ def test_keep_topk_with_k_above_an_unknown_dim_fails_the_graph_with_the_contract
     same(f(np.arange(4.0)), ref(ub.keep_topk, np.arange(4.0), 3))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"keep_topk: k=3 is out of range"):
         f(np.arange(2.0))
+
+
+# -- softmax with NaN / +inf in every float dtype ------------------------------
+
+def _special_rows(special, rows):
+    x = np.tile(np.array([0.1, 0.5, 0.3, 2.0]), (rows, 1))
+    x[0, 1] = special
+    return x
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("rows", [1, 3])
+@pytest.mark.parametrize("special", [np.nan, np.inf, -np.inf])
+def test_softmax_and_topk_gate_with_nan_or_inf_match_numpy_eagerly_and_in_graphs(dtype, rows, special):
+    """A NaN or +inf makes its slice NaN throughout, -inf gives 0, other
+    slices stay finite: eager, tf.function and XLA alike, one slice or many."""
+    x = _special_rows(special, rows).astype(dtype)
+    for fn in (lambda t: ub.softmax(t), lambda t: ub.topk_gate(t, 2)):
+        want = ref(fn, x)
+        same(fn(tf.constant(x)), want)
+        same(tf.function(fn)(tf.constant(x)), want)
+        same(tf.function(fn, jit_compile=True)(tf.constant(x)), want)
+    assert np.isnan(ub.softmax(tf.constant(x))[0].numpy()).all() == (special != -np.inf)
+
+
+def test_softmax_of_a_float32_row_with_nan_is_nan_throughout():
+    """Pinned: TF's fused kernel gave [0, nan, 0, 0]."""
+    got = ub.softmax(tf.constant([[0.1, np.nan, 0.3, 2.0]], tf.float32)).numpy()
+    assert got.dtype == np.float32 and np.isnan(got).all()
+
+
+def test_softmax_of_bfloat16_with_nan_or_inf_is_nan_throughout_and_finite_rows_sum_to_one():
+    x = tf.constant(_special_rows(np.nan, 2), tf.bfloat16)
+    got = ub.softmax(x).numpy().astype(np.float32)
+    assert np.isnan(got[0]).all() and abs(got[1].sum() - 1) < 0.02
+    got = ub.softmax(tf.constant(_special_rows(np.inf, 1), tf.bfloat16)).numpy().astype(np.float32)
+    assert np.isnan(got).all()
