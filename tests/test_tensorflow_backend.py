@@ -564,7 +564,8 @@ def test_ub_function_is_a_tf_function_that_maps_numpy_to_tf_and_takes_grads():
 def test_out_of_range_ids_inside_ub_function_raise_index_error():
     f = ub.function(lambda t, i: ub.embedding_mean(t, i))
     same(f(TABLE, IDS), ref(ub.embedding_mean, TABLE, IDS))
-    with pytest.raises(IndexError, match=r"^embedding_mean: id 9 is out of range for a table of 6 rows \(valid: 0\.\.5, pad_id=0\)$") as info:
+    msg = r"^embedding_mean: id 9 is out of range for a table of 6 rows \(valid: 0\.\.5, pad_id=0\)$"
+    with pytest.raises(IndexError, match=msg) as info:
         f(TABLE, IDS + 4)
     assert type(info.value) is IndexError
 
