@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from typing import Any, Callable
 
 from . import _registry as R
 from ._errors import CapabilityError
@@ -41,7 +42,7 @@ def _check_argnums(op, argnums, nargs):
     return tuple(n % nargs for n in nums)
 
 
-def value_and_grad(f, argnums=0):
+def value_and_grad(f: Callable[..., Any], argnums: int | tuple[int, ...] = 0) -> Callable[..., tuple[Any, Any]]:
     """``g(*args) -> (f(*args), df/dargs[argnums])``; f returns a scalar.
     ``argnums`` an int gives one gradient, a tuple gives a tuple."""
 
@@ -57,7 +58,7 @@ def value_and_grad(f, argnums=0):
     return wrapped
 
 
-def grad(f, argnums=0):
+def grad(f: Callable[..., Any], argnums: int | tuple[int, ...] = 0) -> Callable[..., Any]:
     """``g(*args) -> df/dargs[argnums]``; f returns a scalar."""
     vg = value_and_grad(f, argnums)
 
@@ -68,10 +69,10 @@ def grad(f, argnums=0):
     return wrapped
 
 
-def function(f):
+def function(f: Callable[..., Any]) -> Callable[..., Any]:
     """A callable from arrays to arrays: compiled once per input signature on
     theano, a tf.function on tensorflow, ``f`` itself on torch and numpy."""
-    compiled = {}
+    compiled: dict[tuple[str, str | None], Callable[..., Any]] = {}
 
     @functools.wraps(f)
     def wrapped(*args):

@@ -9,6 +9,7 @@ import contextlib
 import contextvars
 import numbers
 import operator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,7 +21,7 @@ _sync_free_default = False
 _sync_free: contextvars.ContextVar = contextvars.ContextVar("unibackend_sync_free", default=None)
 
 
-def set_sync_free(enabled=True):
+def set_sync_free(enabled: bool = True) -> None:
     """Process default for :func:`sync_free_checks` (False at start)."""
     global _sync_free_default
     if not isinstance(enabled, (bool, np.bool_)):
@@ -29,7 +30,7 @@ def set_sync_free(enabled=True):
 
 
 @contextlib.contextmanager
-def sync_free(enabled=True):
+def sync_free(enabled: bool = True) -> Iterator[None]:
     """Inside the block (context-local), value checks on a device run on the
     device without a host sync: bad ids or indices fail that call or a later
     one, as the framework's own index ops do, and no read outside a table or
@@ -190,7 +191,7 @@ class Subtensor:
     index: tuple
     shape: tuple
     basic: bool
-    _pos: np.ndarray = field(default=None, repr=False)
+    _pos: np.ndarray | None = field(default=None, repr=False)
 
     def positions(self):
         if self._pos is None:

@@ -12,7 +12,9 @@ import contextvars
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +67,7 @@ def _checked(name, cls):
     return cls
 
 
-def register(name, cls):
+def register(name: str, cls: type[Backend]) -> None:
     """Register a plugin class by hand (tests, or a plugin not installed as a
     distribution).  Entry points are the normal way.  A class that misses a
     primitive is refused (TypeError naming it)."""
@@ -82,7 +84,7 @@ def register(name, cls):
         _needs_force.clear()
 
 
-def unregister(name):
+def unregister(name: str) -> None:
     with _lock:
         _classes.pop(name, None)
         (_entry_points or {}).pop(name, None)
@@ -94,12 +96,12 @@ def unregister(name):
         _needs_force.clear()
 
 
-def known():
+def known() -> list[str]:
     """Names of every known plugin, sorted."""
     return sorted(set(_discover()) | set(_classes))
 
 
-def plugin_class(name):
+def plugin_class(name: str) -> type[Backend]:
     cls = _classes.get(name)
     if cls is None:
         ep = _discover().get(name)
@@ -112,7 +114,7 @@ def plugin_class(name):
     return cls
 
 
-def backend(name, device=None):
+def backend(name: str, device: str | None = None) -> Backend:
     """The loaded plugin instance for ``name`` on ``device``."""
     key = (name, device)
     inst = _instances.get(key)
@@ -150,7 +152,7 @@ class BackendInfo:
     alias_of: str = ""
 
 
-def backends():
+def backends() -> list[BackendInfo]:
     """Every known plugin: name, installed or not (and why not), version,
     capabilities.  Imports no framework."""
     from importlib.metadata import PackageNotFoundError, version
@@ -188,7 +190,7 @@ def _initial_default():
     return _default
 
 
-def set_backend(name, device=None):
+def set_backend(name: str, device: str | None = None) -> None:
     """Make ``name`` the process-wide default backend."""
     global _default
     plugin_class(name)  # unknown name: ValueError now, not at first use
@@ -196,7 +198,7 @@ def set_backend(name, device=None):
 
 
 @contextlib.contextmanager
-def use_backend(name, device=None):
+def use_backend(name: str, device: str | None = None) -> Iterator[Backend]:
     """Use ``name`` inside the block only (context-local: threads and asyncio
     tasks each see their own)."""
     plugin_class(name)
@@ -212,7 +214,7 @@ def in_force():
     return _current.get() or _default or _initial_default()
 
 
-def get_backend():
+def get_backend() -> Backend:
     """The plugin instance in force here."""
     name, device = in_force()
     return backend(name, device)
@@ -324,7 +326,7 @@ def _load_own_plugins():
                 _prepare_tracers(cls)
 
 
-def resolve(op, *args):
+def resolve(op: str, *args: Any) -> Backend:
     """The plugin an op runs on: the owner of its native tensors, else the
     backend in force.  Tensors of two backends: TypeError naming both.
 

@@ -8,12 +8,19 @@ plugin primitive of the same name with normalised arguments.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from . import _checks as C
 from . import _registry as R
 from ._registry import _fast_dot, resolve
+from .plugin import Tensor
+
+#: What an op takes: a native tensor of any backend, a numpy array, a list, a scalar.
+ArrayLike = Any
 
 __all__ = [
     "dot", "sparse_dot", "argsort", "set_subtensor", "inc_subtensor",
@@ -31,7 +38,7 @@ def _float_args(op, B, *xs):
     return [x if d == dt else B.asarray(x, dt) for x, d in zip(native, dts)]
 
 
-def dot(a, b):
+def dot(a: ArrayLike, b: ArrayLike) -> Tensor:
     """numpy ``dot`` for 1-D and 2-D; an N-D ``a`` with a 2-D ``b`` contracts
     ``a``'s last axis with ``b``'s first.  A sparse ``a`` goes to sparse_dot."""
     # Fastest path (dispatch cost matters on small products): a type seen here
@@ -74,7 +81,7 @@ def dot(a, b):
     return B.dot(a, b)
 
 
-def sparse_dot(x, w):
+def sparse_dot(x: Any, w: ArrayLike) -> Tensor:
     """``x`` sparse (n, N) times dense ``w`` (N, M) or (N,); result dense.
     Never densifies ``x``; COO duplicates add up."""
     op = "sparse_dot"
@@ -120,7 +127,7 @@ def _check_sparse_dot_shapes(xshape, wshape):
         )
 
 
-def argsort(x, axis=-1, descending=False):
+def argsort(x: ArrayLike, axis: int = -1, descending: bool = False) -> Tensor:
     """Stable in both directions; NaN is greater than +inf; -0.0 == +0.0.
     Result int64."""
     op = "argsort"
@@ -153,19 +160,19 @@ def _subtensor(op, x, index, value, accumulate):
     return B.set_subtensor(x, sub, B.asarray(value, xdt), accumulate)
 
 
-def set_subtensor(x, index, value):
+def set_subtensor(x: ArrayLike, index: Any, value: ArrayLike) -> Tensor:
     """A copy of ``x`` with ``x[index] = value``; a position named twice: the
     last write wins.  ``value`` broadcasts; out of range: IndexError."""
     return _subtensor("set_subtensor", x, index, value, False)
 
 
-def inc_subtensor(x, index, value):
+def inc_subtensor(x: ArrayLike, index: Any, value: ArrayLike) -> Tensor:
     """A copy of ``x`` with ``x[index] += value``; a position named twice gets
     every addition (``np.add.at``)."""
     return _subtensor("inc_subtensor", x, index, value, True)
 
 
-def masked_mean(x, mask, axis=None):
+def masked_mean(x: ArrayLike, mask: ArrayLike, axis: int | tuple[int, ...] | None = None) -> Tensor:
     """Mean over ``axis`` of the entries where ``mask`` holds (nonzero is
     True; broadcast to ``x``).  No entry holds: 0.  Masked-out entries never
     touch the result, NaN and inf included."""
@@ -193,7 +200,7 @@ def _topk_args(op, B, x, k, axis):
     return x, k, axis
 
 
-def keep_topk(x, k, axis=-1, fill=-math.inf):
+def keep_topk(x: ArrayLike, k: int, axis: int = -1, fill: float = -math.inf) -> Tensor:
     """The k largest along ``axis`` stay, every other entry becomes ``fill``.
     Among equal values the lower index stays; NaN counts as largest."""
     op = "keep_topk"
@@ -210,7 +217,7 @@ def _check_fill(op, fill):
         raise TypeError(f"{op}: fill must be a real number, got {fill!r}") from None
 
 
-def softmax(x, axis=-1):
+def softmax(x: ArrayLike, axis: int = -1) -> Tensor:
     """Numerically stable softmax; -inf gives exactly 0; an all -inf slice
     gives all 0s, not NaN."""
     op = "softmax"
@@ -223,7 +230,7 @@ def softmax(x, axis=-1):
     return B.softmax(x, C.axis_index(op, "axis", axis, len(shape)))
 
 
-def topk_gate(logits, k, axis=-1):
+def topk_gate(logits: ArrayLike, k: int, axis: int = -1) -> Tensor:
     """``softmax(keep_topk(logits, k))``: exactly k nonzero weights per slice,
     summing to 1 (k >= 1).  The gate of arXiv:1701.06538."""
     op = "topk_gate"
@@ -234,7 +241,7 @@ def topk_gate(logits, k, axis=-1):
     return B.softmax(B.keep_topk(x, k, axis, -math.inf), axis)
 
 
-def embedding_mean(table, ids, pad_id=0):
+def embedding_mean(table: ArrayLike, ids: ArrayLike, pad_id: int = 0) -> Tensor:
     """Per row of ``ids`` (n, L), the mean of ``table[id]`` over the ids that
     are not ``pad_id``; a row of only padding gives zeros."""
     op = "embedding_mean"
@@ -260,31 +267,32 @@ def embedding_mean(table, ids, pad_id=0):
     return B.embedding_mean(table, ids, pad_id)
 
 
-def pad_ids(rows, pad_id=0, shift=1, length=None):
+def pad_ids(rows: Iterable[Sequence[int] | np.ndarray], pad_id: int = 0, shift: int = 1,
+            length: int | None = None) -> np.ndarray:
     """Ragged lists of ids -> padded int64 numpy matrix, padding at the end,
     ids shifted by ``shift`` so that ``pad_id`` is free."""
     op = "pad_ids"
     pad_id = C.check_int(op, "pad_id", pad_id)
     shift = C.check_int(op, "shift", shift)
-    rows = [np.asarray(r) if not isinstance(r, np.ndarray) else r for r in rows]
-    for i, r in enumerate(rows):
+    arrays = [np.asarray(r) if not isinstance(r, np.ndarray) else r for r in rows]
+    for i, r in enumerate(arrays):
         if r.ndim != 1:
             raise ValueError(f"{op}: row {i} must be a flat list of ids, got shape {r.shape}")
         if r.size and r.dtype.kind not in "iu":
             raise TypeError(f"{op}: row {i} holds non-integer ids (dtype {r.dtype})")
-    width = max((r.size for r in rows), default=0)
+    width = max((r.size for r in arrays), default=0)
     if length is not None:
         length = C.check_int(op, "length", length)
         if length < 0:
             raise ValueError(f"{op}: length={length} must be >= 0")
         if width > length:
-            i = next(i for i, r in enumerate(rows) if r.size > length)
-            raise ValueError(f"{op}: row {i} has {rows[i].size} ids, more than length={length}")
+            i = next(i for i, r in enumerate(arrays) if r.size > length)
+            raise ValueError(f"{op}: row {i} has {arrays[i].size} ids, more than length={length}")
         width = length
-    out = np.full((len(rows), width), pad_id, dtype=np.int64)
-    if rows:
-        sizes = np.fromiter((r.size for r in rows), np.int64, len(rows))
-        flat = np.concatenate([r.astype(np.int64, copy=False) for r in rows]) + shift
+    out = np.full((len(arrays), width), pad_id, dtype=np.int64)
+    if arrays:
+        sizes = np.fromiter((r.size for r in arrays), np.int64, len(arrays))
+        flat = np.concatenate([r.astype(np.int64, copy=False) for r in arrays]) + shift
         if flat.size and (flat == pad_id).any():
             i = int(np.searchsorted(np.cumsum(sizes), int(np.argmax(flat == pad_id)), side="right"))
             raise ValueError(
@@ -295,7 +303,7 @@ def pad_ids(rows, pad_id=0, shift=1, length=None):
     return out
 
 
-def to_numpy(x):
+def to_numpy(x: Any) -> Any:
     """Any result back as numpy (sparse -> scipy CSR)."""
     if isinstance(x, np.ndarray):
         return x
@@ -309,7 +317,7 @@ def to_numpy(x):
     return B.to_numpy(x)
 
 
-def asarray(x, dtype=None):
+def asarray(x: ArrayLike, dtype: DTypeLike = None) -> Tensor:
     """A native tensor of the backend that ``x`` selects (or the one in force)."""
     B = resolve("asarray", x)
     return B.asarray(x, None if dtype is None else np.dtype(dtype))
