@@ -3,7 +3,7 @@ itself shows about it (computed from the same run, so it never quotes a
 number from another machine).  docs/performance.md has the details."""
 from __future__ import annotations
 
-#: "target id@backend" -> the cause found by profiling (cProfile, 200k calls
+#: "target id@backend" (or "id@backend@op" for one op's rows) -> the cause found by profiling (cProfile, 200k calls
 #: or 10 calls of the big ops; docs/performance.md has the profiles).
 CAUSES = {
     "dispatch@numpy": "Python-level dispatch: resolve() (type lookups, the contextvar, the instance), "
@@ -12,6 +12,18 @@ CAUSES = {
                       "plugin's dtype/layout checks before torch.mm",
     "keep_topk/native@numpy": "numpy plugin: the exact tie path (a cumsum over the tie mask) runs when a "
                               "tie straddles the k-th value or a NaN is kept",
+    "jax/keep_topk@jax": "the plugin takes lax.top_k of integer sort keys (NaN largest, -0.0 == +0.0); "
+                         "XLA's CPU top_k on int32 is ~80x its float32 top_k (388 ms vs 4.9 ms at 512x4096, "
+                         "k=4, jitted alone)",
+    "compiled@jax@keep_topk": "lax.top_k of integer sort keys, ~80x slower than on floats in XLA on the CPU",
+    "compiled@tensorflow@keep_topk": "not profiled; the compiled path is 26x the plugin's own eager call, "
+                           "likely the same integer-key or sort fallback as jax's under XLA",
+    "compiled@torch@keep_topk": "traced, the plugin skips the host tie check and always takes its "
+                      "device-independent threshold path, slower than topk + scatter",
+    "dask/one chunk@dask": "not profiled: the graph's per-compute cost (a few ms: the 8x8 dot takes ~5 ms) "
+                           "plus the block functions' own checks; keep_topk is within the target",
+    "dispatch@jax": "jnp.dot itself costs 60-90 µs eagerly here; the rest is ub's checks and the "
+                    "block_until_ready both sides pay; measured under load (an empty call took 0.8 µs)",
     "sparse_dot@torch": "the plugin's own call is ~1.02x of x @ w when profiled alone; the rest is "
                         "Python checks in ops.sparse_dot (~0.2 ms) and run-to-run noise of a 5 ms op",
 }
@@ -26,7 +38,8 @@ def explain(target, result):
     reach here, the number from this run that shows it."""
     parts = []
     case = result["cases"][target["case_index"]] if "case_index" in target else None
-    cause = CAUSES.get(f"{target['id']}@{target['backend']}")
+    key = f"{target['id']}@{target['backend']}"
+    cause = CAUSES.get(f"{key}@{target.get('short', '')}") or CAUSES.get(key)  # per op first
     if case is not None:
         rows = _rows(case)
         if target["id"] == "keep_topk/argsort" and "native" in rows and "naive" in rows:
