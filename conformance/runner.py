@@ -82,7 +82,9 @@ def _console():
         from rich.console import Console
     except ImportError:
         return _PlainConsole()
-    return Console(highlight=False)
+    con = Console(highlight=False)
+    # a log or a pipe gets rich's 80 columns: too narrow for eager and compiled columns
+    return con if con.is_terminal else Console(highlight=False, width=240)
 
 
 def run(backends, checks, *, device=None, profile=engine.DEFAULT_PROFILE, max_examples=None,

@@ -278,3 +278,34 @@ def test_third_party_plugin_through_the_pytest_option(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 passed" in proc.stdout
+
+
+def test_compiled_mode_runs_through_backend_compile_and_reports_both_columns(tmp_path):
+    """--compiled runs each compilable check twice per backend (eager and inside
+    Backend.compile, which is called), skips the checks that cannot compile with
+    the reason, and the report's matrix has an eager and a compiled column."""
+    from unibackend import _registry as R
+
+    calls = []
+
+    class Counting(NumpyBackend):
+        name = "counting_compiler"
+
+        def compile(self, f):
+            calls.append(f.__name__)
+            return f
+
+    ub.register("counting_compiler", Counting)
+    try:
+        code = runner.main(["--backends", "counting_compiler", "--ops", "softmax,sparse_dot", "--compiled",
+                            "--max-examples", "3", "--quiet", "--report", str(tmp_path / "r.json")])
+        runner.main(["--backends", "counting_compiler", "--ops", "softmax", "--compiled",
+                     "--max-examples", "2", "--quiet", "--report", str(tmp_path / "r.md")])
+    finally:
+        R.unregister("counting_compiler")
+    assert code == 0 and calls and set(calls) == {"compiled_case"}
+    data = json.loads((tmp_path / "r.json").read_text())
+    modes = {(r["check"], r["mode"]): r["status"] for r in data["results"]}
+    assert modes[("softmax", "eager")] == modes[("softmax", "compiled")] == "pass"
+    assert modes[("sparse_dot", "compiled")] == "skip"
+    assert "| check | counting_compiler | counting_compiler compiled |" in (tmp_path / "r.md").read_text()
