@@ -360,6 +360,7 @@ class TheanoBackend(Backend):
     def _eager(self, key, build, args, static):
         """Run the graph ``build(*inputs, *static)`` on ``args``; compile on the
         first call per key only."""
+        args, half = _widen_half(args)
         fn = self._cache.get(key)
         if fn is None:
             with self._compiling:
@@ -371,7 +372,8 @@ class TheanoBackend(Backend):
         else:
             self._touch(key)
         with self._calling:
-            return fn(*args)
+            out = fn(*args)
+        return _narrow_half(out) if half else out
 
     def _touch(self, key):
         try:
@@ -498,7 +500,7 @@ class TheanoBackend(Backend):
     def _run_traced(self, key, build, inputs):
         """Outputs of the traced graph ``build`` on ``inputs``, and the meta
         that ``build`` returned with them; traced and compiled once per key."""
-        vals = [v for v in inputs if v is not None]
+        vals, half = _widen_half([v for v in inputs if v is not None])
         entry = self._cache.get(key)
         if entry is None:
             with self._compiling:
@@ -512,7 +514,8 @@ class TheanoBackend(Backend):
             self._touch(key)
         try:
             with self._calling:
-                return entry[0](*vals), entry[1]
+                out = entry[0](*vals)
+            return (_narrow_half(out) if half else out), entry[1]
         except _GRAPH_ERRORS as e:
             # A check in the graph failed: the contract's error, without the
             # framework's debugging notes appended to it.
@@ -708,6 +711,27 @@ class PytensorBackend(TheanoBackend):
     distributions = ("pytensor",)
     alias_of = "theano"
     forces = "pytensor"
+
+
+def _widen_half(args):
+    """(args, half): float16 arrays as float32, and whether every float
+    array was float16.  PyTensor's numba linker has no float16; float32
+    holds every float16 exactly, and a float32 sum or product rounded back
+    to float16 is at least as close as numpy's float16 arithmetic."""
+    kinds = [a.dtype for a in args if isinstance(a, np.ndarray) and a.dtype.kind == "f"]
+    if not kinds or any(d != np.float16 for d in kinds):
+        return args, False
+    return [a.astype(np.float32) if isinstance(a, np.ndarray) and a.dtype == np.float16 else a
+            for a in args], True
+
+
+def _narrow_half(out):
+    """A graph's float32 results back in float16 (see _widen_half)."""
+    if isinstance(out, (list, tuple)):
+        return type(out)(_narrow_half(o) for o in out)
+    if isinstance(out, np.ndarray) and out.dtype == np.float32:
+        return out.astype(np.float16)
+    return out
 
 
 def _flip(x, axis):
