@@ -61,6 +61,16 @@ def is_scipy_sparse(x):
     return sp.issparse(x)
 
 
+#: numpy.result_type of every pair of the common dtypes, keyed by their
+#: names, computed once: a tracing compiler (torch.compile) follows a dict
+#: lookup by strings, but neither hashes a dtype nor calls numpy.result_type.
+_PROMOTED = {
+    (a.name, b.name): np.result_type(a, b)
+    for a in map(np.dtype, "?bhilqBHILQefdFD")
+    for b in map(np.dtype, "?bhilqBHILQefdFD")
+}
+
+
 def result_float(op, *dtypes):
     """numpy.result_type of the inputs; integer and bool inputs promote to
     float64 (as numpy's mean does), since every op here computes in floats."""
@@ -71,10 +81,13 @@ def result_float(op, *dtypes):
     if all(d == first for d in dts):
         out = first
     else:
-        try:
-            out = np.result_type(*dts)
-        except TypeError as e:
-            raise TypeError(f"{op}: cannot combine dtypes {', '.join(map(str, dts))}: {e}") from None
+        pair = len(dts) == 2 and isinstance(dts[0], np.dtype) and isinstance(dts[1], np.dtype)
+        out = _PROMOTED.get((dts[0].name, dts[1].name)) if pair else None
+        if out is None:
+            try:
+                out = np.result_type(*dts)
+            except TypeError as e:
+                raise TypeError(f"{op}: cannot combine dtypes {', '.join(map(str, dts))}: {e}") from None
     if isinstance(out, np.dtype):
         if out.kind in "biu":
             return np.dtype(np.float64)
