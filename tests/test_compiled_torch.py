@@ -221,3 +221,14 @@ def test_no_framework_is_imported_by_import_unibackend():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "UNIBACKEND_BACKEND": ""})
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_dot_promotes_mixed_float_dtypes_inside_a_full_graph():
+    """dot of a float32 and a float64 tensor compiles without a break (the
+    dtype promotion is a lookup, not numpy.result_type) and is float64."""
+    import torch
+
+    a, b = torch.randn(3, 4, dtype=torch.float32), torch.randn(4, dtype=torch.float64)
+    out = torch.compile(lambda p, q: ub.dot(p, q), fullgraph=True, backend="eager")(a, b)
+    assert out.dtype is torch.float64
+    torch.testing.assert_close(out, a.double() @ b)
