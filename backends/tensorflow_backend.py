@@ -636,8 +636,18 @@ class TensorflowBackend(Backend):
         return a
 
     def function(self, f):
+        return self._graph_function(f, jit_compile=None)
+
+    def compile(self, f):
+        # XLA: no runtime assert survives it, so a bad id or index gives NaN
+        # (docs/backends/tensorflow.md); the static checks still raise.
+        return self._graph_function(f, jit_compile=True)
+
+    def _graph_function(self, f, jit_compile):
+        """tf.function of ``f``; an in-graph check's failure comes back as the
+        contract's exception."""
         tf = self.tf
-        compiled = tf.function(f)
+        compiled = tf.function(f, jit_compile=jit_compile)
 
         def run(*args):
             try:
