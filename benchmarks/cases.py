@@ -48,9 +48,9 @@ CUDA_LARGE_EMBEDDING = {"n": 65536, "L": 50, "V": 1_000_000, "d": 128}
 class Settings:
     repeats: int
     min_batch_s: float
-    budget_s: float = None      # seconds of timed rounds per case (fewer rounds for slow ops)
+    budget_s: float | None = None  # seconds of timed rounds per case (fewer rounds for slow ops)
     naive: bool = True          # the naive candidates (slow) are timed too
-    ks: int = None              # keep_topk: only the first ``ks`` values of k (None: all)
+    ks: int | None = None       # keep_topk: only the first ``ks`` values of k (None: all)
 
 
 # --------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 class Target:
     id: str
     title: str
-    op: str
+    op: str | None            # None: several ops (see ``ops``)
     backends: tuple          # () = every backend that ran the op
     other: str               # candidate compared with "unified"
     measure: str             # "ratio" | "overhead_us"

@@ -24,7 +24,7 @@ class Candidate:
     call: str                # the call as a user writes it, for the table
     fn: object
     args: tuple = ()
-    setup_s: float = None    # time to build it (a hand-compiled function's compile)
+    setup_s: float | None = None    # time to build it (a hand-compiled function's compile)
 
 
 @dataclass

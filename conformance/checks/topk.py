@@ -189,7 +189,7 @@ def _sum_to_one(got, x, axis, dtype, rows_to_check=None):
 #: which special values a softmax or topk_gate case draws: none, -inf only (the
 #: dead-slice rule), +inf, NaN, or all three (a slice with NaN or +inf is NaN
 #: throughout; -inf alone gives 0).
-SPECIAL_SETS = (
+SPECIAL_SETS: tuple[dict[str, bool], ...] = (
     {}, {"neg_inf": True}, {"pos_inf": True}, {"nan": True}, {"nan": True, "inf": True},
     {"neg_inf": True, "pos_inf": True},
 )
