@@ -8,8 +8,9 @@ row sums: no (n, L, d) buffer) and the same code traces inside a user's own
 ``jax.jit``.  Where JAX's own op differs from the contract, the primitive pins
 the contract: duplicate scatter positions go through the core's unique
 last-write positions (``.at[].set`` applies duplicates in an unspecified,
-device-dependent order); ties and NaN in keep_topk are decided on integer
-sort keys, never by ``lax.top_k``'s order; out-of-range ids and indices are
+device-dependent order); keep_topk takes only the k-th value from
+``lax.top_k`` (on the floats, NaN as +inf) and decides ties and NaN itself,
+never by ``lax.top_k``'s order; out-of-range ids and indices are
 refused, never filled or dropped.  On tracers the value checks run in the
 graph: through ``checkify`` inside ``ub.function`` (the contract's exception,
 raised after the call), through a host callback inside a user's own
@@ -60,6 +61,7 @@ class JaxBackend(Backend):
         self._Tracer = jax.core.Tracer
         self._impl = type(jnp.zeros(()))
         self._dev = _jax_device(jax, self.device)
+        self._cpu = (self._dev.platform if self._dev is not None else jax.default_backend()) == "cpu"
         self._sparse = None   # jax.experimental.sparse, imported at first sparse use
         _build_kernels(self)
 
@@ -281,7 +283,7 @@ class JaxBackend(Backend):
         n = x.shape[axis]
         if k == n:
             return x  # jax arrays are immutable: no copy needed (x + 0 would turn -0.0 into +0.0)
-        return self._k_keep_topk(x, self.jnp.asarray(fill, x.dtype), k, axis)
+        return self._k_keep_topk(x, self.jnp.asarray(fill, x.dtype), k, axis, self._cpu)
 
     def softmax(self, x, axis):
         if x.shape[axis] == 0:
@@ -441,28 +443,47 @@ def _build_kernels(B):
             out = asc(x, axis=axis)
         return out.astype(jnp.int64)
 
-    def sort_key(x):
-        """An integer key with the contract's order: NaN above +inf, -0.0 == +0.0."""
-        x = canonical(lax.stop_gradient(x))
-        bits = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[x.dtype.itemsize]
-        b = lax.bitcast_convert_type(x, bits)
-        # Negative floats order backwards as ints: flip their magnitude bits.
-        return jnp.where(b < 0, b ^ jnp.array(np.iinfo(np.dtype(bits)).max, bits), b)
+    def topk_exact(v, k):
+        """The kept entries of each slice (last axis) by the contract's rule."""
+        nan = jnp.isnan(v)
+        inf = jnp.array(np.inf, v.dtype)
+        # top_k on the floats, NaN as +inf (told apart below); float == and >
+        # make -0.0 equal to +0.0 whatever order top_k gives the zeros.
+        y = jnp.where(nan, inf, v)
+        t = jnp.min(lax.top_k(y, k)[0], axis=-1, keepdims=True)
+        # Everything above t stays; of the entries equal to t the first ones
+        # by index fill the places left (lax.top_k's tie order unused).  When
+        # t is +inf the NaNs rank above the +infs: all NaNs stay if fewer than
+        # k, else the first k NaNs.
+        at_inf = t == inf
+        nan_full = jnp.sum(nan, axis=-1, keepdims=True, dtype=jnp.int32) >= k
+        above = jnp.where(at_inf, nan & ~nan_full, y > t)
+        tied = jnp.where(at_inf, jnp.where(nan_full, nan, v == inf), y == t)
+        room = k - jnp.sum(above, axis=-1, keepdims=True, dtype=jnp.int32)
+        return above | (tied & (jnp.cumsum(tied, axis=-1, dtype=jnp.int32) <= room))
 
-    @functools.partial(jit, static_argnums=(2, 3))
-    def keep_topk(x, fill, k, axis):
+    @functools.partial(jit, static_argnums=(2, 3, 4))
+    def keep_topk(x, fill, k, axis, branch):
         xm = jnp.moveaxis(x, axis, -1)
         if k == 0:
             return jnp.full_like(x, fill)
-        key = sort_key(xm)
-        kth = lax.top_k(key, k)[0][..., k - 1:k]
-        # Everything above the k-th key stays; of the entries equal to it the
-        # first ones by index fill the places left (lax.top_k's order unused).
-        above = key > kth
-        tied = key == kth
-        room = k - jnp.sum(above, axis=-1, keepdims=True)
-        keep = above | (tied & (jnp.cumsum(tied, axis=-1) <= room))
-        return jnp.moveaxis(jnp.where(keep, xm, fill), -1, axis)
+        v = lax.stop_gradient(xm)
+        if branch:
+            # XLA's CPU: the exact rule costs ~4x the top_k (a NaN map, three
+            # counts, a cumsum), and it is needed only where a NaN or a tie
+            # straddling the k-th place makes the k-th value t ambiguous.  If
+            # exactly k entries of every slice are not below t (a NaN is not
+            # below anything), they are the k largest and no NaN exists.
+            # top_k runs on the floats and its output is not sliced: on
+            # integers, or sliced, XLA's CPU makes it a full sort (~70x).
+            t = jnp.min(lax.top_k(v, k)[0], axis=-1, keepdims=True)
+            keep = ~(v < t)
+            plain = jnp.all(jnp.sum(keep, axis=-1, dtype=jnp.int32) == k)
+            # the select inside each branch: XLA fuses it with the count
+            out = lax.cond(plain, lambda: jnp.where(keep, xm, fill), lambda: jnp.where(topk_exact(v, k), xm, fill))
+        else:
+            out = jnp.where(topk_exact(v, k), xm, fill)  # GPU: a conditional would read its predicate on the host
+        return jnp.moveaxis(out, -1, axis)
 
     @functools.partial(jit, static_argnums=(1,))
     def softmax(x, axis):
