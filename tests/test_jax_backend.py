@@ -126,6 +126,48 @@ def test_keep_topk_keeps_exactly_k_with_lower_index_winning_and_nan_largest(x, k
     np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
 
 
+_NNAN = float(np.copysign(np.nan, -1.0))  # a NaN with the sign bit set (x86's inf - inf)
+_F = -9.0
+
+
+# Pinned: the k-th place held by a NaN, a tie, -0.0 or +inf; the kernel takes
+# lax.top_k's k-th value only and must decide these itself, on its plain path
+# (exactly k entries not below t) and on its exact one alike.
+@pytest.mark.parametrize("x,k,want", [
+    ([0.0, np.nan, -0.0, 1.0, -0.0], 3, [0.0, np.nan, _F, 1.0, _F]),       # zeros tie at the k-th place
+    ([-0.0, 2.0, 0.0, np.nan], 3, [-0.0, 2.0, _F, np.nan]),                # -0.0 first: it stays, sign kept
+    ([np.nan, np.inf, np.nan, np.nan, np.inf], 2, [np.nan, _F, np.nan, _F, _F]),  # more NaNs than k
+    ([np.inf, np.nan, 3.0, np.inf, np.nan], 3, [np.inf, np.nan, _F, _F, np.nan]),  # NaNs, then the first +inf
+    ([1.0, _NNAN, 2.0], 1, [_F, np.nan, _F]),                              # a negative NaN is still largest
+    ([1.0, _NNAN, 2.0, 2.0], 2, [_F, np.nan, 2.0, _F]),                    # ... and a tie right below it
+    ([-np.inf, -np.inf, -np.inf], 2, [-np.inf, -np.inf, _F]),              # -inf at the k-th place
+    ([3.0, 1.0, 2.0, 0.0], 2, [3.0, _F, 2.0, _F]),                         # the plain path
+])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_keep_topk_pins_nan_ties_and_signed_zero_at_the_kth_place(x, k, want, dtype):
+    x, want = np.array(x, dtype), np.array(want, dtype)
+    eager = on_jax(ub.keep_topk, x, k, fill=_F)
+    jitted = np.asarray(jax.jit(lambda v: ub.keep_topk(v, k, fill=_F))(jnp.asarray(x)))
+    function = np.asarray(ub.function(lambda v: ub.keep_topk(v, k, fill=_F))(jnp.asarray(x)))
+    for got in (eager, jitted, function):
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.signbit(got[~np.isnan(got)]), np.signbit(want[~np.isnan(want)]))
+    np.testing.assert_array_equal(eager, on_numpy(ub.keep_topk, x, k, fill=_F))
+
+
+def test_keep_topk_rows_on_the_plain_and_the_exact_path_in_one_array():
+    """One row with a tie at the k-th place sends the whole call down the exact
+    path; each row must still get its own answer (and its gradient: 1 where kept)."""
+    x = np.array([[3.0, 1.0, 2.0, 0.0], [1.0, 1.0, 1.0, 1.0], [np.nan, 0.0, -0.0, 5.0]], np.float32)
+    want = np.array([[3.0, _F, 2.0, _F], [1.0, 1.0, _F, _F], [np.nan, _F, _F, 5.0]], np.float32)
+    np.testing.assert_array_equal(on_jax(ub.keep_topk, x, 2, fill=_F), want)
+    np.testing.assert_array_equal(on_jax(ub.keep_topk, x[:1], 2, fill=_F), want[:1])  # plain path alone
+    g = np.asarray(ub.grad(lambda v: jnp.sum(jnp.where(jnp.isnan(v), 0.0, ub.keep_topk(v, 2, fill=0.0))))(
+        jnp.asarray(x)))
+    # kept entries get 1, except the NaN that the outer where masks out of the sum
+    np.testing.assert_array_equal(g, ((want != _F) & ~np.isnan(x)).astype(np.float32))
+
+
 def test_keep_topk_along_axis_0_with_float16_ties_matches_numpy():
     x = np.random.default_rng(3).integers(0, 4, size=(9, 5)).astype(np.float16)
     np.testing.assert_array_equal(on_jax(ub.keep_topk, x, 3, axis=0), on_numpy(ub.keep_topk, x, 3, axis=0))
