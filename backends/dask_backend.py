@@ -105,12 +105,25 @@ def _divide_sum(e, s):
         return (e / np.where(s == 0, 1, s)).astype(e.dtype, copy=False)
 
 
+def _one(blocks):
+    """The one block blockwise hands over (concatenate=False) for an index
+    the op keeps in a single chunk: no copy (dask's concatenate copies even
+    one block, the whole table on every compute)."""
+    while isinstance(blocks, list):
+        (blocks,) = blocks
+    return blocks
+
+
 def _embedding_block(ids, table, pad_id):
+    ids, table = _one(ids), _one(table)
     V = table.shape[0]
-    real = ids[ids != pad_id]
-    if real.size:
-        lo, hi = int(real.min()), int(real.max())
-        if lo < 0 or hi >= V:
+    if ids.size:
+        # min/max over the real ids without a copy of them
+        real = ids != pad_id
+        info = np.iinfo(ids.dtype)
+        lo = int(ids.min(where=real, initial=info.max))
+        hi = int(ids.max(where=real, initial=info.min))
+        if lo <= hi and (lo < 0 or hi >= V):
             bad = lo if lo < 0 else hi
             # the same message as ops.embedding_mean's call-time check
             raise IndexError(
@@ -121,7 +134,13 @@ def _embedding_block(ids, table, pad_id):
 
 
 def _sparse_dot_block(x, w):
-    return np.asarray(x @ w)
+    # x: the row block's blocks along the contraction axis, w: w's blocks there
+    if len(x) == 1:
+        return np.asarray(_one(x) @ _one(w))
+    import scipy.sparse as sp
+
+    xs = sp.hstack([_one(b) for b in x], format="csr")
+    return np.asarray(xs @ np.concatenate([_one(b) for b in w], axis=0))
 
 
 def _write_block(block, local, vals, accumulate):
@@ -247,12 +266,13 @@ class DaskBackend(Backend):
 
     def sparse_dot(self, x, w):
         # Rows of x keep their chunks; the contraction axis is concatenated
-        # (sparse blocks by scipy, w's blocks by numpy) per row block.
+        # (sparse blocks by scipy, w's blocks by numpy) per row block, and
+        # left alone when it is one chunk.
         meta = np.empty((0,) * w.ndim, dtype=w.dtype)
         if w.ndim == 1:
-            return self.da.blockwise(_sparse_dot_block, "i", x, "ik", w, "k", concatenate=True,
+            return self.da.blockwise(_sparse_dot_block, "i", x, "ik", w, "k", concatenate=False,
                                      dtype=w.dtype, meta=meta)
-        return self.da.blockwise(_sparse_dot_block, "ij", x, "ik", w, "kj", concatenate=True,
+        return self.da.blockwise(_sparse_dot_block, "ij", x, "ik", w, "kj", concatenate=False,
                                  dtype=w.dtype, meta=meta)
 
     def argsort(self, x, axis, descending):
@@ -358,7 +378,7 @@ class DaskBackend(Backend):
         table = table.rechunk(table.shape) if table.numblocks != (1, 1) else table
         ids = ids.rechunk({1: -1}) if ids.numblocks[1] != 1 else ids
         return self.da.blockwise(_embedding_block, "ij", ids, "il", table, "vj", pad_id, None,
-                                 concatenate=True, dtype=table.dtype,
+                                 concatenate=False, dtype=table.dtype,
                                  meta=np.empty((0, 0), dtype=table.dtype))
 
     # -- math for nn (dask functions: results stay lazy) -------------------
