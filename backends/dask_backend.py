@@ -135,7 +135,7 @@ def _embedding_block(ids, table, pad_id):
 
 def _sparse_dot_block(x, w):
     # x: the row block's blocks along the contraction axis, w: w's blocks there
-    if len(x) == 1:
+    if len(x) == 1 and len(w) == 1:  # blockwise gives both the same chunks there
         return np.asarray(_one(x) @ _one(w))
     import scipy.sparse as sp
 
