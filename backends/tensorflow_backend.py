@@ -66,6 +66,7 @@ class TensorflowBackend(Backend):
         self._matmul = tf.raw_ops.MatMul
         self._from_scipy = lambda: None  # the last sparse_from_scipy result (weak)
         self._in_xla = _xla_probe(tf)
+        self._gpu = None  # whether TF sees a GPU (asked on first need)
 
     def version(self):
         from importlib.metadata import PackageNotFoundError, version
@@ -492,18 +493,54 @@ class TensorflowBackend(Backend):
             at = tf.stack([tf.broadcast_to(tf.range(m)[:, None], [m, k]), top.indices], axis=-1)
             out = tf.reshape(tf.tensor_scatter_nd_update(tf.fill(tf.shape(rows), fill), at, top.values), tf.shape(xt))
             return out if perm is None else tf.transpose(out, _inverse(perm))
-        # Elsewhere (NaN present, graphs, GPUs): the k-th largest key t per
-        # slice; everything above t stays, and the first entries equal to t by
-        # index fill the remaining places.  No reliance on a kernel's tie order.
-        key, perm = self._last_axis(self._order_key("keep_topk", x), axis)
-        t = tf.math.top_k(key, k=k, sorted=True).values[..., k - 1:k]
-        above = key > t
-        tied = tf.equal(key, t)
+        xt, perm = self._last_axis(x, axis)
+        v = tf.stop_gradient(xt)
+        # XLA's CPU top_k is fast on float32 only: on integers, other floats or
+        # with its output sliced it becomes a full sort (~80x).  float16 and
+        # bfloat16 fit float32 exactly; float64 rounds, monotonically, so the
+        # float32 test below still proves its answer.
+        y = v if v.dtype == tf.float32 or v.dtype == tf.float64 and not self._in_xla() else tf.cast(v, tf.float32)
+        if self.is_symbolic(x) and not self._has_gpu():
+            # The k-th value t as the min of the k values (not a slice of
+            # them).  If exactly k entries per slice are not below t (a NaN is
+            # not below anything), they are the k largest, no NaN and no tie
+            # at the k-th place: the plain answer, else the exact rule.
+            t = tf.reduce_min(tf.math.top_k(y, k=k).values, axis=-1, keepdims=True)
+            keep = ~(y < t)
+            plain = tf.reduce_all(tf.equal(tf.reduce_sum(tf.cast(keep, tf.int32), axis=-1), k))
+            exact = self._topk_exact
+            out = tf.cond(plain, lambda: tf.where(keep, xt, fill), lambda: tf.where(exact(v, k), xt, fill))
+        else:
+            # eager with a NaN, or a GPU (whose tf.cond reads its predicate on the host)
+            out = tf.where(self._topk_exact(v, k), xt, fill)
+        return out if perm is None else tf.transpose(out, _inverse(perm))
+
+    def _topk_exact(self, v, k):
+        """The kept entries of each slice (last axis) by the contract's rule,
+        relying on no kernel's tie order or NaN placement."""
+        tf = self.tf
+        nan = tf.math.is_nan(v)
+        if v.dtype != tf.float64:
+            v = tf.cast(v, tf.float32)  # exact for float16/bfloat16; XLA's fast top_k
+        inf = tf.constant(np.inf, v.dtype)
+        # NaN as +inf for top_k (told apart below); float == and > make -0.0
+        # equal to +0.0 whatever order top_k gives the zeros.
+        y = tf.where(nan, inf, v)
+        t = tf.reduce_min(tf.math.top_k(y, k=k).values, axis=-1, keepdims=True)
+        # Everything above t stays; of the entries equal to t the first ones
+        # by index fill the places left.  When t is +inf the NaNs rank above
+        # the +infs: all NaNs stay if fewer than k, else the first k NaNs.
+        at_inf = tf.equal(t, inf)
+        nan_full = tf.reduce_sum(tf.cast(nan, tf.int32), axis=-1, keepdims=True) >= k
+        above = tf.where(at_inf, nan & ~nan_full, y > t)
+        tied = tf.where(at_inf, tf.where(nan_full, nan, tf.equal(v, inf)), tf.equal(y, t))
         room = k - tf.reduce_sum(tf.cast(above, tf.int32), axis=-1, keepdims=True)
-        keep = above | (tied & (tf.cumsum(tf.cast(tied, tf.int32), axis=-1) <= room))
-        if perm is not None:
-            keep = tf.transpose(keep, _inverse(perm))
-        return tf.where(keep, x, fill)
+        return above | (tied & (tf.cumsum(tf.cast(tied, tf.int32), axis=-1) <= room))
+
+    def _has_gpu(self):
+        if self._gpu is None:
+            self._gpu = bool(self.tf.config.list_logical_devices("GPU"))
+        return self._gpu
 
     def _eager_cpu(self, x):
         return type(x) is self._eager_type and x.device.endswith("CPU:0")
