@@ -504,38 +504,69 @@ class TensorflowBackend(Backend):
             # The k-th value t as the min of the k values (not a slice of
             # them).  If exactly k entries per slice are not below t (a NaN is
             # not below anything), they are the k largest, no NaN and no tie
-            # at the k-th place: the plain answer, else the exact rule.
-            t = tf.reduce_min(tf.math.top_k(y, k=k).values, axis=-1, keepdims=True)
-            keep = ~(y < t)
-            plain = tf.reduce_all(tf.equal(tf.reduce_sum(tf.cast(keep, tf.int32), axis=-1), k))
-            exact = self._topk_exact
-            out = tf.cond(plain, lambda: tf.where(keep, xt, fill), lambda: tf.where(exact(v, k), xt, fill))
+            # at the k-th place: the plain answer, else the exact rule.  The
+            # conditional returns only per-slice numbers (a full-size output
+            # from a branch costs XLA a pass); one fused pass applies them.
+            top = tf.math.top_k(y, k=k)
+            t = tf.reduce_min(top.values, axis=-1, keepdims=True)
+            plain = tf.reduce_all(tf.equal(tf.reduce_sum(tf.cast(~(y < t), tf.int32), axis=-1), k))
+            if y.dtype != v.dtype and v.dtype == tf.float64:
+                # float64 under XLA, tested in float32: when plain, the k
+                # indices are the kept ones; t is their float64 min.
+                vk = tf.gather(v, top.indices, batch_dims=v.shape.rank - 1)
+                t = tf.reduce_min(tf.where(tf.math.is_nan(vk), tf.constant(np.inf, v.dtype), vk), -1, keepdims=True)
+            if not self._in_xla():
+                # TF's graph runs each op apart: the plain branch's own select is cheaper
+                return self._moved_back(tf.cond(plain, lambda: tf.where(~(y < t), xt, fill),
+                                                lambda: tf.where(self._topk_keep(v, *self._topk_rule(v, k)), xt, fill)), perm)
+            last = tf.fill(tf.shape(t), tf.shape(y)[-1])  # every entry tied at t stays
+            rule = tf.cond(plain, lambda: (t, tf.zeros_like(t, tf.bool), last), lambda: self._topk_rule(v, k))
         else:
             # eager with a NaN, or a GPU (whose tf.cond reads its predicate on the host)
-            out = tf.where(self._topk_exact(v, k), xt, fill)
-        return out if perm is None else tf.transpose(out, _inverse(perm))
+            rule = self._topk_rule(v, k)
+        return self._moved_back(tf.where(self._topk_keep(v, *rule), xt, fill), perm)
 
-    def _topk_exact(self, v, k):
-        """The kept entries of each slice (last axis) by the contract's rule,
-        relying on no kernel's tie order or NaN placement."""
+    def _moved_back(self, out, perm):
+        return out if perm is None else self.tf.transpose(out, _inverse(perm))
+
+    def _topk_keep(self, v, t, nan_full, last):
+        """Entries above t stay, and those tied at t up to index ``last``.
+        NaN ranks above +inf: with t = +inf and nan_full, only NaNs tie."""
+        tf = self.tf
+        nan = tf.math.is_nan(v)
+        if v.dtype != t.dtype:
+            v = tf.cast(v, t.dtype)
+        inf = tf.constant(np.inf, v.dtype)
+        # float == and > make -0.0 equal to +0.0
+        y = tf.where(nan, inf, v)
+        at_inf = tf.equal(t, inf)
+        above = tf.where(at_inf, nan & ~nan_full, y > t)
+        tied = tf.where(at_inf, tf.where(nan_full, nan, tf.equal(v, inf)), tf.equal(y, t))
+        return above | (tied & (tf.range(tf.shape(v)[-1]) <= last))
+
+    def _topk_rule(self, v, k):
+        """The contract's rule per slice (last axis) as (t, nan_full, last)
+        for _topk_keep, relying on no kernel's tie order or NaN placement:
+        t the k-th value with NaN as +inf, nan_full whether k NaNs fill the
+        slice, last the index of the last entry tied at t that stays."""
         tf = self.tf
         nan = tf.math.is_nan(v)
         if v.dtype != tf.float64:
             v = tf.cast(v, tf.float32)  # exact for float16/bfloat16; XLA's fast top_k
         inf = tf.constant(np.inf, v.dtype)
-        # NaN as +inf for top_k (told apart below); float == and > make -0.0
-        # equal to +0.0 whatever order top_k gives the zeros.
         y = tf.where(nan, inf, v)
         t = tf.reduce_min(tf.math.top_k(y, k=k).values, axis=-1, keepdims=True)
-        # Everything above t stays; of the entries equal to t the first ones
-        # by index fill the places left.  When t is +inf the NaNs rank above
-        # the +infs: all NaNs stay if fewer than k, else the first k NaNs.
-        at_inf = tf.equal(t, inf)
         nan_full = tf.reduce_sum(tf.cast(nan, tf.int32), axis=-1, keepdims=True) >= k
+        # Of the entries tied at t the first ones by index fill the places
+        # left after those above t.
+        at_inf = tf.equal(t, inf)
         above = tf.where(at_inf, nan & ~nan_full, y > t)
         tied = tf.where(at_inf, tf.where(nan_full, nan, tf.equal(v, inf)), tf.equal(y, t))
         room = k - tf.reduce_sum(tf.cast(above, tf.int32), axis=-1, keepdims=True)
-        return above | (tied & (tf.cumsum(tf.cast(tied, tf.int32), axis=-1) <= room))
+        stays = tied & (tf.cumsum(tf.cast(tied, tf.int32), axis=-1) <= room)
+        idx = tf.range(tf.shape(v)[-1])
+        last = tf.reduce_max(tf.where(stays, idx, -1), axis=-1, keepdims=True)
+        return t, nan_full, last
 
     def _has_gpu(self):
         if self._gpu is None:

@@ -358,6 +358,54 @@ def test_keep_topk_without_nan_agrees_with_numpy_eagerly_and_in_a_graph(pool):
             same(graph(tf.constant(x), k, axis), expect, exact=True)
 
 
+def _pinned_topk_rows():
+    """Rows whose k-th place (k=3) is a NaN (either sign), a tie, -0.0 vs
+    +0.0, +inf, -inf, or k NaNs, beside rows with nothing special."""
+    return np.array([
+        [0.5, 3.0, 1.0, 2.0, -1.0, 0.25],     # plain
+        [1.0, nan, 2.0, 0.5, -nan, 0.0],      # NaNs (one negative) among the k
+        [1.0, 2.0, 1.0, 3.0, 1.0, 0.0],       # a tie straddling the k-th place
+        [-0.0, 2.0, 0.0, 3.0, -0.0, -1.0],    # -0.0 == +0.0 at the k-th place
+        [inf, 1.0, inf, nan, inf, 2.0],       # NaN above the tied +infs
+        [nan, nan, 1.0, nan, nan, inf],       # more NaNs than k
+        [-inf, 1.0, -inf, -inf, 2.0, -inf],   # tied -infs at the k-th place
+        [4.0, 3.0, 2.0, 1.0, 0.0, -1.0],      # plain
+    ])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+def test_keep_topk_pins_nan_ties_and_signed_zeros_at_the_kth_place(mode, dtype):
+    """Every mode and float dtype keeps numpy's entries bit for bit (the sign
+    of a kept zero, NaN positions), when the rows needing the exact rule sit
+    in one array with plain rows, and when every row is plain (the fast path)."""
+    x = _pinned_topk_rows().astype(dtype)
+    def call(t, k, axis):
+        return ub.keep_topk(t, k, axis=axis, fill=-7.0)
+
+    if mode != "eager":
+        call = tf.function(call, jit_compile=mode == "xla")
+    for rows in (x, x[[0, 7]]):
+        for axis, arr in ((1, rows), (0, rows.T.copy())):
+            got = call(tf.constant(arr), 3, axis).numpy()
+            expect = ref(ub.keep_topk, arr, 3, axis=axis, fill=-7.0)
+            assert got.dtype == expect.dtype
+            # bit patterns equal, NaNs canonical: -0.0 stays -0.0, a kept NaN stays NaN
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(expect))
+            mine, theirs = np.where(np.isnan(got), 0, got), np.where(np.isnan(expect), 0, expect)
+            np.testing.assert_array_equal(np.signbit(mine), np.signbit(theirs))
+            np.testing.assert_array_equal(mine, theirs)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_topk_gate_pins_nan_and_ties_at_the_kth_place_in_graphs(jit):
+    """topk_gate in a graph equals the numpy reference on the pinned rows
+    (a kept NaN makes its slice NaN; ties keep the lower index)."""
+    x = _pinned_topk_rows().astype(np.float32)
+    got = tf.function(lambda t: ub.topk_gate(t, 3), jit_compile=jit)(tf.constant(x))
+    same(got, ref(ub.topk_gate, x, 3))
+
+
 def test_softmax_is_stable_gives_zero_for_minus_inf_and_zeros_for_an_all_minus_inf_slice():
     x = np.array([[1000.0, 1000.0, -inf], [-inf, -inf, -inf], [1.0, 2.0, 3.0]])
     out = ub.softmax(x)
