@@ -232,3 +232,116 @@ def test_dot_promotes_mixed_float_dtypes_inside_a_full_graph():
     out = torch.compile(lambda p, q: ub.dot(p, q), fullgraph=True, backend="eager")(a, b)
     assert out.dtype is torch.float64
     torch.testing.assert_close(out, a.double() @ b)
+
+
+# -- keep_topk's compiled tie rule ------------------------------------------------
+
+def _numpy_keep_topk(x, k, axis, fill=-np.inf):
+    with ub.use_backend("numpy"):
+        return torch.from_numpy(ub.to_numpy(ub.keep_topk(x.numpy(), k, axis=axis, fill=fill)))
+
+
+@pytest.fixture(params=["cpu", "cpu-gpu-paths"])
+def compiled_path(request):
+    """The CPU graph (a torch.cond on "does any slice tie past topk's k?")
+    or, with gpu_paths, the device graph (block ranks, no flag read)."""
+    B = R.backend("torch")
+    B.gpu_paths = request.param == "cpu-gpu-paths"
+    yield request.param
+    B.gpu_paths = False
+
+
+def _tie_rows():
+    """Rows of 200 (13 blocks of 16, the last padded) whose k-th value ties
+    entries after it: in one block, across blocks, a NaN k-th value, -0.0
+    tying +0.0, and one row without a tie at the boundary."""
+    x = torch.full((6, 200), -5.0)
+    x[0, [7, 9, 11, 150]] = 1.0                          # k=3: 7, 9, 11 (not 150)
+    x[1, [3, 40, 41, 90, 199]] = 2.0                     # k=3: 3, 40, 41
+    x[1, 100] = 3.0
+    x[2, [5, 60, 61, 120, 180]] = torch.nan              # NaN largest, and tied: 5, 60, 61
+    x[3, [10, 30, 70]] = torch.tensor([0.0, -0.0, 0.0])  # above -5; -0.0 ties +0.0
+    x[3, [2, 3]] = 4.0
+    x[4, :] = 0.0                                        # all tied: the first three
+    x[5] = torch.arange(200.0).flip(0)                   # no tie: topk's own answer
+    return x
+
+
+def test_compiled_keep_topk_ties_at_the_kth_place_keep_the_lower_index(compiled_path):
+    """Ties exactly at the k-th place inside torch.compile(fullgraph=True):
+    exactly k stay per slice, the lower indices among equal values, NaN
+    largest, -0.0 == +0.0 -- numpy's answer on both compiled paths."""
+    x = _tie_rows()
+    f = torch.compile(lambda a: ub.keep_topk(a, 3), backend="aot_eager", fullgraph=True)
+    out = f(x)
+    assert torch.equal(out.isneginf(), _numpy_keep_topk(x, 3, -1).isneginf())
+    assert (~out.isneginf()).sum(dim=1).eq(3).all()
+    kept = [torch.nonzero(~out[r].isneginf()).flatten().tolist() for r in range(5)]
+    assert kept == [[7, 9, 11], [3, 40, 100], [5, 60, 61], [2, 3, 10], [0, 1, 2]]
+    torch.testing.assert_close(out, _numpy_keep_topk(x, 3, -1), equal_nan=True)
+    # the same slices down axis 0 of a 3-D tensor, another fill
+    x3 = x.T.reshape(200, 2, 3).contiguous()
+    g = torch.compile(lambda a: ub.keep_topk(a, 3, axis=0, fill=0.5), backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(g(x3), _numpy_keep_topk(x3, 3, 0, fill=0.5), equal_nan=True)
+
+
+@pytest.mark.parametrize("shape,axis,k", [((7, 50), -1, 4), ((5, 64, 3), 1, 9), ((33, 6), 0, 17), ((4, 1000), 1, 64)])
+def test_compiled_keep_topk_matches_numpy_on_tie_heavy_inputs(compiled_path, shape, axis, k):
+    """Property: on generated inputs of few distinct values (ties at the k-th
+    place in most slices, some NaN, signed zeros) the compiled keep_topk is
+    numpy's keep_topk; one compiled function serves every draw of a shape."""
+    f = torch.compile(lambda a: ub.keep_topk(a, k, axis=axis), backend="aot_eager", fullgraph=True)
+    gen = torch.Generator().manual_seed(sum(shape) + k)
+    for _ in range(8):
+        x = torch.randint(-2, 3, shape, generator=gen).float() * 0.0 ** torch.randint(0, 2, shape, generator=gen)
+        x[torch.rand(shape, generator=gen) < 0.05] = torch.nan
+        x[torch.rand(shape, generator=gen) < 0.2] *= -1.0                   # some -0.0
+        torch.testing.assert_close(f(x), _numpy_keep_topk(x, k, axis), equal_nan=True)
+
+
+def test_compiled_keep_topk_and_topk_gate_gradients_match_eager(compiled_path):
+    """Gradients through the compiled tie rule are eager's: 1 on each kept
+    entry of keep_topk, the softmax's Jacobian on the gate's kept ones."""
+    x0 = _tie_rows().nan_to_num(nan=7.0)
+    w = torch.linspace(-1, 1, 200)
+    for op in (lambda a: ub.keep_topk(a, 3, fill=0.0), lambda a: ub.topk_gate(a, 3)):
+        grads = []
+        for fn in (op, torch.compile(op, backend="aot_eager", fullgraph=True)):
+            x = x0.clone().requires_grad_()
+            (fn(x) * w).sum().backward()
+            grads.append(x.grad)
+        assert torch.equal(grads[0], grads[1])
+        assert grads[0].ne(0).sum(dim=1).le(3).all() and grads[0].ne(0).any()
+
+
+def test_compiled_topk_gate_with_ties_at_the_kth_place():
+    """topk_gate inside torch.compile: exactly k nonzero weights per slice,
+    on the lower indices among tied logits, summing to 1."""
+    x = _tie_rows().nan_to_num(nan=7.0)
+    out = torch.compile(lambda a: ub.topk_gate(a, 3), backend="aot_eager", fullgraph=True)(x)
+    assert torch.equal(out, ub.topk_gate(x, 3))
+    assert out.ne(0).sum(dim=1).eq(3).all()
+    assert torch.nonzero(out[0]).flatten().tolist() == [7, 9, 11]
+    torch.testing.assert_close(out.sum(dim=1), torch.ones(6))
+
+
+def test_compiled_keep_topk_with_a_traced_fill_and_shapes(compiled_path):
+    """A second call with another shape and fill recompiles with symbolic
+    sizes and a symbolic float fill (Dynamo's automatic dynamic): the CPU
+    graph's torch.cond takes them (found by conformance --compiled)."""
+    f = torch.compile(lambda a, fill: ub.keep_topk(a, 1, axis=0, fill=fill), backend="aot_eager", fullgraph=True)
+    for shape, fill in (((3, 2), 0.0), ((4, 3), 1.5), ((5, 2), -2.0)):
+        x = torch.arange(float(np.prod(shape))).reshape(shape) % 2
+        torch.testing.assert_close(f(x, fill), _numpy_keep_topk(x, 1, 0, fill=fill))
+
+
+def test_compiled_keep_topk_and_topk_gate_on_a_transposed_input(compiled_path):
+    """A non-contiguous x (a transpose) with and without ties, through
+    recompiles with symbolic sizes: numpy's answer (the CPU graph's two
+    branches must agree on one layout; found by conformance --compiled)."""
+    f = torch.compile(lambda a: ub.keep_topk(a, 1, axis=0), backend="aot_eager", fullgraph=True)
+    g = torch.compile(lambda a: ub.topk_gate(a, 1, axis=0), backend="aot_eager", fullgraph=True)
+    for shape in ((2, 1, 17), (3, 1, 5), (4, 2, 6)):
+        for x in (torch.zeros(shape).permute(2, 1, 0), torch.arange(float(np.prod(shape))).reshape(shape).permute(2, 1, 0)):
+            torch.testing.assert_close(f(x), _numpy_keep_topk(x.contiguous(), 1, 0))
+            torch.testing.assert_close(g(x), ub.topk_gate(x.contiguous(), 1, axis=0))
