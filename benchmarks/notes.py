@@ -12,12 +12,14 @@ CAUSES = {
                       "plugin's dtype/layout checks before torch.mm",
     "keep_topk/native@numpy": "numpy plugin: the exact tie path (a cumsum over the tie mask) runs when a "
                               "tie straddles the k-th value or a NaN is kept",
-    "jax/keep_topk@jax": "the plugin takes lax.top_k of integer sort keys (NaN largest, -0.0 == +0.0); "
-                         "XLA's CPU top_k on int32 is ~80x its float32 top_k (388 ms vs 4.9 ms at 512x4096, "
-                         "k=4, jitted alone)",
-    "compiled@jax@keep_topk": "lax.top_k of integer sort keys, ~80x slower than on floats in XLA on the CPU",
-    "compiled@tensorflow@keep_topk": "not profiled; the compiled path is 26x the plugin's own eager call, "
-                           "likely the same integer-key or sort fallback as jax's under XLA",
+    "jax/keep_topk@jax": "fixed (b6debf8): lax.top_k on the floats with the k-th value as the min of the k "
+                         "values, the exact NaN/tie rule only under lax.cond; before, XLA's CPU top_k on int32 "
+                         "sort keys was ~80x its float32 top_k (388 ms vs 4.9 ms at 512x4096, k=4, jitted alone)",
+    "compiled@jax@keep_topk": "float lax.top_k + min, a count of entries not below it, lax.cond to the exact "
+                              "rule: the count pass and the select over x cost more than top_k + scatter",
+    "compiled@tensorflow@keep_topk": "was XLA's CPU top_k on int32 sort keys, and a sliced top_k output: both a "
+                                     "full sort (~100x); now float32 top_k + min, a count pass, tf.cond to the exact "
+                                     "rule and one fused select: the count pass and the select are what is left",
     "compiled@torch@keep_topk": "traced, the plugin skips the host tie check and always takes its "
                       "device-independent threshold path, slower than topk + scatter",
     "dask/one chunk@dask": "not profiled: the graph's per-compute cost (a few ms: the 8x8 dot takes ~5 ms) "
