@@ -258,9 +258,11 @@ class JaxBackend(Backend):
             if isinstance(p, self._Tracer) or (isinstance(p, self._Array) and sync_free_checks()):
                 i = p.astype(np.int64)
                 bad = (i < -n) | (i >= n)
-                worst = jnp.where(jnp.any(bad & (i < 0)), jnp.min(jnp.where(bad, i, 0)), jnp.max(jnp.where(bad, i, 0)))
-                self._value_check(~jnp.any(bad), "IndexError",
-                                  f"{op}: index {{bad}} is out of range for axis {axis} with size {n}", bad=worst)
+                if i.size:  # (min/max of nothing has no identity; nothing to check)
+                    worst = jnp.where(jnp.any(bad & (i < 0)), jnp.min(jnp.where(bad, i, 0)),
+                                      jnp.max(jnp.where(bad, i, 0)))
+                    self._value_check(~jnp.any(bad), "IndexError",
+                                      f"{op}: index {{bad}} is out of range for axis {axis} with size {n}", bad=worst)
             else:
                 a = np.asarray(p)
                 bad = a[(a < -n) | (a >= n)]

@@ -443,3 +443,17 @@ def test_sync_free_mode_checks_ids_and_indices_in_the_graph_with_the_same_answer
             np.asarray(ub.embedding_mean(table, jnp.array([[1, 7, 0]])))
         with pytest.raises(jax.errors.JaxRuntimeError, match="inc_subtensor: index 9 is out of range"):
             np.asarray(ub.inc_subtensor(jnp.zeros(4), jnp.array([9]), 1.0))
+
+
+def test_an_empty_index_tensor_inside_jit_writes_nothing():
+    """Pinned from the compiled conformance run: inc_subtensor of an empty x
+    with an empty traced index traced a min over nothing; now it is a no-op."""
+    x = np.zeros((0,), np.float32)
+    idx = np.zeros((0,), np.int32)
+    with ub.use_backend("jax") as B:
+        out = B.compile(lambda a, i, v: ub.inc_subtensor(a, i, v))(ub.asarray(x), ub.asarray(idx), ub.asarray(x))
+    assert ub.to_numpy(out).shape == (0,)
+    y = np.arange(3.0)
+    with ub.use_backend("jax") as B:
+        out = B.compile(lambda a, i, v: ub.set_subtensor(a, i, v))(ub.asarray(y), ub.asarray(idx[:0]), ub.asarray(y[:0]))
+    np.testing.assert_array_equal(ub.to_numpy(out), y)
