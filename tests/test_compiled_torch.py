@@ -251,20 +251,32 @@ def compiled_path(request):
     B.gpu_paths = False
 
 
-def _tie_rows():
-    """Rows of 200 (13 blocks of 16, the last padded) whose k-th value ties
-    entries after it: in one block, across blocks, a NaN k-th value, -0.0
-    tying +0.0, and one row without a tie at the boundary."""
-    x = torch.full((6, 200), -5.0)
+def _tie_rows(n=200):
+    """Rows of n (200: 13 blocks of 16, the last padded) whose 3rd value ties
+    entries after it: in one block, across blocks, a NaN 3rd value, -0.0
+    tying +0.0, all tied, and one row without a tie at the boundary."""
+    x = torch.full((6, n), -5.0)
     x[0, [7, 9, 11, 150]] = 1.0                          # k=3: 7, 9, 11 (not 150)
-    x[1, [3, 40, 41, 90, 199]] = 2.0                     # k=3: 3, 40, 41
+    x[1, [3, 40, 41, 90, n - 1]] = 2.0                   # k=3: 3, 40 and the 3.0 at 100
     x[1, 100] = 3.0
-    x[2, [5, 60, 61, 120, 180]] = torch.nan              # NaN largest, and tied: 5, 60, 61
+    x[2, 5::7] = torch.nan                               # NaN largest, and tied: 5, 12, 19
     x[3, [10, 30, 70]] = torch.tensor([0.0, -0.0, 0.0])  # above -5; -0.0 ties +0.0
     x[3, [2, 3]] = 4.0
     x[4, :] = 0.0                                        # all tied: the first three
-    x[5] = torch.arange(200.0).flip(0)                   # no tie: topk's own answer
+    x[5] = torch.arange(float(n)).flip(0)                # no tie: topk's own answer
     return x
+
+
+@pytest.mark.parametrize("n", [300, 200])
+def test_compiled_keep_topk_each_kind_of_tie_alone(compiled_path, n):
+    """Each tie kind of _tie_rows as the only slice (so no other slice's tie
+    sends the CPU graph to its tie branch): numpy's answer.  The CPU graph
+    asks topk for k + 1 = 4 values at n=300 and counts the ties at n=200
+    (k * 64 <= n < (k + 1) * 64, torch's CPU topk switch)."""
+    f = torch.compile(lambda a: ub.keep_topk(a, 3), backend="aot_eager", fullgraph=True)
+    for row in _tie_rows(n):
+        x = row[None]
+        torch.testing.assert_close(f(x), _numpy_keep_topk(x, 3, -1), equal_nan=True)
 
 
 def test_compiled_keep_topk_ties_at_the_kth_place_keep_the_lower_index(compiled_path):
@@ -277,7 +289,7 @@ def test_compiled_keep_topk_ties_at_the_kth_place_keep_the_lower_index(compiled_
     assert torch.equal(out.isneginf(), _numpy_keep_topk(x, 3, -1).isneginf())
     assert (~out.isneginf()).sum(dim=1).eq(3).all()
     kept = [torch.nonzero(~out[r].isneginf()).flatten().tolist() for r in range(5)]
-    assert kept == [[7, 9, 11], [3, 40, 100], [5, 60, 61], [2, 3, 10], [0, 1, 2]]
+    assert kept == [[7, 9, 11], [3, 40, 100], [5, 12, 19], [2, 3, 10], [0, 1, 2]]
     torch.testing.assert_close(out, _numpy_keep_topk(x, 3, -1), equal_nan=True)
     # the same slices down axis 0 of a 3-D tensor, another fill
     x3 = x.T.reshape(200, 2, 3).contiguous()
@@ -285,7 +297,9 @@ def test_compiled_keep_topk_ties_at_the_kth_place_keep_the_lower_index(compiled_
     torch.testing.assert_close(g(x3), _numpy_keep_topk(x3, 3, 0, fill=0.5), equal_nan=True)
 
 
-@pytest.mark.parametrize("shape,axis,k", [((7, 50), -1, 4), ((5, 64, 3), 1, 9), ((33, 6), 0, 17), ((4, 1000), 1, 64)])
+# (5, 128), k=2: k * 64 == n, where the CPU graph counts ties instead of asking topk for k + 1
+@pytest.mark.parametrize("shape,axis,k", [((7, 50), -1, 4), ((5, 64, 3), 1, 9), ((33, 6), 0, 17), ((4, 1000), 1, 64),
+                                          ((5, 128), 1, 2)])
 def test_compiled_keep_topk_matches_numpy_on_tie_heavy_inputs(compiled_path, shape, axis, k):
     """Property: on generated inputs of few distinct values (ties at the k-th
     place in most slices, some NaN, signed zeros) the compiled keep_topk is
