@@ -116,6 +116,8 @@ def dot_cases(draw):
 DOT_EXAMPLES = [
     Case("result = ub.dot(x, w)", {"x": _coo_duplicates(), "w": arr([1.0, 10.0, 100.0], np.float32)}),
     Case("result = ub.dot(a, b)", {"a": arr(np.arange(12.0).reshape(2, 2, 3)), "b": arr(np.ones((3, 2)))}),
+    # an empty contraction (K = 0) is all zeros, not NaN (cuBLAS once failed on it)
+    Case("result = ub.dot(a, b)", {"a": arr(np.zeros((2, 0)), np.float32), "b": arr(np.zeros((0, 3)), np.float32)}),
 ]
 
 
