@@ -20,10 +20,10 @@ CAUSES = {
     "compiled@tensorflow@keep_topk": "was XLA's CPU top_k on int32 sort keys, and a sliced top_k output: both a "
                                      "full sort (~100x); now float32 top_k + min, a count pass, tf.cond to the exact "
                                      "rule and one fused select: the count pass and the select are what is left",
-    "compiled@torch@keep_topk": "traced, the plugin skips the host tie check and always takes its "
-                      "device-independent threshold path, slower than topk + scatter",
-    "dask/one chunk@dask": "not profiled: the graph's per-compute cost (a few ms: the 8x8 dot takes ~5 ms) "
-                           "plus the block functions' own checks; keep_topk is within the target",
+    "compiled@torch@keep_topk": "topk(k+1) and torch.cond on 'a tie at the k-th place' (CPU graphs): "
+                                "1.05-1.16x on a quiet machine; the exact branch and the cond cost the rest",
+    "dask/one chunk@dask": "dask's fixed per-graph cost (~1.3 ms) and the bench's from_array(csr) copying the "
+                           "CSR matrix on every compute (sparse_dot); blocks are no longer concatenated",
     "dispatch@jax": "jnp.dot itself costs 60-90 µs eagerly here; the rest is ub's checks and the "
                     "block_until_ready both sides pay; measured under load (an empty call took 0.8 µs)",
     "sparse_dot@torch": "the plugin's own call is ~1.02x of x @ w when profiled alone; the rest is "
