@@ -22,6 +22,7 @@ CHILD = textwrap.dedent(r"""
     import numpy as np
     import tensorflow as tf
     import unibackend as ub
+    from unibackend.conformance import tolerances as T
 
     jit = sys.argv[1] == "1"
     ub.set_backend("tensorflow")
@@ -56,7 +57,9 @@ CHILD = textwrap.dedent(r"""
         g = got[name]
         print(json.dumps({"op": name, "dtype_ok": g.dtype == want.dtype, "shape_ok": g.shape == want.shape,
                           "nan_ok": bool((np.isnan(g) == np.isnan(want)).all()) if g.dtype.kind == "f" else True,
-                          "close": bool(np.allclose(g, want, rtol=1e-5, atol=1e-6, equal_nan=True))}))
+                          "close": bool(np.allclose(g, want, rtol=T.rtol_for(g.dtype) if g.dtype.kind == "f" else 0,
+                                                    atol=T.floor(g.dtype) if g.dtype.kind == "f" else 0,
+                                                    equal_nan=True))}))
 
     # bad values inside the compiled graph
     def outcome(f, *args):

@@ -18,6 +18,7 @@ torch = pytest.importorskip("torch")
 import unibackend as ub  # noqa: E402
 from unibackend import _checks as C  # noqa: E402
 from unibackend import _registry as R  # noqa: E402
+from unibackend.conformance.tolerances import assert_within  # noqa: E402
 
 _g = torch.Generator().manual_seed(0)
 X = torch.randn(4, 8, generator=_g)
@@ -54,7 +55,8 @@ CASES = [
 
 def _same(out, ref):
     assert out.dtype == ref.dtype and out.shape == ref.shape
-    assert torch.equal(out, ref) or torch.allclose(out, ref, rtol=1e-6, atol=1e-7, equal_nan=True)
+    if not torch.equal(out, ref):  # the compiled kernel may sum in another order: the suite's bound
+        assert_within(out.detach().numpy(), ref.detach().numpy().astype(np.float64), err_msg="compiled vs eager")
 
 
 @pytest.fixture(autouse=True)

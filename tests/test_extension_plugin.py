@@ -11,6 +11,8 @@ answer it gives must be numpy's.
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from test_nn import tiny_data as nn_tiny_data
+from test_nn import tiny_model
 
 import unibackend as ub
 from unibackend import _registry as R
@@ -234,25 +236,9 @@ def test_numpy_inputs_with_the_boxed_backend_in_force_give_boxes(boxed):
 
 # -- (b) nn ---------------------------------------------------------------------------
 
-FEATURES, VOCAB, CLASSES = 30, 10, 3
-
-
-def tiny_model(seed=0):
-    bow = nn.Input("bow", FEATURES, sparse=True)
-    tags = nn.Input("tags", ids=True)
-    emb = nn.EmbeddingMean(VOCAB, 4, name="tag_mean")(tags)
-    hidden = nn.Dense(6, "tanh", name="hidden")(bow, emb)
-    gate = nn.TopKGate(4, 2, name="gate")(hidden)
-    moe = nn.MixtureOfExperts(5, 4, "relu", name="moe")(hidden, gate)
-    out = nn.Dense(CLASSES, "softmax", name="out")(moe)
-    return nn.Model([bow, tags], out, seed=seed)
-
-
-def tiny_data(n=12, seed=0):
-    rng = np.random.default_rng(seed)
-    bow = sp.random(n, FEATURES, density=0.15, format="csr", random_state=seed, dtype=np.float32)
-    rows = [rng.integers(0, VOCAB - 1, size=rng.integers(0, 4)) for _ in range(n)]
-    return {"bow": bow, "tags": ub.pad_ids(rows, length=4)}
+def tiny_data():
+    """test_nn's inputs, without the labels (nothing trains here)."""
+    return nn_tiny_data()[0]
 
 
 OUTPUTS = ["tag_mean", "hidden", "gate", "moe", "out"]

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import special_rows
 
 import unibackend as ub
 from unibackend.conformance.tolerances import assert_within
@@ -695,19 +696,13 @@ def test_keep_topk_with_k_above_an_unknown_dim_fails_the_graph_with_the_contract
 
 # -- softmax with NaN / +inf in every float dtype ------------------------------
 
-def _special_rows(special, rows):
-    x = np.tile(np.array([0.1, 0.5, 0.3, 2.0]), (rows, 1))
-    x[0, 1] = special
-    return x
-
-
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 @pytest.mark.parametrize("rows", [1, 3])
 @pytest.mark.parametrize("special", [np.nan, np.inf, -np.inf])
 def test_softmax_and_topk_gate_with_nan_or_inf_match_numpy_eagerly_and_in_graphs(dtype, rows, special):
     """A NaN or +inf makes its slice NaN throughout, -inf gives 0, other
     slices stay finite: eager, tf.function and XLA alike, one slice or many."""
-    x = _special_rows(special, rows).astype(dtype)
+    x = special_rows(special, rows).astype(dtype)
     for fn in (lambda t: ub.softmax(t), lambda t: ub.topk_gate(t, 2)):
         want = ref(fn, x)
         same(fn(tf.constant(x)), want)
@@ -723,8 +718,8 @@ def test_softmax_of_a_float32_row_with_nan_is_nan_throughout():
 
 
 def test_softmax_of_bfloat16_with_nan_or_inf_is_nan_throughout_and_finite_rows_sum_to_one():
-    x = tf.constant(_special_rows(np.nan, 2), tf.bfloat16)
+    x = tf.constant(special_rows(np.nan, 2), tf.bfloat16)
     got = ub.softmax(x).numpy().astype(np.float32)
     assert np.isnan(got[0]).all() and abs(got[1].sum() - 1) < 0.02
-    got = ub.softmax(tf.constant(_special_rows(np.inf, 1), tf.bfloat16)).numpy().astype(np.float32)
+    got = ub.softmax(tf.constant(special_rows(np.inf, 1), tf.bfloat16)).numpy().astype(np.float32)
     assert np.isnan(got).all()

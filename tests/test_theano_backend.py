@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import special_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -935,12 +936,6 @@ def test_gradient_has_the_dtype_of_its_argument_as_on_torch_and_tensorflow():
 
 # -- softmax with NaN / +inf, and ub.function against eager on tricky inputs ----
 
-def _special_rows(special, rows):
-    x = np.tile(np.array([0.1, 0.5, 0.3, 2.0]), (rows, 1))
-    x[0, 1] = special
-    return x
-
-
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 @pytest.mark.parametrize("rows", [1, 3])
 @pytest.mark.parametrize("special", [np.nan, np.inf, -np.inf])
@@ -949,7 +944,7 @@ def test_softmax_and_topk_gate_with_nan_or_inf_match_numpy_eagerly_and_in_ub_fun
     slices stay finite: eager and compiled alike, one slice or many.
     (Pinned: a +inf in a float32 row gave [0, 0, nan, 0] here; float16 ran
     into numba's missing float16 and now runs widened to float32.)"""
-    x = _special_rows(special, rows).astype(dtype)
+    x = special_rows(special, rows).astype(dtype)
     for fn in (lambda t: ub.softmax(t), lambda t: ub.topk_gate(t, 2)):
         want = on_numpy(fn, x)
         close(fn(x), want)
