@@ -101,7 +101,9 @@ def train(model, bow, ids, labels, epochs, batch_size, lr, seed, quiet=False, te
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--backend", default="torch", help="any installed backend (unibackend backends lists them); training needs autodiff: torch, tensorflow, theano or jax")
+    p.add_argument("--backend", default="torch",
+                   help="any installed backend (unibackend backends lists them); "
+                        "training needs autodiff: torch, tensorflow, theano or jax")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--save", metavar="PATH", help="write the trained model here (.npz)")
     p.add_argument("--predict", metavar="PATH", help="load a saved model and report its test accuracy")
