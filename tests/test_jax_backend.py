@@ -403,27 +403,6 @@ def test_model_trained_on_jax_predicts_the_same_on_numpy_and_jax(tmp_path):
     np.testing.assert_array_equal(got["out"].argmax(1), ref["out"].argmax(1))
 
 
-def test_model_trained_on_torch_predicts_the_same_on_jax(tmp_path):
-    pytest.importorskip("torch")
-    from test_nn import MODEL_TERMS, tiny_data, tiny_model
-
-    from unibackend import nn
-
-    data, labels = tiny_data()
-    model = tiny_model()
-    with ub.use_backend("torch"):
-        trainer = nn.Trainer(model, nn.Adam(0.05))
-        for _ in range(3):
-            trainer.step(data, labels)
-    path = model.save(tmp_path / "m.npz")
-    with ub.use_backend("numpy"):
-        ref = nn.load(path).predict(data, output=["gate", "out"])
-    with ub.use_backend("jax"):
-        got = nn.load(path).predict(data, output=["gate", "out"])
-    assert_within(got["out"], ref["out"], n_terms=MODEL_TERMS)
-    np.testing.assert_array_equal(got["gate"] > 0, ref["gate"] > 0)
-
-
 def test_inside_a_users_jax_jit_duplicate_writes_keep_the_last_and_a_bad_static_index_raises():
     J = jax.jit(lambda x, v: ub.set_subtensor(x, np.array([1, 3, 1]), v))
     np.testing.assert_array_equal(np.asarray(J(jnp.zeros(4), jnp.array([1.0, 2.0, 3.0]))), [0, 3, 0, 2])
