@@ -28,34 +28,24 @@ def _from_slices(rows, shape, axis):
     return np.moveaxis(rows.reshape(moved), -1, axis)
 
 
-def descending_order(x, axis):
-    """The contract's descending order along ``axis``, by lexsort (independent
-    of any argsort): NaN first, then by value (-0.0 == 0.0), ties by index."""
+def contract_order(x, axis, descending):
+    """The contract's order along ``axis``, by lexsort (independent of any
+    argsort): by value (-0.0 == 0.0), NaN largest (first descending, last
+    ascending), ties by index either way."""
     rows = _slices(x, axis)
     n = rows.shape[-1]
     idx = np.broadcast_to(np.arange(n), rows.shape)
+    sign = -1.0 if descending else 1.0
     if rows.dtype.kind == "f":
         nan = np.isnan(rows)
         val = np.where(nan, 0, rows).astype(np.float64)
-        return np.lexsort((idx, -val, ~nan), axis=-1), rows
-    return np.lexsort((idx, -rows.astype(np.float64)), axis=-1), rows
-
-
-def ascending_order(x, axis):
-    """The contract's ascending order along ``axis``, by lexsort: NaN last."""
-    rows = _slices(x, axis)
-    n = rows.shape[-1]
-    idx = np.broadcast_to(np.arange(n), rows.shape)
-    if rows.dtype.kind == "f":
-        nan = np.isnan(rows)
-        val = np.where(nan, 0, rows).astype(np.float64)
-        return np.lexsort((idx, val, nan), axis=-1), rows
-    return np.lexsort((idx, rows.astype(np.float64)), axis=-1), rows
+        return np.lexsort((idx, sign * val, ~nan if descending else nan), axis=-1), rows
+    return np.lexsort((idx, sign * rows.astype(np.float64)), axis=-1), rows
 
 
 def kept_mask(x, k, axis):
     """Which entries keep_topk(x, k) keeps, per the contract, by lexsort."""
-    order, rows = descending_order(x, axis)
+    order, rows = contract_order(x, axis, True)
     keep = np.zeros(rows.shape, bool)
     np.put_along_axis(keep, order[:, :k], True, axis=-1)
     return _from_slices(keep, np.shape(x), axis)
@@ -109,7 +99,7 @@ def verify_argsort(case, backend, device):
     x, axis = v["x"], v["axis"]
     if got.dtype != np.int64:
         fail(f"argsort returned dtype {got.dtype}, the contract says int64", got=got)
-    order = (descending_order if v["descending"] else ascending_order)(x, axis)[0]
+    order = contract_order(x, axis, v["descending"])[0]
     want = _from_slices(order, x.shape, axis).astype(np.int64)
     assert_exact(got, want, "indices (against the stable order by lexsort)")
     assert_exact(got, case.reference(), "indices")
@@ -374,7 +364,7 @@ def verify_grad_topk_gate(case, backend, device):
         s = e / e.sum(axis=axis, keepdims=True) if z.size else e
     bound = s * (np.abs(g) + (s * np.abs(g)).sum(axis=axis, keepdims=True))
     # finite differences only where a step cannot change which logits are kept
-    order, rows = descending_order(x, axis)
+    order, rows = contract_order(x, axis, True)
     srt = np.take_along_axis(rows.astype(np.float64), order, axis=-1)
     scale = max(1.0, float(np.max(np.abs(x), initial=0)))
     gaps = srt[:, k - 1] - srt[:, k] if rows.shape[-1] > k else np.full(rows.shape[0], np.inf)
