@@ -532,17 +532,6 @@ def test_nn_math_agrees_with_numpy_eager_and_inside_a_tf_function(tensorflow_bac
     same(traced(tf.constant(x)), want)
 
 
-def test_nn_math_is_differentiated_by_the_gradient_tape(tensorflow_backend):
-    """d/dx sum(tanh x) = 1 - tanh(x)^2, d/dx sum(log exp relu x) = [x > 0],
-    d/dx max_rows(x) = one-hot of each row's max."""
-    B = tensorflow_backend
-    g_tanh = ub.grad(lambda x: B.reduce_sum(B.tanh(x), None, False))(NN_X)
-    g_relu = ub.grad(lambda x: B.reduce_sum(B.log(B.exp(B.relu(x))), None, False))(NN_X)
-    g_max = ub.grad(lambda x: B.reduce_sum(B.reduce_max(x, 1, True), None, False))(NN_X)
-    same(g_tanh, 1 - np.tanh(NN_X) ** 2)
-    same(g_relu, (NN_X > 0).astype(float))  # exp(x) / exp(x): within rounding
-    same(g_max, np.array([[0.0, 0, 1], [1, 0, 0]]), exact=True)
-
 
 # -- autodiff and tf.function -------------------------------------------------------
 

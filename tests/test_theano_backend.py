@@ -763,17 +763,6 @@ def test_nn_math_builds_graph_ops_on_variables_and_stays_numpy_on_arrays(theano_
     close(eager, want)
 
 
-def test_nn_math_is_differentiated_in_the_graph():
-    """d/dx sum(tanh x) = 1 - tanh(x)^2, d/dx sum(log exp relu x) = [x > 0],
-    d/dx max_rows(x) = one-hot of each row's max."""
-    B = THEANO
-    g_tanh = ub.grad(lambda x: B.reduce_sum(B.tanh(x), None, False))(NN_X)
-    g_relu = ub.grad(lambda x: B.reduce_sum(B.log(B.exp(B.relu(x))), None, False))(NN_X)
-    g_max = ub.grad(lambda x: B.reduce_sum(B.reduce_max(x, 1, True), None, False))(NN_X)
-    assert_within(g_tanh, 1 - np.tanh(NN_X) ** 2)
-    assert_within(g_relu, (NN_X > 0).astype(float))  # exp(x) / exp(x): within rounding
-    np.testing.assert_array_equal(g_max, [[0, 0, 1], [1, 0, 0]])
-
 
 # -- function and value_and_grad -------------------------------------------------------
 
