@@ -509,7 +509,14 @@ class TensorflowBackend(Backend):
             # from a branch costs XLA a pass); one fused pass applies them.
             top = tf.math.top_k(y, k=k)
             t = tf.reduce_min(top.values, axis=-1, keepdims=True)
-            plain = tf.reduce_all(tf.equal(tf.reduce_sum(tf.cast(~(y < t), tf.int32), axis=-1), k))
+            # "Not below t" spelled with an explicit NaN flag, never as
+            # ~(y < t): Grappler's arithmetic optimizer (RemoveLogicalNot)
+            # rewrites that into y >= t, false for a NaN, and a slice with a
+            # NaN then looked plain.  A NaN t (top_k's NaN placement differs
+            # between kernels) is never plain.
+            kept = (y >= t) | tf.math.is_nan(y)
+            plain = tf.reduce_all(tf.equal(tf.reduce_sum(tf.cast(kept, tf.int32), axis=-1), k)) \
+                & tf.logical_not(tf.reduce_any(tf.math.is_nan(t)))
             if y.dtype != v.dtype and v.dtype == tf.float64:
                 # float64 under XLA, tested in float32: when plain, the k
                 # indices are the kept ones; t is their float64 min.
@@ -517,7 +524,7 @@ class TensorflowBackend(Backend):
                 t = tf.reduce_min(tf.where(tf.math.is_nan(vk), tf.constant(np.inf, v.dtype), vk), -1, keepdims=True)
             if not self._in_xla():
                 # TF's graph runs each op apart: the plain branch's own select is cheaper
-                return self._moved_back(tf.cond(plain, lambda: tf.where(~(y < t), xt, fill),
+                return self._moved_back(tf.cond(plain, lambda: tf.where(kept, xt, fill),
                                                 lambda: tf.where(self._topk_keep(v, *self._topk_rule(v, k)), xt, fill)), perm)
             last = tf.fill(tf.shape(t), tf.shape(y)[-1])  # every entry tied at t stays
             rule = tf.cond(plain, lambda: (t, tf.zeros_like(t, tf.bool), last), lambda: self._topk_rule(v, k))

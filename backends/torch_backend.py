@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from unibackend._checks import Subtensor, check_broadcast, is_scipy_sparse, sync_free_checks
+from unibackend._errors import unsupported_in_mode
 from unibackend.plugin import Backend, Capabilities, check_scalar_output, scipy_grad_input
 
 _CHECK_OPS: dict = {}
@@ -50,7 +51,18 @@ def _check_ops(torch):
     return _CHECK_OPS
 
 
+def _unwrapped(x):
+    """x without its torch.func wrappers (vmap's batched tensor, grad's
+    tracking tensor): every example's values, readable on the host."""
+    from torch._C import _functorch
+
+    while _functorch.is_functorch_wrapped_tensor(x):
+        x = _functorch.get_unwrapped(x)
+    return x
+
+
 def _raise_bad_id(ids, rows, pad_id):
+    ids = _unwrapped(ids)
     real = ids[ids != pad_id]
     if real.numel():
         lo, hi = int(real.min()), int(real.max())
@@ -62,6 +74,7 @@ def _raise_bad_id(ids, rows, pad_id):
 
 
 def _raise_bad_index(index, size, axis, op, shape):
+    index = _unwrapped(index)
     if index.numel():
         lo, hi = int(index.min()), int(index.max())
         if lo < -size or hi >= size:
@@ -129,6 +142,9 @@ class TorchBackend(Backend):
             torch.sparse_csr_tensor(torch.zeros(2, dtype=torch.int64), torch.zeros(0, dtype=torch.int64),
                                     torch.zeros(0), size=(1, 1), check_invariants=False)
         self._compiling = torch.compiler.is_compiling
+        # torch.func's vmap/grad/jacrev wrap tensors: no value may be read
+        # (vmap) and no data-dependent shortcut taken under them.
+        self._wrapped = torch._C._functorch.is_functorch_wrapped_tensor
         self._to_np_pairs = tuple((n, t) for t, n in self._to_np.items())
         _check_ops(torch)
         self._loaded = True
@@ -140,12 +156,27 @@ class TorchBackend(Backend):
         fn._dynamo_marked_constant = True
 
     def is_tracing(self, x):
-        return self._compiling()
+        return self._compiling() or (isinstance(x, self._Tensor) and self._wrapped(x))
 
     def _in_graph(self, x):
         """Whether value checks on x run in its graph (traced, or sync-free
         on a device) rather than reading the values on the host first."""
         return self._compiling() or (self._gpu_way(x) and sync_free_checks())
+
+    def _batched(self, x):
+        """Whether x is batched by torch.func.vmap (at any level of wrapping)."""
+        from torch._C import _functorch
+
+        while self._wrapped(x):
+            if _functorch.is_batchedtensor(x):
+                return True
+            x = _functorch.get_unwrapped(x)
+        return False
+
+    def _transformed(self, *xs):
+        """Whether any of xs is under a torch.func transform (vmap, grad, jacrev)."""
+        wrapped = self._wrapped
+        return any(isinstance(x, self._Tensor) and wrapped(x) for x in xs)
 
     def version(self):
         from importlib.metadata import version
@@ -252,6 +283,13 @@ class TorchBackend(Backend):
 
     def sparse_from_scipy(self, csr):
         t = self.torch
+        if t._C._functorch.maybe_current_level() is not None:
+            # inside torch.func.vmap/grad a CSR tensor cannot even be built
+            # ("Sparse CSR tensors do not have strides"); a COO one can
+            coo = csr.tocoo()
+            out = t.sparse_coo_tensor(t.from_numpy(np.stack([coo.row, coo.col]).astype(np.int64)),
+                                      self._host_tensor(coo.data), size=csr.shape, check_invariants=False)
+            return out.to(self._dev) if self._is_cuda else out
         out = t.sparse_csr_tensor(
             t.from_numpy(csr.indptr), t.from_numpy(csr.indices), self._host_tensor(csr.data),
             size=csr.shape, check_invariants=False,
@@ -280,6 +318,8 @@ class TorchBackend(Backend):
         t = self.torch
         if ids.numel() == 0 or self._in_graph(ids):  # (then embedding_mean checks them in its graph)
             return None
+        if self._wrapped(ids):
+            ids = _unwrapped(ids)  # under vmap: every example's ids at once
         if ids.dtype not in self._small_ints:
             ids = ids.to(t.int64)  # torch's uint16/32/64 lack reductions
         info = t.iinfo(ids.dtype)
@@ -321,6 +361,8 @@ class TorchBackend(Backend):
         t = self.torch
         vec = w.dim() == 1
         w2 = w.unsqueeze(1) if vec else w
+        if self._transformed(x, w):
+            return self._sparse_dot_transformed(x, w2).squeeze(1) if vec else self._sparse_dot_transformed(x, w2)
         if x.layout is not self._coo and x.layout is not self._csr:
             x = x.to_sparse_csr() if x.layout is t.sparse_csc else x.to_sparse_coo()
         if x.requires_grad:
@@ -340,6 +382,19 @@ class TorchBackend(Backend):
             out = t.sparse.mm(x.to_sparse_coo(), w2)
         return out.squeeze(1) if vec else out
 
+    def _sparse_dot_transformed(self, x, w2):
+        """sparse_dot under torch.func (torch's sparse products have no vmap
+        rule and CSR none for grad): the rows of w each stored entry needs,
+        scaled and added up per row of x; O(nnz * M) memory, x never dense."""
+        t = self.torch
+        if self._batched(x):
+            raise unsupported_in_mode("sparse_dot", "torch.func.vmap", "torch.func cannot batch a torch sparse "
+                                      "tensor; batch w, or stack the examples' x into one sparse matrix")
+        xc = (x if x.layout is self._coo else x.to_sparse_coo()).coalesce()
+        rows, cols = xc.indices()
+        terms = w2[cols] * xc.values().unsqueeze(1)
+        return t.zeros((x.shape[0], w2.shape[1]), dtype=w2.dtype, device=w2.device).index_add(0, rows, terms)
+
     def _csr_dtype(self, x):
         # CSR matmul exists for float32/float64 everywhere; half precision goes through COO.
         return x.dtype is self.torch.float32 or x.dtype is self.torch.float64
@@ -347,7 +402,7 @@ class TorchBackend(Backend):
     def _gpu_way(self, x):
         """Whether x takes the GPU code paths: no data-dependent shortcut
         (reading a value back would stall the stream), sorts canonicalised."""
-        return self.gpu_paths or not x.is_cpu or self._compiling()
+        return self.gpu_paths or not x.is_cpu or self._compiling() or self._wrapped(x)
 
     def argsort(self, x, axis, descending):
         t = self.torch
@@ -367,6 +422,8 @@ class TorchBackend(Backend):
             return self.set_subtensor(x.view(signed), index, value.view(signed), accumulate).view(x.dtype)
         if not isinstance(index, Subtensor):
             return self._set_raw(x, index, value, accumulate)
+        if self._transformed(value):  # (x is not: the core sent it raw) no in-place write of a batched value
+            return self._write_flat(x, self._positions(index.positions(), x.device), value, accumulate)
         if index.basic:
             out = x.clone()
             if accumulate:
@@ -414,6 +471,9 @@ class TorchBackend(Backend):
                 p = self._checked_index(op, p, shape[d], d, shape)
             elif isinstance(p, (bool, np.bool_)):
                 raise IndexError(f"{op}: a bool index part is not supported here; use a mask tensor")
+            elif isinstance(p, self._Tensor) and self._batched(p):
+                raise unsupported_in_mode(op, "torch.func.vmap", "a boolean mask index selects a different number "
+                                          "of positions in each example; batch an integer index instead")
             elif isinstance(p, slice) and p.step is not None and p.step < 0:
                 p = t.arange(*p.indices(shape[d]), device=x.device)  # torch slices step forward only
             elif isinstance(p, (int, np.integer)) and not -shape[d] <= p < shape[d]:
@@ -424,17 +484,21 @@ class TorchBackend(Backend):
             conv.append(p)
         pos = t.arange(x.numel(), device=x.device).view(shape)[tuple(conv)]
         check_broadcast(op, "value", tuple(value.shape), tuple(pos.shape))
+        return self._write_flat(x, pos, value, accumulate)
+
+    def _write_flat(self, x, pos, value, accumulate):
+        """A copy of x with value written (added) at the row-major flat
+        positions pos, out of place: under torch.func.vmap any of x, pos and
+        value may be batched without the others."""
+        t = self.torch
         vals = value.broadcast_to(pos.shape).reshape(-1)
-        out = x.clone(memory_format=t.contiguous_format)
-        flat, pos = out.view(-1), pos.reshape(-1)
+        flat, pos = x.reshape(-1), pos.reshape(-1)
         if accumulate:
-            flat.index_put_((pos,), vals, accumulate=True)
-        else:
-            # last write wins: every write to a position carries the last one's value
-            win = t.full((x.numel(),), -1, dtype=t.int64, device=x.device).scatter_reduce(
-                0, pos, t.arange(pos.numel(), device=x.device), "amax")
-            flat.index_put_((pos,), vals[win[pos]])
-        return out
+            return flat.index_put((pos,), vals, accumulate=True).view(x.shape)
+        # last write wins: every write to a position carries the last one's value
+        win = t.full((x.numel(),), -1, dtype=t.int64, device=x.device).scatter_reduce(
+            0, pos, t.arange(pos.numel(), device=x.device), "amax")
+        return flat.index_put((pos,), vals[win[pos]]).view(x.shape)
 
     def _checked_index(self, op, p, size, axis, shape):
         t = self.torch
@@ -502,7 +566,7 @@ class TorchBackend(Backend):
                               (x, vals, idx, fill_t))
             vals = t.topk(x, k, dim=axis).values
             return self._keep_topk_blocks(x, vals, k, axis, fill)
-        if not (self.gpu_paths or (x.is_cuda and sync_free_checks())):
+        if not (self.gpu_paths or (x.is_cuda and sync_free_checks()) or self._wrapped(x)):
             # topk's own choice is the contract's unless the k-th and the
             # (k+1)-th values tie.  Asking costs no device sync on the CPU and
             # one on a GPU, still cheaper there than the ~15 kernels of the
@@ -601,7 +665,7 @@ class TorchBackend(Backend):
         if not self._gpu_way(x) and not bool(t.isnan(out.narrow(axis, 0, 1)).any()):
             return out
         dead = x.amax(dim=axis, keepdim=True) == -math.inf
-        if x.requires_grad:
+        if x.requires_grad or self._wrapped(x):
             # Keep NaN out of the backward pass: feed dead slices zeros.
             return t.where(dead, 0, t.softmax(t.where(dead, 0, x), dim=axis))
         return out.masked_fill_(dead, 0)

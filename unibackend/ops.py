@@ -152,7 +152,7 @@ def _subtensor(op, x, index, value, accumulate):
     xshape = tuple(B.shape(x))
     # symbolic, traced by a compiler, or index tensors whose values must not
     # be read on the host (sync-free): the plugin checks them in its graph
-    if (any(d is None for d in xshape) or any(B.is_symbolic(p) for p in parts) or B.is_tracing(x)
+    if (any(d is None for d in xshape) or any(B.is_symbolic(p) or B.is_tracing(p) for p in parts) or B.is_tracing(x)
             or (C.sync_free_checks() and any(R.owner(p) is not None for p in parts))):
         return B.set_subtensor(x, index, B.asarray(value, xdt), accumulate)
     sub = C.subtensor(op, xshape, index, B.to_numpy)
