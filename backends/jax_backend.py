@@ -27,6 +27,7 @@ import sys
 import numpy as np
 
 from unibackend._checks import check_broadcast, sync_free_checks
+from unibackend._errors import unsupported_in_mode
 from unibackend.plugin import Backend, Capabilities, check_scalar_output, scipy_grad_input, stable_descending
 
 # Inside ub.function the user's f is traced under checkify: value checks are
@@ -221,8 +222,11 @@ class JaxBackend(Backend):
         parts = tuple(np.asarray(p) if isinstance(p, list) else p for p in parts)
         for p in parts:
             if isinstance(p, self._Tracer) and _is_mask(p):
-                raise IndexError(f"{op}: a boolean mask index must have values under jax.jit "
-                                 "(its count decides the shape); pass it as a numpy array")
+                # (jax 0.10 exports no BatchTracer class: its name tells vmap from jit)
+                vmapped = type(p).__name__ == "BatchTracer"
+                raise unsupported_in_mode(op, "jax.vmap" if vmapped else "jax.jit",
+                                          "a traced boolean mask index selects a number of positions known only "
+                                          "from its values; pass the mask as a numpy array, or an integer index")
         self._index_checks(x.shape, parts, op)
         size = math.prod(x.shape)
         pos = jnp.arange(size).reshape(x.shape)[parts if isinstance(index, tuple) else parts[0]]

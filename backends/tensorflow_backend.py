@@ -11,12 +11,14 @@ contract's exception.
 from __future__ import annotations
 
 import inspect
+import math
 import re
 import sys
 import weakref
 
 import numpy as np
 
+from unibackend._errors import unsupported_in_mode
 from unibackend.plugin import Backend, Capabilities, check_scalar_output, id_bounds, scipy_grad_input
 
 # An in-graph check that fails raises tf.errors.InvalidArgumentError carrying
@@ -352,7 +354,10 @@ class TensorflowBackend(Backend):
         rows = np.arange(int(np.prod(xshape[:lead], dtype=np.int64)), dtype=np.int64)
         rows = rows.reshape(xshape[:lead])[tuple(parts)]
         cols = int(np.prod(xshape[lead:], dtype=np.int64))
-        rows = rows.reshape(-1)
+        # int32 where it fits: tf.vectorized_map's scatter rule mixes int32
+        # batch indices with int64 ones and fails (TF pfor, TensorScatterUpdate)
+        rows = rows.reshape(-1).astype(np.int32 if rows.size < 2**31 and x.shape[0] is not None
+                                       and math.prod(xshape[:lead]) < 2**31 else np.int64)
         x2 = tf.reshape(x, [-1, cols])
         vals = tf.reshape(tf.broadcast_to(value, sub.shape), [-1, cols])
         if accumulate:
@@ -377,6 +382,9 @@ class TensorflowBackend(Backend):
         pos = tf.reshape(tf.range(size), tf.shape(x, out_type=tf.int64))
         op = "inc_subtensor" if accumulate else "set_subtensor"
         xla = self._in_xla()
+        if any(isinstance(p, tf.Tensor) and p.dtype == tf.bool for p in parts) and _in_vectorized_map(tf):
+            raise unsupported_in_mode(op, "tf.vectorized_map", "a boolean mask index selects a different number "
+                                      "of positions in each example; batch an integer index instead")
         checks, parts = self._index_checks(x, parts, op, xla)
         if not xla:
             with tf.control_dependencies(checks):
@@ -384,14 +392,18 @@ class TensorflowBackend(Backend):
         sel = self._getitem(pos, parts[0] if single else parts)
         vals = tf.reshape(tf.broadcast_to(value, tf.shape(sel)), [-1])
         sel = tf.reshape(sel, [-1])
+        if x.shape.is_fully_defined() and x.shape.num_elements() < 2**31:
+            sel, size = tf.cast(sel, tf.int32), tf.cast(size, tf.int32)  # (int32: as in _set_rows)
         flat = tf.reshape(x, [-1])
         if accumulate:
             out = tf.tensor_scatter_nd_add(flat, sel[:, None], vals)
         else:
             # For each position, the index of its last write (-1: untouched).
-            last = tf.math.unsorted_segment_max(tf.range(tf.size(sel, out_type=tf.int64)), sel, size)
+            # A select, not a scatter to tf.where(hit): no shape depends on the
+            # values, so tf.vectorized_map can batch it.
+            last = tf.math.unsorted_segment_max(tf.range(tf.size(sel, out_type=sel.dtype)), sel, size)
             hit = last >= 0
-            out = tf.tensor_scatter_nd_update(flat, tf.where(hit), tf.gather(vals, tf.boolean_mask(last, hit)))
+            out = tf.where(hit, tf.gather(vals, tf.maximum(last, 0)), flat)
         out = tf.reshape(out, tf.shape(x))
         if xla and checks:
             # XLA keeps no runtime check: a bad index (read as 0 above, never
@@ -412,7 +424,10 @@ class TensorflowBackend(Backend):
         tf = self.tf
         strs = [p if isinstance(p, str) else tf.strings.as_string(p) for p in parts]
         msg = tf.strings.join([_TAG.format(kind)] + strs)
-        return tf.debugging.Assert(ok, [msg])
+        # Under tf.vectorized_map the assert reports every example's message
+        # (up to summarize of them): a passing example's is empty, so the
+        # first tag names a bad value.
+        return tf.debugging.Assert(ok, [tf.where(ok, "", msg)], summarize=1000)
 
     def _index_checks(self, x, parts, op, xla=False):
         """(checks, parts): in-graph asserts that every int / int-array part is
@@ -622,10 +637,35 @@ class TensorflowBackend(Backend):
         # rows never read (the pad row).  The gradient comes as IndexedSlices:
         # TF's dense SparseSegmentMeanGrad leaves the table's gradient
         # uninitialised when no id is real.
-        where = tf.where(real)                                  # (nnz, 2), row-major
         n = tf.shape(ids, out_type=tf.int64)[0]
+        if self.is_symbolic(ids):
+            return self._embedding_mean_static(table, ids, real, n)
+        where = tf.where(real)                                  # (nnz, 2), row-major
         return tf.sparse.segment_mean(table, tf.gather_nd(ids, where), where[:, 0], num_segments=n,
                                       **self._sparse_gradient)
+
+    def _embedding_mean_static(self, table, ids, real, n):
+        """The same segment mean over all n * L entries (no shape depends on
+        the values, so tf.vectorized_map can batch it): each row's real ids
+        first (a stable sort on the pad flag), then its padding, in segments
+        2i and 2i + 1 (sorted, as the kernel wants); the odd ones, padding
+        read as row 0, are dropped, so neither their values nor their
+        gradient (exactly 0) reach anything."""
+        tf = self.tf
+        # int32 where it fits: vectorized_map's rule for the segment ops mixes
+        # int32 offsets with int64 ids and fails (TF 2.x pfor._convert_sparse_segment)
+        small = all(d is not None and 2 * d < 2**31 for d in (table.shape[0], ids.shape[0]))
+        it = tf.int32 if small else tf.int64
+        pad = tf.cast(tf.logical_not(real), tf.int32)
+        order = tf.argsort(pad, axis=1, stable=True)
+        pad = tf.cast(tf.gather(pad, order, batch_dims=1), it)
+        safe = tf.where(tf.gather(real, order, batch_dims=1), tf.cast(tf.gather(ids, order, batch_dims=1), it),
+                        tf.zeros((), it))
+        n = tf.cast(n, it)
+        seg = 2 * tf.range(n)[:, None] + pad
+        out = tf.sparse.segment_mean(table, tf.reshape(safe, [-1]), tf.reshape(seg, [-1]), num_segments=2 * n,
+                                     **self._sparse_gradient)
+        return out[::2]
 
     def _embedding_mean_xla(self, table, ids, real, V, unchecked):
         """embedding_mean inside XLA, which has no sparse segment kernels: a
@@ -750,6 +790,21 @@ def _xla_probe(tf):
         return in_xla
     except (ImportError, AttributeError):  # pragma: no cover - a future TF
         return lambda: False
+
+
+def _in_vectorized_map(tf):
+    """Whether ops are being traced as the body of tf.vectorized_map (pfor
+    traces it in a "loop_body" name scope that starts with its iteration
+    placeholder; TF has no public way to ask)."""
+    scope = tf.get_current_name_scope().split("/")
+    if "loop_body" not in scope:
+        return False
+    prefix = "/".join(scope[: len(scope) - scope[::-1].index("loop_body")])
+    try:
+        op = tf.compat.v1.get_default_graph().get_operation_by_name(prefix + "/PlaceholderWithDefault")
+    except (KeyError, ValueError):
+        return False
+    return op.type == "PlaceholderWithDefault"
 
 
 def _inverse(perm):

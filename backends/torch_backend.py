@@ -156,7 +156,7 @@ class TorchBackend(Backend):
         fn._dynamo_marked_constant = True
 
     def is_tracing(self, x):
-        return self._compiling() or (isinstance(x, self._Tensor) and self._wrapped(x))
+        return self._compiling() or self._transformed(x)
 
     def _in_graph(self, x):
         """Whether value checks on x run in its graph (traced, or sync-free
@@ -167,16 +167,18 @@ class TorchBackend(Backend):
         """Whether x is batched by torch.func.vmap (at any level of wrapping)."""
         from torch._C import _functorch
 
-        while self._wrapped(x):
+        while not self._compiling() and self._wrapped(x):
             if _functorch.is_batchedtensor(x):
                 return True
             x = _functorch.get_unwrapped(x)
         return False
 
     def _transformed(self, *xs):
-        """Whether any of xs is under a torch.func transform (vmap, grad, jacrev)."""
+        """Whether any of xs is under a torch.func transform (vmap, grad,
+        jacrev) run eagerly (Dynamo traces the transforms itself, and cannot
+        trace this question)."""
         wrapped = self._wrapped
-        return any(isinstance(x, self._Tensor) and wrapped(x) for x in xs)
+        return not self._compiling() and any(isinstance(x, self._Tensor) and wrapped(x) for x in xs)
 
     def version(self):
         from importlib.metadata import version
@@ -566,7 +568,7 @@ class TorchBackend(Backend):
                               (x, vals, idx, fill_t))
             vals = t.topk(x, k, dim=axis).values
             return self._keep_topk_blocks(x, vals, k, axis, fill)
-        if not (self.gpu_paths or (x.is_cuda and sync_free_checks()) or self._wrapped(x)):
+        if not (self.gpu_paths or (x.is_cuda and sync_free_checks()) or self._transformed(x)):
             # topk's own choice is the contract's unless the k-th and the
             # (k+1)-th values tie.  Asking costs no device sync on the CPU and
             # one on a GPU, still cheaper there than the ~15 kernels of the
@@ -665,7 +667,7 @@ class TorchBackend(Backend):
         if not self._gpu_way(x) and not bool(t.isnan(out.narrow(axis, 0, 1)).any()):
             return out
         dead = x.amax(dim=axis, keepdim=True) == -math.inf
-        if x.requires_grad or self._wrapped(x):
+        if x.requires_grad or self._transformed(x):
             # Keep NaN out of the backward pass: feed dead slices zeros.
             return t.where(dead, 0, t.softmax(t.where(dead, 0, x), dim=axis))
         return out.masked_fill_(dead, 0)
