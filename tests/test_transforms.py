@@ -151,7 +151,7 @@ class Torch:
 
     def sparse(self, x):
         c = x.tocoo()
-        return self.torch.sparse_coo_tensor(np.stack([c.row, c.col]), c.data, c.shape)
+        return self.torch.sparse_coo_tensor(np.stack([c.row, c.col]), c.data, c.shape, check_invariants=True)
 
 
 class Tensorflow:
@@ -314,7 +314,8 @@ def test_vmap_over_a_mask_index_raises_the_contract_type_error(fw, op):
 
 # --- graphs ------------------------------------------------------------------
 
-@pytest.mark.parametrize("case", list(CASES))
+# k=1 and k=3 take keep_topk's paths k=2 takes (the vmap test runs them all)
+@pytest.mark.parametrize("case", [c for c in CASES if c not in ("keep_topk k=1", "keep_topk k=3")])
 def test_every_graph_gives_the_eager_answer(fw, case):
     """Each graph a user builds gives the contract's answer on every row
     alone (one special condition in the whole tensor) and, for the row-wise
@@ -368,7 +369,8 @@ GRADS = {
     "masked_mean": (lambda a: ub.masked_mean(a, M[0]) * U[0], ["plain", "ties, no nan", "signed zeros"],
                     lambda r: U[0] * M[0] / M[0].sum()),
     "dot": (lambda a: ub.dot(a, W[:, 0]) * U[0], list(ROWS)[:1], lambda r: U[0] * W[:, 0]),
-    "set_subtensor": (lambda a: ub.set_subtensor(a, IDX, VALS), ["plain"], lambda r: np.where(np.isin(np.arange(4), IDX), 0.0, U)),
+    "set_subtensor": (lambda a: ub.set_subtensor(a, IDX, VALS), ["plain"],
+                      lambda r: np.where(np.isin(np.arange(4), IDX), 0.0, U)),
     "inc_subtensor": (lambda a: ub.inc_subtensor(a, IDX, VALS), ["plain"], lambda r: U),
 }
 
@@ -443,7 +445,7 @@ def test_jacrev_rows_are_the_contract_vjps(fw, op):
 POOL = [nan, inf, -inf, 0.0, -0.0, 1.0, -1.0, 2.5]
 
 
-@settings(max_examples=15, deadline=None, derandomize=True)
+@settings(max_examples=6, deadline=None, derandomize=True)
 @given(data=st.data())
 def test_vmap_and_graph_agree_with_numpy_on_special_values(data):
     """For rows drawn from a pool of NaN, ±inf, signed zeros and repeated
