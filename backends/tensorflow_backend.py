@@ -646,26 +646,26 @@ class TensorflowBackend(Backend):
 
     def _embedding_mean_static(self, table, ids, real, n):
         """The same segment mean over all n * L entries (no shape depends on
-        the values, so tf.vectorized_map can batch it): each row's real ids
-        first (a stable sort on the pad flag), then its padding, in segments
-        2i and 2i + 1 (sorted, as the kernel wants); the odd ones, padding
-        read as row 0, are dropped, so neither their values nor their
-        gradient (exactly 0) reach anything."""
+        the values, so tf.vectorized_map can batch it): the real ids first in
+        row-major order (a stable sort on the pad flag), then the padding, in
+        one extra segment n (segment ids sorted, as the kernel wants) that is
+        dropped, so neither its values (row 0 is read) nor its gradient
+        (exactly 0) reach anything.  Memory O((n + 1) * d + n * L)."""
         tf = self.tf
         # int32 where it fits: vectorized_map's rule for the segment ops mixes
         # int32 offsets with int64 ids and fails (TF 2.x pfor._convert_sparse_segment)
-        small = all(d is not None and 2 * d < 2**31 for d in (table.shape[0], ids.shape[0]))
+        small = all(d is not None and d < 2**31 - 1 for d in (table.shape[0], ids.shape[0])) \
+            and ids.shape.is_fully_defined() and ids.shape.num_elements() < 2**31
         it = tf.int32 if small else tf.int64
-        pad = tf.cast(tf.logical_not(real), tf.int32)
-        order = tf.argsort(pad, axis=1, stable=True)
-        pad = tf.cast(tf.gather(pad, order, batch_dims=1), it)
-        safe = tf.where(tf.gather(real, order, batch_dims=1), tf.cast(tf.gather(ids, order, batch_dims=1), it),
-                        tf.zeros((), it))
         n = tf.cast(n, it)
-        seg = 2 * tf.range(n)[:, None] + pad
-        out = tf.sparse.segment_mean(table, tf.reshape(safe, [-1]), tf.reshape(seg, [-1]), num_segments=2 * n,
-                                     **self._sparse_gradient)
-        return out[::2]
+        flat_real = tf.reshape(real, [-1])
+        order = tf.argsort(tf.cast(tf.logical_not(flat_real), tf.int32), stable=True)
+        kept = tf.gather(flat_real, order)
+        rows = tf.reshape(tf.broadcast_to(tf.range(n)[:, None], tf.shape(ids, out_type=it)), [-1])
+        seg = tf.where(kept, tf.gather(rows, order), n)
+        safe = tf.where(kept, tf.gather(tf.cast(tf.reshape(ids, [-1]), it), order), tf.zeros((), it))
+        out = tf.sparse.segment_mean(table, safe, seg, num_segments=n + 1, **self._sparse_gradient)
+        return out[:-1]
 
     def _embedding_mean_xla(self, table, ids, real, V, unchecked):
         """embedding_mean inside XLA, which has no sparse segment kernels: a
