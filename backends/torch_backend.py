@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from unibackend._checks import Subtensor, check_broadcast, is_scipy_sparse, sync_free_checks
+from unibackend._checks import Subtensor, check_broadcast, is_scipy_sparse, slice_bounds, sync_free_checks
 from unibackend.plugin import Backend, Capabilities, check_scalar_output, scipy_grad_input
 
 _CHECK_OPS: dict = {}
@@ -436,7 +436,7 @@ class TorchBackend(Backend):
             elif isinstance(p, (bool, np.bool_)):
                 raise IndexError(f"{op}: a bool index part is not supported here; use a mask tensor")
             elif isinstance(p, slice) and p.step is not None and p.step < 0:
-                p = t.arange(*p.indices(shape[d]), device=x.device)  # torch slices step forward only
+                p = t.arange(*slice_bounds(p, shape[d]), device=x.device)  # torch slices step forward only
             elif isinstance(p, (int, np.integer)) and not -shape[d] <= p < shape[d]:
                 raise IndexError(f"{op}: index {int(p)} is out of bounds for axis {d} with size {shape[d]}")
             elif not (p is None or isinstance(p, (int, np.integer, slice, self._Tensor))):
