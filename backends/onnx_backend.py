@@ -487,6 +487,17 @@ class OnnxBackend(Backend):
         ones = op.cast(op.expand(self._c(1), op.shape(x)), to=np.int64)
         return op.sub(op.cum_sum(ones, self._c(axis)), self._c(1))
 
+    def _select(self, cond, a, b):
+        """``cond ? a : b`` elementwise, every bit of the chosen float kept
+        (ONNX Runtime's CPU ``Where`` turns a chosen -0.0 into +0.0,
+        microsoft/onnxruntime#32191): both stacked, one gathered."""
+        op = self.op
+        shape = op.shape(op.where(cond, a, b))  # the broadcast shape
+        both = op.concat([op.unsqueeze(op.expand(a, shape), self._c([0])),
+                          op.unsqueeze(op.expand(b, shape), self._c([0]))], axis=0)
+        pick = op.unsqueeze(op.cast(op.not_(op.expand(cond, shape)), to=np.int64), self._c([0]))
+        return op.squeeze(op.gather_elements(both, pick, axis=0), self._c([0]))
+
     # -- graphs --------------------------------------------------------------
     def _g_dot(self, a, b):
         return self.op.matmul(a, b)
@@ -525,8 +536,12 @@ class OnnxBackend(Backend):
            is the contract's order; TopK ascending on them."""
         op = self.op
         n = self._dim(x, axis)
-        isn = op.isnan(x)
-        xv = op.where(isn, op.cast_like(self._c(0), x), x)
+        if np.dtype(x.unwrap_tensor().dtype).kind in "biu":  # no NaN; TopK takes int64
+            xv = op.cast(x, to=np.int64)
+            isn = op.cast(op.mul(xv, self._c(0)), to=np.bool_)
+        else:
+            isn = op.isnan(x)
+            xv = op.where(isn, op.cast_like(self._c(0), x), x)
         _, p1 = op.top_k(xv, n, axis=axis, largest=int(descending), sorted=1)
         vs = op.gather_elements(xv, p1, axis=axis)
         prev = op.concat([op.slice(vs, self._c([0]), self._c([1]), self._c([axis])),
@@ -555,8 +570,8 @@ class OnnxBackend(Backend):
         op = self.op
         flat = self._flat(x)
         if accumulate:
-            return op.reshape(op.scatter_elements(flat, pos, vals, axis=0, reduction="add"), op.shape(x))
-        return op.reshape(self._last_write(flat, pos, vals), op.shape(x))
+            return op.reshape(op.scatter_elements(flat, pos, vals, axis=0, reduction="add"), op.shape(x), allowzero=1)
+        return op.reshape(self._last_write(flat, pos, vals), op.shape(x), allowzero=1)
 
     def _last_write(self, flat, pos, vals):
         op = self.op
@@ -567,7 +582,7 @@ class OnnxBackend(Backend):
         written = op.greater_or_equal(winner, self._c(0))
         picked = op.gather(op.concat([vals, op.cast_like(self._c([0]), vals)], axis=0),
                            op.where(written, winner, op.squeeze(m, self._c([0]))), axis=0)
-        return op.where(written, picked, flat)
+        return self._select(written, picked, flat)
 
     def _traced_subtensor(self, op_name, x, index, value, accumulate):
         """``x[index] = value`` (``+=``) with an index array that is a graph
@@ -626,7 +641,7 @@ class OnnxBackend(Backend):
         op = self.op
         perm = self._g_argsort(x, axis, True)
         rank = op.scatter_elements(op.mul(perm, self._c(0)), perm, self._iota(x, axis), axis=axis)
-        return op.where(op.less(rank, k), x, fill)
+        return self._select(op.less(rank, k), x, fill)
 
     def _g_softmax(self, x, axis):
         op = self.op
@@ -659,7 +674,7 @@ class OnnxBackend(Backend):
         weight = op.div(op.cast_like(self._c(1), table), op.max([counts, op.cast_like(self._c(1), table)]))
         L = self._dim(ids, 1)
         nz = op.squeeze(op.non_zero(self._flat(real)), self._c([0]))  # flat positions of real ids
-        rows = op.div(nz, op.squeeze(L, self._c([0])))
+        rows = op.div(nz, op.max([op.squeeze(L, self._c([0])), self._c(1)]))  # L = 0: no ids at all
         sel = op.gather(self._flat(ids64), nz, axis=0)
         inside = op.and_(op.greater_or_equal(sel, self._c(0)), op.less(sel, V))
         checking = checks and _tracing.get() is not None
