@@ -372,6 +372,49 @@ class OnnxBackend(Backend):
 
         return compiled
 
+    def export(self, f, inputs, path):
+        """``f`` traced on graph inputs with an open batch axis, written to
+        ``path`` as one .onnx file (opset :data:`OPSET`) that passes
+        ``onnx.checker.check_model``.  A "sparse" input becomes three inputs,
+        ``<name>_data``, ``<name>_indices`` and ``<name>_indptr`` (a CSR
+        matrix's arrays, indices int64); "ids" are int64.  The file holds no
+        value checks: an id outside the table fails the run in ONNX Runtime's
+        Gather (docs/backends/onnx.md)."""
+        import onnx
+        from spox import Tensor, argument
+
+        if _tracing.get() is not None:
+            raise mode_error("export", "export outside a traced function")
+        args, call = {}, []
+        for g in inputs:
+            dt = np.dtype(g.dtype)
+            if g.kind == "sparse":
+                nnz = f"{g.name}_nnz"
+                d, i, p = (argument(Tensor(dt, (nnz,))), argument(Tensor(np.int64, (nnz,))),
+                           argument(Tensor(np.int64, ("batch_plus_1",))))
+                args.update({f"{g.name}_data": d, f"{g.name}_indices": i, f"{g.name}_indptr": p})
+                call.append(OnnxSparse(d, i, p, (None, g.width), dt))
+            elif g.kind == "ids":
+                v = argument(Tensor(np.int64, ("batch", f"{g.name}_length")))
+                args[g.name] = v
+                call.append(self._wrap(v))
+            elif g.kind == "dense":
+                v = argument(Tensor(dt, ("batch", g.width)))
+                args[g.name] = v
+                call.append(self._wrap(v))
+            else:
+                raise ValueError(f"export: input {g.name!r} has unknown kind {g.kind!r}")
+        outs = f(*call)
+        model = self.spox.build(args, {k: self.op.identity(self._sym(v)) for k, v in outs.items()})
+        model.producer_name = "unibackend"
+        for o in model.graph.output:  # every output has a row per input row: name its first axis too
+            dims = o.type.tensor_type.shape.dim
+            if len(dims) and not dims[0].HasField("dim_value"):
+                dims[0].dim_param = "batch"
+        onnx.checker.check_model(model, full_check=True)
+        onnx.save(model, path)
+        return str(path)
+
     # -- machinery ---------------------------------------------------------
     def _symbolic(self, *args):
         for a in args:
@@ -474,6 +517,11 @@ class OnnxBackend(Backend):
     def _c(self, v, dtype=np.int64):
         return self.op.const(np.asarray(v, dtype))
 
+    def _like(self, v, x):
+        """A constant in graph value ``x``'s dtype (no CastLike: ONNX Runtime
+        cannot fold it)."""
+        return self.op.const(np.asarray(v, x.unwrap_tensor().dtype))
+
     def _dim(self, x, axis):
         """x's size along ``axis`` as a 1-element int64 Var."""
         return self.op.shape(x, start=axis, end=axis + 1)
@@ -541,7 +589,7 @@ class OnnxBackend(Backend):
             isn = op.cast(op.mul(xv, self._c(0)), to=np.bool_)
         else:
             isn = op.isnan(x)
-            xv = op.where(isn, op.cast_like(self._c(0), x), x)
+            xv = op.where(isn, self._like(0, x), x)
         _, p1 = op.top_k(xv, n, axis=axis, largest=int(descending), sorted=1)
         vs = op.gather_elements(xv, p1, axis=axis)
         prev = op.concat([op.slice(vs, self._c([0]), self._c([1]), self._c([axis])),
@@ -580,7 +628,7 @@ class OnnxBackend(Backend):
         none = op.constant_of_shape(op.shape(flat), value=np.array([-1], np.int64))
         winner = op.scatter_elements(none, pos, writes, axis=0, reduction="max")
         written = op.greater_or_equal(winner, self._c(0))
-        picked = op.gather(op.concat([vals, op.cast_like(self._c([0]), vals)], axis=0),
+        picked = op.gather(op.concat([vals, self._like([0], vals)], axis=0),
                            op.where(written, winner, op.squeeze(m, self._c([0]))), axis=0)
         return self._select(written, picked, flat)
 
@@ -627,8 +675,8 @@ class OnnxBackend(Backend):
         # Where, not multiply: a masked-out NaN or inf never reaches the sum.
         op = self.op
         keep = op.expand(op.cast(mask, to=np.bool_), op.shape(x))
-        zero = op.cast_like(self._c(0), x)
-        one = op.cast_like(self._c(1), x)
+        zero = self._like(0, x)
+        one = self._like(1, x)
         ax = self._c(list(axes))
         total = op.reduce_sum(op.where(keep, x, zero), ax, keepdims=0)
         count = op.reduce_sum(op.where(keep, one, zero), ax, keepdims=0)
@@ -652,11 +700,11 @@ class OnnxBackend(Backend):
         # ReduceMax may skip a NaN; a NaN anywhere still makes the sum, and so
         # the whole slice, NaN.  An all -inf slice shifts by 0 (all 0s out); a
         # +inf max stays (x - inf is NaN there: the slice comes out NaN).
-        zero = op.cast_like(self._c(0), x)
-        m = op.where(op.equal(m, op.cast_like(self._c(-np.inf, np.float64), x)), zero, m)
+        zero = self._like(0, x)
+        m = op.where(op.equal(m, self._like(-np.inf, x)), zero, m)
         e = op.exp(op.sub(x, m))
         s = op.reduce_sum(e, self._c([axis]), keepdims=1)
-        return op.div(e, op.where(op.equal(s, zero), op.cast_like(self._c(1), x), s))
+        return op.div(e, op.where(op.equal(s, zero), self._like(1, x), s))
 
     def _g_embedding_mean(self, table, ids, pad_id, checks):
         """Gather + scale + scatter-add over the non-pad ids: per stored id its
@@ -671,7 +719,7 @@ class OnnxBackend(Backend):
         V = op.squeeze(self._dim(table, 0), self._c([0]))
         real = op.not_(op.equal(ids64, self._c(pad_id)))
         counts = op.reduce_sum(op.cast(real, to=dt), self._c([1]), keepdims=0)  # (n,)
-        weight = op.div(op.cast_like(self._c(1), table), op.max([counts, op.cast_like(self._c(1), table)]))
+        weight = op.div(self._like(1, table), op.max([counts, self._like(1, table)]))
         L = self._dim(ids, 1)
         nz = op.squeeze(op.non_zero(self._flat(real)), self._c([0]))  # flat positions of real ids
         rows = op.div(nz, op.max([op.squeeze(L, self._c([0])), self._c(1)]))  # L = 0: no ids at all
