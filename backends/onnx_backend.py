@@ -149,7 +149,7 @@ class OnnxBackend(Backend):
 
     def __init__(self, device=None):
         super().__init__(device)
-        self._cache: OrderedDict = OrderedDict()
+        self._cache = OrderedDict()
         self._lock = threading.RLock()
         #: how many models this instance built (tests count them)
         self.compilations = 0
@@ -489,7 +489,7 @@ class OnnxBackend(Backend):
     def _build(self, build, feeds, shapes):
         from spox import Tensor, argument
 
-        checks: list = []
+        checks = []
         token = _tracing.set(checks)
         try:
             args = [argument(Tensor(a.dtype, s)) for a, s in zip(feeds, shapes)]
@@ -650,7 +650,7 @@ class OnnxBackend(Backend):
         n_real = len(parts) - (1 if Ellipsis in parts else 0)
         if n_real > len(x.shape):
             raise IndexError(f"{op_name}: too many indices: {n_real} for an array of {len(x.shape)} dims")
-        full: list = []
+        full = []
         for q in parts:
             full.extend([slice(None)] * (len(x.shape) - n_real) if q is Ellipsis else [q])
         full.extend([slice(None)] * (len(x.shape) - len(full)))

@@ -80,7 +80,7 @@ class GraphInput:
     name: str
     kind: str
     dtype: np.dtype
-    width: Optional[int] = None
+    width: int | None = None
 
 
 def missing_primitives(cls: type) -> tuple[str, ...]:

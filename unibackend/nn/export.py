@@ -23,8 +23,7 @@ def export_onnx(model: Model | str | os.PathLike, path: str | os.PathLike) -> st
     the arrays of a CSR matrix.  Its outputs are the model's outputs, by
     layer name.  ONNX Runtime and numpy alone serve it (docs/models.md).
     Needs the onnx plugin (``pip install 'unibackend[onnx]'``); returns the path."""
-    if not isinstance(model, Model):
-        model = load(model)
+    model = model if isinstance(model, Model) else load(model)
     B = R.backend("onnx")
     inputs = [GraphInput(x.name, "ids" if x.ids else "sparse" if x.sparse else "dense", model.dtype, x.dim)
               for x in model.inputs]
