@@ -563,6 +563,10 @@ class OnnxBackend(Backend):
                                    starts, op.cast(op.expand(self._c(1), op.shape(starts)), to=np.int64),
                                    reduction="add")
         rows = op.slice(op.cum_sum(mark, self._c(0)), self._c([0]), nnz)
+        # A column outside [0, N) (a served model's malformed input; a negative
+        # one Gather would wrap) goes to N: Gather's bounds check fails the run.
+        N = op.shape(w, end=1)
+        cols = op.where(op.and_(op.greater_or_equal(cols, self._c(0)), op.less(cols, N)), cols, N)
         picked = op.gather(w, cols, axis=0)  # (nnz, M) or (nnz,)
         dt = w.unwrap_tensor().dtype
         wnd = len(w.unwrap_tensor().shape)
