@@ -27,6 +27,7 @@ id or index is routed past the end of its table, so ONNX Runtime's own
 from __future__ import annotations
 
 import contextvars
+import sys
 import threading
 from collections import OrderedDict
 from typing import Any, ClassVar
@@ -173,7 +174,7 @@ class OnnxBackend(Backend):
     def is_available(self):
         import importlib.util
 
-        missing = [m for m in self.modules if m not in __import__("sys").modules and importlib.util.find_spec(m) is None]
+        missing = [m for m in self.modules if m not in sys.modules and importlib.util.find_spec(m) is None]
         return (not missing), (f"{' and '.join(missing)} not installed" if missing else "")
 
     def native_types(self):

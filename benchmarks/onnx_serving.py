@@ -85,9 +85,10 @@ def main(argv=None):
                 np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)  # the same model
                 ort_r, np_r, ratio = [], [], []
                 for _ in range(a.rounds):
-                    o = _rate(lambda s=s: s.run(None, feed), batch, a.seconds)
+                    o = _rate(lambda s=s, feed=feed: s.run(None, feed), batch, a.seconds)
                     with threadpool_limits(threads), ub.use_backend("numpy"):
-                        n = _rate(lambda: model.predict({"bow": b_bow, "tags": b_ids}), batch, a.seconds)
+                        data = {"bow": b_bow, "tags": b_ids}
+                        n = _rate(lambda data=data: model.predict(data), batch, a.seconds)
                     ort_r.append(o)
                     np_r.append(n)
                     ratio.append(o / n)
