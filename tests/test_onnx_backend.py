@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from contextlib import redirect_stdout
@@ -91,6 +92,18 @@ def test_negative_zero_survives_selection():
         written = ub.set_subtensor(np.array([-0.0, 1.0]), 1, 5.0)
     assert np.signbit(kept[0]) and np.isneginf(kept[1])
     assert np.signbit(written[0])
+
+
+def test_pinned_cases_the_suite_found():
+    """Cases the conformance suite found while the backend was written: ids
+    of width 0 (an integer division by L), integer argsort (IsNaN takes
+    floats only), an empty set_subtensor (Reshape reads a 0 in a shape as
+    "copy" unless allowzero)."""
+    with ub.use_backend("onnx"):
+        np.testing.assert_array_equal(ub.embedding_mean(np.ones((3, 2)), np.zeros((2, 0), np.int64)), np.zeros((2, 2)))
+        np.testing.assert_array_equal(ub.argsort(np.array([3, 1, 2, 1], np.int32), descending=True), [0, 2, 1, 3])
+        out = ub.set_subtensor(np.zeros((0, 0), np.float32), np.zeros(0, np.int32), np.zeros((0, 0), np.float32))
+        assert out.shape == (0, 0) and out.dtype == np.float32
 
 
 def test_conformance_tricky_ops_eager_and_compiled():
@@ -275,3 +288,15 @@ def test_served_without_unibackend_and_cli(tmp_path, exported):
     with ub.use_backend("numpy"):
         want = m.predict({"bow": bow, "tags": ids})
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), want, rtol=1e-5, atol=1e-6)
+
+
+def test_serving_benchmark_runs():
+    """The serving benchmark runs end to end (tiny rounds) and prints its table."""
+    from unibackend.benchmarks import onnx_serving
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert onnx_serving.main(["--seconds", "0.01", "--rounds", "1", "--batches", "1,4"]) == 0
+    rows = [ln.split() for ln in out.getvalue().splitlines()[2:]]
+    assert [r[:2] for r in rows][:2] == [["1", "1"], ["1", str(os.cpu_count() or 1)]]
+    assert len(rows) == 4 and all(float(r[2].replace(",", "")) > 0 for r in rows)
