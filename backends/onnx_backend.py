@@ -147,6 +147,10 @@ class OnnxBackend(Backend):
     capabilities = Capabilities(autodiff=False, sparse=True, symbolic=True, devices=False, eager_compiles=True)
     #: sessions kept for eager calls and traced functions (least recently used dropped first)
     cache_size = 512
+    #: intra-op threads of the sessions this backend builds (0: ONNX Runtime's
+    #: default, every core).  One: its thread pool's hand-offs cost more than
+    #: they gave on the graphs of single ops (docs/backends/onnx.md).
+    threads = 1
 
     def __init__(self, device=None):
         super().__init__(device)
@@ -503,7 +507,9 @@ class OnnxBackend(Backend):
             outputs[f"check{j}"] = ok
             outputs[f"bad{j}"] = bad
         model = self.spox.build(dict(zip(names, args)), outputs)
-        session = self.ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        so = self.ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        session = self.ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
         self.compilations += 1
         return session, names, len(outs), checks, meta
 
