@@ -385,6 +385,9 @@ def loss_of(fw, op):
 
 @pytest.mark.parametrize("op", list(GRADS))
 def test_grad_is_the_contract_gradient(fw, op):
+    """The framework's grad of sum(U * op(row)) equals the numpy-derived
+    gradient on every row where it is defined (keep_topk: U where the
+    contract keeps, 0 elsewhere, NaN rows too), and vmap(grad) stacks them."""
     f, rows, want = GRADS[op]
     loss = loss_of(fw, f)
     for r in rows:
@@ -416,6 +419,8 @@ def test_grad_of_embedding_mean_is_zero_on_the_pad_row(fw):
 
 
 def test_grad_of_sparse_dot_is_xt_g(fw):
+    """The gradient w.r.t. w of sum(U * sparse_dot(x, w)) is x.T @ U (x a
+    scipy matrix, built inside the transform)."""
     u = np.linspace(-1.0, 1.0, 6).reshape(3, 2)
 
     def loss(w):
