@@ -70,8 +70,32 @@ def grad(f: Callable[..., Any], argnums: int | tuple[int, ...] = 0) -> Callable[
 
 
 def function(f: Callable[..., Any]) -> Callable[..., Any]:
-    """A callable from arrays to arrays: compiled once per input signature on
-    theano, a tf.function on tensorflow, ``f`` itself on torch and numpy."""
+    """A callable from arrays to arrays, compiled the backend's way.
+
+    Compiled once per input signature on theano, a ``tf.function`` on
+    tensorflow, ``jax.jit`` (with checkify, so value checks still raise) on
+    jax, and ``f`` itself on the eager torch, numpy and dask (dask is lazy
+    already).  The backend is the one ``f``'s first call selects.
+
+    Parameters
+    ----------
+    f : callable
+        Native tensors (or arrays) in, native tensors out, written with the
+        unified ops.
+
+    Returns
+    -------
+    callable
+        Same arguments and results as ``f``.
+
+    Examples
+    --------
+    >>> import numpy as np, unibackend as ub
+    >>> softmax_rows = ub.function(lambda x: ub.softmax(x, axis=-1))
+    >>> ub.to_numpy(softmax_rows(np.zeros((2, 2))))
+    array([[0.5, 0.5],
+           [0.5, 0.5]])
+    """
     compiled: dict[tuple[str, str | None], Callable[..., Any]] = {}
 
     @functools.wraps(f)
