@@ -184,7 +184,6 @@ def _lists_every_backend(text):
 @pytest.mark.parametrize("where", ["pyproject description", "help(unibackend)", "ub.function",
                                    "bench --help", "README"])
 def test_backend_lists_name_every_backend_the_registry_has(where):
-    
     import unibackend as ub
     from unibackend.benchmarks import runner as bench
 
