@@ -291,3 +291,27 @@ def test_every_flag_and_environment_variable_is_in_docs_conformance():
     variables = set(re.findall(r"UNIBACKEND_[A-Z_]+", code))
     missing = sorted(f for f in parser_flags | variables if f"`{f}" not in page)
     assert not missing, missing
+
+
+def _autodiff_backends():
+    """Built-in backends whose plugin declares autodiff (aliases left out)."""
+    out = set()
+    for name in _builtin_backends():
+        cls = R._discover()[name].load()
+        if cls.capabilities.autodiff and not cls.alias_of:
+            out.add(name)
+    return out
+
+
+def test_the_docs_name_exactly_the_autodiff_backends_the_registry_declares():
+    """semantics.md's Autodiff section and models.md's Training section list the
+    backends that can differentiate: the ones whose plugin declares autodiff."""
+    want = _autodiff_backends()
+    semantics = (ROOT / "docs" / "semantics.md").read_text()
+    m = re.search(r"declares the `autodiff`\s+capability: ([a-z, ]+)\)", semantics)
+    assert m, "docs/semantics.md no longer lists the autodiff backends in the sentence this test reads"
+    assert {b.strip() for b in m[1].split(",")} == want
+    models = (ROOT / "docs" / "models.md").read_text()
+    m = re.search(r'ub\.set_backend\("(\w+)"\)\s+# or ((?:"\w+",? ?)+)', models)
+    assert m, "docs/models.md's Training block changed shape"
+    assert {m[1], *re.findall(r'"(\w+)"', m[2])} == want
