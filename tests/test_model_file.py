@@ -287,3 +287,16 @@ def test_fuzz_deep_or_huge_json(tmp_path, good, depth, width, opener):
         return text
 
     _loads_or_refuses(tmp_path, _with_arch(good, change))
+
+
+def test_a_mixture_whose_predict_time_constants_outgrow_the_file_is_refused(tmp_path):
+    """A MixtureOfExperts builds (E, E*u) and (E*u, u) 0/1 matrices when it first
+    predicts: u**2 floats from a file holding about u of them is refused at load."""
+    x = nn.Input("x", 1)
+    gate = nn.TopKGate(1, 1, name="gate")(x)
+    moe = nn.MixtureOfExperts(20_000, 1, "relu", name="moe")(x, gate)  # W (1, 20000), b (20000,): 160 KB
+    path = nn.Model(x, moe, seed=0).save(tmp_path / "moe.npz")          # gather: 20000 x 20000 floats, 1.6 GB
+    with pytest.raises(nn.ModelFileError, match=r"layer 'moe': experts=1, units=20000 need \d+ bytes"):
+        nn.load(path)
+    small = nn.Model(x, nn.MixtureOfExperts(8, 1, "relu")(x, nn.TopKGate(1, 1)(x)), seed=0)
+    assert isinstance(nn.load(small.save(tmp_path / "small.npz")), nn.Model)

@@ -23,7 +23,7 @@ import zlib
 
 import numpy as np
 
-from .layers import _NAME, LAYERS, EmbeddingMean, Input
+from .layers import _NAME, LAYERS, EmbeddingMean, Input, MixtureOfExperts
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ModelFileError", "load", "write"]
 
@@ -144,9 +144,11 @@ def _check_schema(path, arch):
             _expect(_is(cfg[k], t), path, f"{where}: layer {name!r}: config {k}={cfg[k]!r:.80} has the wrong type")
 
 
-def _rebuild(path, arch):
-    """Layers from a schema-checked architecture; only the classes of :data:`LAYERS`."""
+def _rebuild(path, arch, cap):
+    """Layers from a schema-checked architecture; only the classes of :data:`LAYERS`.
+    ``cap``: the most bytes a layer may allocate for itself at predict time."""
     where = f"member {_ARCH_KEY}.npy"
+    itemsize = np.dtype(arch["dtype"]).itemsize
     layers = {}
     for spec in arch["layers"]:
         cls_name, name, ins, cfg = spec["class"], spec["name"], spec["inputs"], spec["config"]
@@ -164,6 +166,13 @@ def _rebuild(path, arch):
                 layer(*[layers[i] for i in ins])
         except (ValueError, TypeError) as e:
             raise ModelFileError(path, f"{where}: layer {name!r}: {e}") from None
+        if isinstance(layer, MixtureOfExperts):
+            # its 0/1 matrices, (E, E*u) and (E*u, u), are built at the first prediction:
+            # their size follows from the config, not from the parameters in the file
+            E, u = layer.experts, layer.units
+            need = E * u * (E + u) * itemsize
+            _expect(need <= cap, path, f"{where}: layer {name!r}: experts={E}, units={u} need {need} bytes "
+                    f"of constants at predict time, over the cap of {cap} for this file")
         layers[name] = layer
     for key in ("inputs", "outputs"):
         for n in arch[key]:
@@ -199,6 +208,12 @@ def _read_npy(path, zf, info):
     return a.reshape(shape, order="F" if fortran else "C").copy()
 
 
+def _cap(size):
+    """The most uncompressed bytes a file of ``size`` bytes may make load() (and a
+    layer's constants) allocate."""
+    return _MAX_EXPANSION * size + _SLACK
+
+
 def _read_members(path, size):
     """``{member name without .npy: array}``, after checking the zip's
     directory: no encryption, stored or deflated only, unique ``.npy``
@@ -211,8 +226,10 @@ def _read_members(path, size):
         raise ModelFileError(path, f"cannot be read as an .npz archive ({type(e).__name__}: {e})") from None
     with zf:
         infos = zf.infolist()
-        names = [i.filename for i in infos]
-        _expect(len(set(names)) == len(names), path, "the archive holds a member name twice")
+        seen = set()
+        for info in infos:
+            _expect(info.filename not in seen, path, f"member {info.filename!r:.120} appears twice in the archive")
+            seen.add(info.filename)
         total = 0
         for info in infos:
             where = f"member {info.filename!r:.120}"
@@ -221,7 +238,7 @@ def _read_members(path, size):
             _expect(info.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED), path,
                     f"{where}: compression method {info.compress_type} is not stored or deflated")
             total += info.file_size
-        cap = _MAX_EXPANSION * size + _SLACK
+        cap = _cap(size)
         _expect(total <= cap, path,
                 f"the members declare {total} bytes uncompressed, over the cap of {cap} for a "
                 f"{size}-byte file (a zip bomb?)")
@@ -265,7 +282,7 @@ def load(path):
         raise ModelFileError(path, f"cannot be read ({e})") from None
     arrays = _read_members(path, size)
     where = f"member {_ARCH_KEY}.npy"
-    _expect(_ARCH_KEY in arrays, path, "it holds no unibackend architecture record")
+    _expect(_ARCH_KEY in arrays, path, f"it holds no unibackend architecture record (member {_ARCH_KEY}.npy)")
     blob = arrays.pop(_ARCH_KEY)
     _expect(blob.dtype == np.uint8 and blob.ndim == 1, path, f"{where}: not a 1-D uint8 array")
     raw = blob.tobytes()
@@ -277,15 +294,16 @@ def load(path):
         # RecursionError: cannot happen below _MAX_JSON_DEPTH; kept so no parser error escapes
         raise ModelFileError(path, f"{where}: not valid JSON ({e})") from None
     _check_schema(path, arch)
-    inputs, outputs, dtype = _rebuild(path, arch)
+    inputs, outputs, dtype = _rebuild(path, arch, _cap(size))
     params = {}
     for name, v in arrays.items():
         _expect(name.startswith(_PARAM_PREFIX), path, f"unexpected member {name + '.npy'!r:.120}")
         _expect(v.dtype == np.dtype(dtype), path, f"member {name + '.npy'!r}: dtype {v.dtype}, expected {dtype}")
         params[name[len(_PARAM_PREFIX):]] = v
     _expect(arch["sha256"] == _digest(params), path,
-            "the parameters do not match the SHA-256 recorded at save time (corrupted or edited)")
+            f"the members {_PARAM_PREFIX}* do not match the SHA-256 recorded in {_ARCH_KEY}.npy at save time "
+            "(corrupted or edited)")
     try:
         return Model(inputs, outputs, dtype=dtype, params=params)
     except (ValueError, TypeError) as e:
-        raise ModelFileError(path, str(e)) from None
+        raise ModelFileError(path, f"members {_PARAM_PREFIX}* do not fit the architecture: {e}") from None
