@@ -136,3 +136,9 @@ def test_readme_lists_every_extra():
     readme = (ROOT / "README.md").read_text()
     extras = _project()["optional-dependencies"]
     assert [e for e in extras if f"| `{e}` |" not in readme] == []
+
+
+def test_the_changelog_follows_keep_a_changelog_and_has_the_pyproject_version():
+    text = (ROOT / "CHANGELOG.md").read_text()
+    assert "keepachangelog.com" in text and "## [Unreleased]" in text
+    assert f"## [{_project()['version']}]" in text
