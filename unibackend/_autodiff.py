@@ -146,8 +146,8 @@ def function(f: Callable[..., Any]) -> Callable[..., Any]:
 
     Compiled once per input signature on theano, a ``tf.function`` on
     tensorflow, ``jax.jit`` (with checkify, so value checks still raise) on
-    jax, and ``f`` itself on the eager torch, numpy and dask (dask is lazy
-    already).  The backend is the one ``f``'s first call selects.
+    jax, an ONNX graph per input signature run by ONNX Runtime on onnx, and
+    ``f`` itself on the eager torch, numpy and dask (dask is lazy already).  The backend is the one ``f``'s first call selects.
 
     Parameters
     ----------

@@ -40,7 +40,7 @@ Tensor = Any
 Shape = tuple[Optional[int], ...]
 
 __all__ = [
-    "Backend", "Capabilities", "Shape", "Tensor", "check_scalar_output", "id_bounds",
+    "Backend", "Capabilities", "GraphInput", "Shape", "Tensor", "check_scalar_output", "id_bounds",
     "missing_primitives", "scipy_grad_input", "stable_descending",
 ]
 
@@ -86,6 +86,19 @@ class Capabilities:
             In declaration order.
         """
         return tuple(f.name for f in fields(self) if getattr(self, f.name))
+
+
+@dataclass(frozen=True)
+class GraphInput:
+    """One input of a function a plugin exports (:meth:`Backend.export`):
+    ``kind`` "dense" (batch, width) floats, "sparse" a CSR (batch, width)
+    matrix, "ids" (batch, length) integer ids; the batch (and the length)
+    stay open in the exported file."""
+
+    name: str
+    kind: str
+    dtype: np.dtype
+    width: int | None = None
 
 
 def missing_primitives(cls: type) -> tuple[str, ...]:
@@ -413,6 +426,13 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def function(self, f: Callable[..., Any]) -> Callable[..., Any]:
         """``f`` compiled for this backend (or ``f`` itself on an eager one)."""
+
+    def export(self, f: Callable[..., Any], inputs: Sequence[GraphInput], path: str) -> str:
+        """Trace ``f`` (native tensors in, a dict name -> tensor out) on
+        symbolic ``inputs`` and write it to ``path`` as the backend's portable
+        model file (onnx: an .onnx file); returns the path.  Optional: a
+        plugin that cannot raises CapabilityError."""
+        raise CapabilityError(f"backend {self.name!r} cannot export a traced function to a model file")
 
     def compile(self, f: Callable[..., Any]) -> Callable[..., Any]:
         """``f`` (native tensors in, native tensors out) run inside the
