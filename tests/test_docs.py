@@ -67,8 +67,16 @@ def steps(page):
 
 RUNNER = textwrap.dedent(r'''
     import contextlib, io, json, os, subprocess, sys, traceback
-    page, steps = json.load(open(sys.argv[1]))
+    page, steps, plugins = json.load(open(sys.argv[1]))
     sys.path.insert(0, os.getcwd())  # as `python` started in the page's folder
+    # the checkout's plugins, as `make install` installs them (the installed metadata may lag)
+    import importlib
+    import unibackend as ub
+    from unibackend import _registry
+    for name, target in plugins.items():
+        if name not in _registry.known():
+            module, _, attr = target.partition(":")
+            ub.register(name, getattr(importlib.import_module(module), attr))
     ns = {"__name__": "__main__"}
     env = dict(os.environ)
     out = {}
@@ -115,7 +123,7 @@ def _pages_with_code():
 def test_every_code_block_of_the_page_runs_as_written(page, tmp_path):
     """Every python block (and every sh block marked run) of the page runs, in
     order, in a fresh process; every output block matches what was printed."""
-    (tmp_path / "steps.json").write_text(json.dumps([str(page.relative_to(ROOT)), steps(page)]))
+    (tmp_path / "steps.json").write_text(json.dumps([str(page.relative_to(ROOT)), steps(page), _entry_points()]))
     (tmp_path / "runner.py").write_text(RUNNER)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
                PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
