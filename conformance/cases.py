@@ -192,7 +192,7 @@ class Case:
         lines += ["import numpy as np"]
         if any("sp." in a for a in args):
             lines.append("import scipy.sparse as sp")
-        lines += ["from numpy import nan, inf", "import unibackend as ub", ""] + args
+        lines += ["from numpy import nan, inf", "import unibackend as ub"] + _plugin_import(backend) + [""] + args
         dev = f", device={device!r}" if device else ""
         lines.append(f"with ub.use_backend({backend!r}{dev}):")
         if isinstance(self, CompiledCase):
@@ -216,6 +216,21 @@ class Case:
         if failure.index is not None:
             lines.append(f"print('at index {failure.index}:', got[{failure.index!r}], want[{failure.index!r}])")
         return "\n".join(lines) + "\n"
+
+
+def _plugin_import(backend):
+    """Lines that register ``backend``'s plugin when no entry point names it
+    (``ub.register``, ``--plugin``), so that a reproducer runs on its own."""
+    from unibackend import _registry as R
+
+    cls = R._classes.get(backend)
+    if cls is None:
+        return []
+    ep = R._discover().get(backend)
+    if ep is not None and ep.value == f"{cls.__module__}:{cls.__qualname__}":
+        return []
+    top = cls.__qualname__.split(".")[0]
+    return [f"from {cls.__module__} import {top}", f"ub.register({backend!r}, {cls.__qualname__})"]
 
 
 class CompiledCase(Case):

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The built wheel, installed alone in a fresh environment (numpy, scipy and the
 # conformance extra, no framework): every plugin is listed, every module
-# imports by its dotted path, and the suite passes on numpy.
+# imports by its dotted path, and the suite passes on numpy.  Then the wheel
+# with the [torch] extra alone (what a pip user installs): the suite runs on
+# numpy and torch with nothing else installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
 PYTHON=${PYTHON:-python3}
 out=build/wheel-check
 rm -rf "$out"
@@ -39,3 +42,10 @@ assert (importlib.resources.files("unibackend") / "py.typed").is_file(), "py.typ
 print(f"wheel check: {len(names)} modules import by their dotted path; py.typed shipped")
 PY
 venv/bin/unibackend conformance --backends numpy --quiet
+
+# [torch] alone; -c constraints.txt: torch==2.13.0, the CPU wheel (never an unpinned CUDA build)
+$PYTHON -m venv venv-torch
+venv-torch/bin/python -m pip install -q --disable-pip-version-check -c "$root/constraints.txt" \
+  "unibackend[torch] @ file://$root/$wheel"
+venv-torch/bin/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+venv-torch/bin/unibackend conformance --backends numpy,torch --quiet

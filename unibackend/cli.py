@@ -58,13 +58,27 @@ COMMANDS = {
 }
 
 
+def _usage():
+    lines = ["usage: unibackend [--version] {" + ",".join(COMMANDS) + "} [options]", ""]
+    lines += [f"  {name:<12} {helptext}" for name, (_, helptext) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: unibackend {" + ",".join(COMMANDS) + "} [options]\n")
-        for name, (_, helptext) in COMMANDS.items():
-            print(f"  {name:<12} {helptext}")
-        return 0 if argv[:1] in ([], ["-h"], ["--help"]) else 2
+    if argv[:1] in ([], ["-h"], ["--help"]):
+        print(_usage())
+        return 0
+    if argv[0] == "--version":
+        from . import __version__
+
+        print(f"unibackend {__version__}")
+        return 0
+    if argv[0] not in COMMANDS:
+        what = "option" if argv[0].startswith("-") else "command"
+        print(f"unibackend: unknown {what} {argv[0]!r}; commands: {', '.join(COMMANDS)}\n", file=sys.stderr)
+        print(_usage(), file=sys.stderr)
+        return 2
     fn, _ = COMMANDS[argv[0]]
     return fn(argv[1:]) or 0
 
