@@ -25,6 +25,11 @@ from unibackend import _registry as R
 
 __all__ = ["EmbeddingMean", "SparseProjection", "TopKGate"]
 
+if "keras" not in R._adapter_names():  # run from a source tree whose entry points are not installed
+    from unibackend.plugins.keras_adapter import KerasAdapter
+
+    ub.register_adapter("keras", KerasAdapter)
+
 PACKAGE = "unibackend"
 
 
