@@ -34,8 +34,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     os.environ["KERAS_BACKEND"] = a.keras_backend  # read once, when keras is imported
     import keras
-
     import moe_tags as M  # examples/ is on the path when this script runs
+
     from unibackend.keras import EmbeddingMean, SparseProjection, TopKGate
 
     if keras.backend.backend() != a.keras_backend:
