@@ -83,7 +83,12 @@ def main(argv=None):
     tbow, tids, tlabels = M.make_data(a.test_size, a.seed + 1)
 
     def batches(bow, ids, labels=None):
-        """On a backend without sparse tensors, the bag of words is made dense one batch at a time."""
+        """Keras takes scipy.sparse inputs where it has sparse tensors; elsewhere
+        the bag of words is made dense one batch at a time."""
+        if sparse:
+            x = {"bow": bow, "tags": ids.astype(np.int32)}
+            return x if labels is None else (x, labels)
+
         class Batches(keras.utils.PyDataset):
             def __len__(self):
                 return -(-ids.shape[0] // a.batch_size)
@@ -97,8 +102,11 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     for epoch in range(1, a.epochs + 1):
-        hist = model.fit(batches(bow, ids, labels), epochs=1, verbose=0)
-        acc = float((model.predict(batches(tbow, tids), verbose=0).argmax(1) == tlabels).mean())
+        data = batches(bow, ids, labels)
+        fit_args = dict(batch_size=a.batch_size, shuffle=True) if sparse else {}
+        hist = model.fit(*data, epochs=1, verbose=0, **fit_args) if sparse else model.fit(data, epochs=1, verbose=0)
+        acc = float((model.predict(batches(tbow, tids), batch_size=a.batch_size if sparse else None,
+                                   verbose=0).argmax(1) == tlabels).mean())
         print(f"epoch {epoch}: loss {hist.history['loss'][-1]:.4f}, test accuracy {acc:.3f}", flush=True)
     took = time.perf_counter() - t0
     chance = 1.0 / (M.TOPICS * M.STYLES)

@@ -102,8 +102,8 @@ def main(out):
             return np.array(keras.ops.convert_to_numpy(v))
 
         with ub.use_backend("numpy"):
-            h = ub.embedding_mean(np_(lay["EmbeddingMean"].embeddings), inputs[0] if kind != "sequential" else inputs,
-                                  PAD)
+            seq = kind.startswith("sequential")
+            h = ub.embedding_mean(np_(lay["EmbeddingMean"].embeddings), inputs if seq else inputs[0], PAD)
             if kind in ("functional", "subclassed"):
                 h = h + ub.dot(inputs[1], np_(lay["Dense"].kernel)) + np_(lay["Dense"].bias)
             if kind == "functional" and sparse:
@@ -114,6 +114,8 @@ def main(out):
 
     kinds = {"sequential": (sequential, ids), "functional": (functional, [ids, dense] + ([bow] if sparse else [])),
              "subclassed": (lambda: Gated(), [ids, dense])}
+    if backend == "tensorflow":  # XLA, which "auto" leaves to Keras' judgement, asked for explicitly
+        kinds["sequential_xla"] = (sequential, ids)
     if not sparse:
         try:
             SparseProjection(D)
@@ -125,7 +127,8 @@ def main(out):
         t0 = time.perf_counter()
         keras.utils.set_random_seed(1)
         m = make()
-        m.compile(keras.optimizers.Adam(0.05), "mse")  # each backend's default compilation
+        # each backend's default compilation ("auto"), and XLA where asked for
+        m.compile(keras.optimizers.Adam(0.05), "mse", jit_compile=True if kind == "sequential_xla" else "auto")
         if kind == "subclassed":
             m(x)  # builds its weights
         before = weights(m)
@@ -145,6 +148,7 @@ def main(out):
             "pred_dtype": str(pred.dtype),
             "reload": float(np.abs(back.predict(x, verbose=0) - pred).max()),
             "seconds": round(time.perf_counter() - t0, 1),
+            "jit_compile": bool(m.jit_compile),
         }
 
     open(os.path.join(out, f"{backend}.saved"), "a").close()

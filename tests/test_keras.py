@@ -62,9 +62,15 @@ def rep(request, reports):
 
 def test_fit_trains_every_weight_and_never_the_pad_row(rep):
     """In Sequential, functional and subclassed models, model.fit (each
-    backend's default compilation) changes every weight, through the
-    unibackend ops; the table's pad row gets no gradient and stays as it was."""
-    assert set(rep["models"]) == {"sequential", "functional", "subclassed"}
+    backend's default compilation; and XLA asked for on tensorflow) changes
+    every weight, through the unibackend ops; the table's pad row gets no
+    gradient and stays as it was."""
+    kinds = {"sequential", "functional", "subclassed"} | ({"sequential_xla"} if rep["backend"] == "tensorflow" else set())
+    assert set(rep["models"]) == kinds
+    if rep["backend"] == "tensorflow":
+        assert rep["models"]["sequential_xla"]["jit_compile"] is True  # tf.function(jit_compile=True): XLA
+    if rep["backend"] == "jax":
+        assert all(m["jit_compile"] for m in rep["models"].values())  # Keras' jax.jit train step
     for kind, m in rep["models"].items():
         assert m["untrained"] == [], f"{kind}: weights fit left unchanged: {m['untrained']}"
         assert m["pad_row_moved"] == 0.0, f"{kind}: the pad row moved by {m['pad_row_moved']}"
