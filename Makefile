@@ -43,7 +43,8 @@ lint: install
 docs: install
 	$(VENV)/bin/mkdocs build --strict --site-dir build/site
 
-# The wheel installed alone in a fresh venv: plugins listed, modules import, suite on numpy.
+# The wheel installed alone in a fresh venv: plugins listed, modules import, suite on numpy;
+# then with the [torch] extra alone (torch pinned by constraints.txt): suite on numpy and torch.
 wheel-check:
 	PYTHON=$(PYTHON) tools/wheel_check.sh
 

@@ -50,7 +50,7 @@ def parse(argv):
     p.add_argument("--quick", action="store_true", help="fewer, shorter rounds (same sizes); < 2 min")
     p.add_argument("--out", default="bench-out", help="directory for bench.md, bench.json and the plots")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
-                   help="device of the torch rows (numpy, theano and tensorflow run on the CPU)")
+                   help="device of the torch rows (every other backend runs on the CPU)")
     p.add_argument("--repeats", type=int, default=None, help="rounds per case (overrides the mode)")
     p.add_argument("--threads", type=int, default=1,
                    help="intra-op threads per framework (default 1: stable on a shared machine; "

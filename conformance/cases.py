@@ -8,6 +8,9 @@ that very statement, so the reproducer it prints is what was run.
 """
 from __future__ import annotations
 
+import itertools
+import linecache
+
 import numpy as np
 
 import unibackend as ub
@@ -189,7 +192,7 @@ class Case:
         lines += ["import numpy as np"]
         if any("sp." in a for a in args):
             lines.append("import scipy.sparse as sp")
-        lines += ["from numpy import nan, inf", "import unibackend as ub", ""] + args
+        lines += ["from numpy import nan, inf", "import unibackend as ub"] + _plugin_import(backend) + [""] + args
         dev = f", device={device!r}" if device else ""
         lines.append(f"with ub.use_backend({backend!r}{dev}):")
         if isinstance(self, CompiledCase):
@@ -213,6 +216,21 @@ class Case:
         if failure.index is not None:
             lines.append(f"print('at index {failure.index}:', got[{failure.index!r}], want[{failure.index!r}])")
         return "\n".join(lines) + "\n"
+
+
+def _plugin_import(backend):
+    """Lines that register ``backend``'s plugin when no entry point names it
+    (``ub.register``, ``--plugin``), so that a reproducer runs on its own."""
+    from unibackend import _registry as R
+
+    cls = R._classes.get(backend)
+    if cls is None:
+        return []
+    ep = R._discover().get(backend)
+    if ep is not None and ep.value == f"{cls.__module__}:{cls.__qualname__}":
+        return []
+    top = cls.__qualname__.split(".")[0]
+    return [f"from {cls.__module__} import {top}", f"ub.register({backend!r}, {cls.__qualname__})"]
 
 
 class CompiledCase(Case):
@@ -249,10 +267,25 @@ class CompiledCase(Case):
         vals = self.values()
         env = {"np": np, "ub": ub, "nan": np.nan, "inf": np.inf}
         env.update({k: v for k, v in vals.items() if k not in params})
-        exec(src, env)  # a new code object per case: one compile each, no recompile limit reached
+        # A new code object per case (one compile each, no recompile limit
+        # reached), with a source file that inspect can find: torch < 2.13
+        # wraps a function without one in a frame shared by every compile, so
+        # the 9th case hit the recompile limit (pytorch#124269).
+        _exec_with_source(src, env)
         with ub.use_backend(backend, device):
             fn = R.backend(backend, device).compile(env["compiled_case"])
             return fn(*[ub.asarray(vals[k]) for k in params])
+
+
+_case_files = itertools.count()
+
+
+def _exec_with_source(src, env):
+    """``exec(src, env)``, the source kept in linecache under a file name of its
+    own (tracebacks show the case's lines, and inspect finds its source)."""
+    name = f"<unibackend case {next(_case_files)}>"
+    linecache.cache[name] = (len(src), None, src.splitlines(True), name)
+    exec(compile(src, name, "exec"), env)
 
 
 def _graph_input(name, v):

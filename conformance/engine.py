@@ -17,7 +17,7 @@ from pathlib import Path
 from .cases import Disagreement
 
 #: hypothesis settings per profile.  ``ci`` is derandomized (the same
-#: examples on every run) and sized so that all four built-in backends finish
+#: examples on every run) and sized so that the built-in backends finish
 #: inside ten minutes on two cores; ``thorough`` is for a plugin author's
 #: afternoon.  A backend that declares the ``eager_compiles`` capability
 #: compiles a graph for every new input signature of an eager call (seconds

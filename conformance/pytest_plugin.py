@@ -6,6 +6,14 @@ options; the suite itself is ``pytest --pyargs unibackend.conformance``."""
 def pytest_addoption(parser):
     group = parser.getgroup("unibackend")
     group.addoption(
+        "--unibackend-plugin",
+        action="append",
+        default=[],
+        metavar="[NAME=]MODULE:CLASS",
+        help="register a plugin class from its import path before the conformance suite runs "
+        "(repeatable; as unibackend conformance --plugin)",
+    )
+    group.addoption(
         "--unibackend-backends",
         action="store",
         default=None,
@@ -39,3 +47,16 @@ def pytest_addoption(parser):
         help="also run each conformance check's op inside the backend's compiler "
         "(Backend.compile: torch.compile, tf.function(jit_compile=True), jax.jit, ...): it must agree with eager",
     )
+
+
+def pytest_configure(config):
+    specs = config.getoption("unibackend_plugin", default=None)
+    if specs:
+        import pytest
+
+        from .runner import register_plugins
+
+        try:
+            register_plugins(specs)
+        except ValueError as e:
+            raise pytest.UsageError(str(e)) from None

@@ -41,7 +41,10 @@ def parse_args(argv):
     p.add_argument("--device", help="device for the backends that have devices, e.g. cuda")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="run lazy backends (dask) on the dask.distributed cluster at ADDRESS, e.g. tcp://host:8786")
-    p.add_argument("--report", help="write a report: FILE.json or FILE.md")
+    p.add_argument("--report", help="write a report: FILE.json or FILE.md (another suffix is an error)")
+    p.add_argument("--plugin", action="append", default=[], metavar="[NAME=]MODULE:CLASS",
+                   help="register a plugin class from its import path, no entry point needed (repeatable); "
+                   "its name is NAME, else the class's `name`; then name it in --backends")
     p.add_argument("--list", action="store_true", help="list the checks and exit")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     return p.parse_args(argv)
@@ -184,15 +187,62 @@ def write_report(path, results, backends, checks, meta):
         f.write("\n".join(lines) + "\n")
 
 
+def register_plugins(specs):
+    """Register each ``[NAME=]package.module:Class`` of ``--plugin``; the names
+    registered.  ValueError saying what is wrong with a spec."""
+    import importlib
+    import os
+
+    from unibackend import _registry as R
+
+    if specs and os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # a module in the current folder, as with python -m
+    names = []
+    for spec in specs:
+        name, _, target = spec.rpartition("=")
+        module, _, attr = target.partition(":")
+        if not module or not attr:
+            raise ValueError(f"--plugin {spec!r}: expected package.module:Class")
+        try:
+            cls = importlib.import_module(module)
+            for part in attr.split("."):
+                cls = getattr(cls, part)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"--plugin {spec!r}: cannot import it ({type(e).__name__}: {e})") from None
+        name = name or getattr(cls, "name", "")
+        if not name:
+            raise ValueError(f"--plugin {spec!r}: the class sets no `name`; write NAME={target}")
+        try:
+            R.register(name, cls)
+        except TypeError as e:
+            raise ValueError(f"--plugin {spec!r}: {e}") from None
+        names.append(name)
+    return names
+
+
 def main(argv=None):
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    con = _console()
+    try:
+        import hypothesis  # noqa: F401
+    except ImportError:
+        con.print("unibackend conformance needs hypothesis, which the conformance extra brings: "
+                  "pip install 'unibackend[conformance]'", markup=False)
+        return 2
+    if args.report and not args.report.endswith((".json", ".md")):
+        con.print(f"unibackend conformance: --report {args.report!r}: the suffix must be .json or .md", markup=False)
+        return 2
+    try:
+        register_plugins(args.plugin)
+    except ValueError as e:
+        con.print(f"unibackend conformance: {e}", markup=False)
+        return 2
     from .checks import CHECKS
 
-    con = _console()
     if args.list:
         for c in CHECKS.values():
             con.print(f"[bold]{c.name}[/] ({c.op}{'; needs ' + ', '.join(c.needs) if c.needs else ''})")
-            con.print(f"    {c.doc}")
+            con.print(f"    {c.doc}", markup=False)  # a doc's [brackets] are text, not rich markup
         return 0
     try:
         checks = engine.select_checks([o.strip() for o in args.ops.split(",") if o.strip()] if args.ops else None)
@@ -206,8 +256,9 @@ def main(argv=None):
         backends = [b.strip() for b in args.backends.split(",") if b.strip()]
         unknown = [b for b in backends if b not in R.known()]
         if unknown:
-            con.print(f"[red]unibackend conformance: unknown backend(s) {', '.join(unknown)}; "
-                      f"known: {', '.join(R.known())}[/]")
+            con.print(f"unibackend conformance: unknown backend(s) {', '.join(unknown)}; "
+                      f"known: {', '.join(R.known())}. A plugin that is not installed with an entry point "
+                      "is registered with --plugin package.module:Class (docs/plugins.md).", markup=False)
             return 2
     else:
         backends = engine.default_backends()
@@ -225,11 +276,6 @@ def main(argv=None):
     modes = engine.MODES if args.compiled else ("eager",)
     t0 = time.perf_counter()
     total = len(checks) * len(backends) * len(modes)
-    try:
-        import hypothesis  # noqa: F401
-    except ImportError:
-        con.print("unibackend conformance needs hypothesis: pip install 'unibackend[conformance]'")
-        return 2
     if args.quiet or not con.is_terminal:
         done = [0]
 

@@ -1,5 +1,6 @@
-"""unibackend: one small set of tensor ops on numpy, Theano, PyTorch and
-TensorFlow, with a conformance suite that proves the backends agree.
+"""unibackend: one small set of tensor ops on numpy, Theano (PyTensor),
+PyTorch, TensorFlow, JAX, Dask and ONNX Runtime, with a conformance suite that proves the
+backends agree (``ub.backends()`` lists the plugins installed here).
 
 ``import unibackend`` imports no framework; a plugin imports its framework the
 first time it is used.

@@ -44,7 +44,49 @@ def _check_argnums(op, argnums, nargs):
 
 def value_and_grad(f: Callable[..., Any], argnums: int | tuple[int, ...] = 0) -> Callable[..., tuple[Any, Any]]:
     """``g(*args) -> (f(*args), df/dargs[argnums])``; f returns a scalar.
-    ``argnums`` an int gives one gradient, a tuple gives a tuple."""
+    ``argnums`` an int gives one gradient, a tuple gives a tuple.
+
+    ``g`` runs ``f`` on the autodiff backend its arguments select (a native
+    tensor's own, else the backend in force).
+
+    Parameters
+    ----------
+    f : callable
+        Returns a scalar (one element), written with the unified ops.
+    argnums : int or tuple of int, default 0
+        Which positional arguments to differentiate (negative counts from the end).
+
+    Returns
+    -------
+    callable
+        ``g(*args, **kwargs) -> (value, grads)``: ``grads`` one gradient for an
+        int ``argnums``, a tuple for a tuple; each gradient has its argument's
+        dtype (a scipy.sparse argument gets a sparse gradient).
+
+    Raises
+    ------
+    CapabilityError
+        When ``g`` is called on a backend without autodiff (numpy, dask), naming
+        the backends that have it.
+    TypeError
+        When ``f`` does not return a scalar, or ``argnums`` is not an int or tuple of ints.
+    ValueError
+        When ``argnums`` is out of range.
+
+    Examples
+    --------
+    >>> import numpy as np, unibackend as ub
+    >>> def loss(w, x):
+    ...     return ub.masked_mean(ub.dot(x, w) ** 2, np.ones(2))
+    >>> with ub.use_backend("torch"):
+    ...     value, g = ub.value_and_grad(loss)(np.array([1.0, 2.0]), np.eye(2))
+    >>> float(ub.to_numpy(value)), ub.to_numpy(g)
+    (2.5, array([1., 2.]))
+    >>> ub.value_and_grad(loss)(np.array([1.0, 2.0]), np.eye(2))  # numpy: no autodiff
+    Traceback (most recent call last):
+    ...
+    unibackend._errors.CapabilityError: value_and_grad: backend 'numpy' has no autodiff; use one of: ...
+    """
 
     @functools.wraps(f)
     def wrapped(*args, **kwargs):
@@ -61,7 +103,37 @@ def value_and_grad(f: Callable[..., Any], argnums: int | tuple[int, ...] = 0) ->
 
 
 def grad(f: Callable[..., Any], argnums: int | tuple[int, ...] = 0) -> Callable[..., Any]:
-    """``g(*args) -> df/dargs[argnums]``; f returns a scalar."""
+    """``g(*args) -> df/dargs[argnums]``; f returns a scalar.
+
+    :func:`value_and_grad` without the value; the same rules.
+
+    Parameters
+    ----------
+    f : callable
+        Returns a scalar (one element).
+    argnums : int or tuple of int, default 0
+        Which positional arguments to differentiate.
+
+    Returns
+    -------
+    callable
+        ``g(*args, **kwargs)``: one gradient for an int ``argnums``, a tuple for a tuple.
+
+    Raises
+    ------
+    CapabilityError
+        On a backend without autodiff.
+    TypeError
+        When ``f`` does not return a scalar.
+
+    Examples
+    --------
+    >>> import numpy as np, unibackend as ub
+    >>> with ub.use_backend("torch"):
+    ...     g = ub.grad(lambda w: ub.masked_mean(w * w, np.ones(3)))(np.array([3.0, 0.0, -3.0]))
+    >>> ub.to_numpy(g)
+    array([ 2.,  0., -2.])
+    """
     vg = value_and_grad(f, argnums)
 
     @functools.wraps(f)
@@ -72,8 +144,32 @@ def grad(f: Callable[..., Any], argnums: int | tuple[int, ...] = 0) -> Callable[
 
 
 def function(f: Callable[..., Any]) -> Callable[..., Any]:
-    """A callable from arrays to arrays: compiled once per input signature on
-    theano, a tf.function on tensorflow, ``f`` itself on torch and numpy."""
+    """A callable from arrays to arrays, compiled the backend's way.
+
+    Compiled once per input signature on theano, a ``tf.function`` on
+    tensorflow, ``jax.jit`` (with checkify, so value checks still raise) on
+    jax, an ONNX graph per input signature run by ONNX Runtime on onnx, and
+    ``f`` itself on the eager torch, numpy and dask (dask is lazy already).  The backend is the one ``f``'s first call selects.
+
+    Parameters
+    ----------
+    f : callable
+        Native tensors (or arrays) in, native tensors out, written with the
+        unified ops.
+
+    Returns
+    -------
+    callable
+        Same arguments and results as ``f``.
+
+    Examples
+    --------
+    >>> import numpy as np, unibackend as ub
+    >>> softmax_rows = ub.function(lambda x: ub.softmax(x, axis=-1))
+    >>> ub.to_numpy(softmax_rows(np.zeros((2, 2))))
+    array([[0.5, 0.5],
+           [0.5, 0.5]])
+    """
     compiled: dict[tuple[str, str | None], Callable[..., Any]] = {}
 
     @functools.wraps(f)

@@ -22,7 +22,23 @@ _sync_free: contextvars.ContextVar = contextvars.ContextVar("unibackend_sync_fre
 
 
 def set_sync_free(enabled: bool = True) -> None:
-    """Process default for :func:`sync_free_checks` (False at start)."""
+    """Set the process default of :func:`sync_free` (False at start).
+
+    Parameters
+    ----------
+    enabled : bool, default True
+
+    Raises
+    ------
+    TypeError
+        When ``enabled`` is not a bool.
+
+    Examples
+    --------
+    >>> import unibackend as ub
+    >>> ub.set_sync_free(True)
+    >>> ub.set_sync_free(False)
+    """
     global _sync_free_default
     if not isinstance(enabled, (bool, np.bool_)):
         raise TypeError(f"set_sync_free: enabled must be a bool, got {enabled!r}")
@@ -35,7 +51,28 @@ def sync_free(enabled: bool = True) -> Iterator[None]:
     device without a host sync: bad ids or indices fail that call or a later
     one, as the framework's own index ops do, and no read outside a table or
     ``x`` ever happens.  The default checks read the values on the host first
-    and raise the contract's exception before any work."""
+    and raise the contract's exception before any work.
+
+    Parameters
+    ----------
+    enabled : bool, default True
+
+    Returns
+    -------
+    context manager
+
+    Raises
+    ------
+    TypeError
+        When ``enabled`` is not a bool.
+
+    Examples
+    --------
+    >>> import numpy as np, unibackend as ub
+    >>> with ub.sync_free():   # on numpy (no device) the checks are the same
+    ...     ub.embedding_mean(np.ones((3, 2)), np.array([[1, 2]]))
+    array([[1., 1.]])
+    """
     if not isinstance(enabled, (bool, np.bool_)):
         raise TypeError(f"sync_free: enabled must be a bool, got {enabled!r}")
     token = _sync_free.set(bool(enabled))
@@ -259,8 +296,25 @@ def subtensor(op, xshape, index, to_numpy):
         norm = []
         for p, n in zip(full, xshape):
             if isinstance(p, slice):
-                norm.append(slice(*p.indices(n)))
+                norm.append(slice(*slice_bounds(p, n)))
             else:
                 norm.append(int(p) % n)
         return Subtensor(xshape, tuple(norm), sel.shape, True)
     return Subtensor(xshape, idx, sel.shape, False)
+
+
+def slice_bounds(s, n):
+    """``s.indices(n)``, written out: torch.compile before torch 2.13 cannot
+    trace the builtin ``slice.indices`` (an ``Unsupported`` graph break)."""
+    step = 1 if s.step is None else operator.index(s.step)
+    if step == 0:
+        raise ValueError("slice step cannot be zero")
+    lo, hi = (0, n) if step > 0 else (-1, n - 1)
+
+    def clamp(v, default):
+        if v is None:
+            return default
+        v = operator.index(v)
+        return max(v + n, lo) if v < 0 else min(v, hi)
+
+    return clamp(s.start, lo if step > 0 else hi), clamp(s.stop, hi if step > 0 else lo), step

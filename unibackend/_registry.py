@@ -70,7 +70,33 @@ def _checked(name, cls):
 def register(name: str, cls: type[Backend]) -> None:
     """Register a plugin class by hand (tests, or a plugin not installed as a
     distribution).  Entry points are the normal way.  A class that misses a
-    primitive is refused (TypeError naming it)."""
+    primitive is refused (TypeError naming it).
+
+    Parameters
+    ----------
+    name : str
+        What ``ub.set_backend``, ``ub.use_backend`` and ``--backends`` call it.
+    cls : type
+        A subclass of :class:`unibackend.plugin.Backend`.
+
+    Raises
+    ------
+    TypeError
+        When ``cls`` is not a complete plugin class (naming what is missing).
+
+    Examples
+    --------
+    >>> import unibackend as ub
+    >>> from unibackend.plugins.numpy_backend import NumpyBackend
+    >>> ub.register("again", type("Again", (NumpyBackend,), {"name": "again"}))
+    >>> "again" in [b.name for b in ub.backends()]
+    True
+    >>> unregister("again")
+    >>> ub.register("broken", object)
+    Traceback (most recent call last):
+    ...
+    TypeError: plugin 'broken': <class 'object'> is not a subclass of unibackend.plugin.Backend
+    """
     _checked(name, cls)
     _prepare_tracers(cls)
     with _lock:
@@ -154,7 +180,21 @@ class BackendInfo:
 
 def backends() -> list[BackendInfo]:
     """Every known plugin: name, installed or not (and why not), version,
-    capabilities.  Imports no framework."""
+    capabilities.  Imports no framework.
+
+    Returns
+    -------
+    list of BackendInfo
+        Sorted by name; each has ``name``, ``installed``, ``reason`` (why not),
+        ``version``, ``capabilities`` (names) and ``alias_of``.
+
+    Examples
+    --------
+    >>> import unibackend as ub
+    >>> numpy_info = [b for b in ub.backends() if b.name == "numpy"][0]
+    >>> numpy_info.installed, numpy_info.capabilities
+    (True, ('sparse',))
+    """
     from importlib.metadata import PackageNotFoundError, version
 
     out = []
@@ -191,7 +231,30 @@ def _initial_default():
 
 
 def set_backend(name: str, device: str | None = None) -> None:
-    """Make ``name`` the process-wide default backend."""
+    """Make ``name`` the process-wide default backend.
+
+    A context's :func:`use_backend` block still wins inside it; the
+    environment variable ``UNIBACKEND_BACKEND`` sets the default at start.
+
+    Parameters
+    ----------
+    name : str
+        A known backend (``ub.backends()``).
+    device : str, optional
+        For a backend with devices, e.g. ``"cuda"``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, listing the known ones.
+
+    Examples
+    --------
+    >>> import unibackend as ub
+    >>> ub.set_backend("numpy")
+    >>> ub.get_backend().name
+    'numpy'
+    """
     global _default
     plugin_class(name)  # unknown name: ValueError now, not at first use
     _default = (name, device)
@@ -200,7 +263,32 @@ def set_backend(name: str, device: str | None = None) -> None:
 @contextlib.contextmanager
 def use_backend(name: str, device: str | None = None) -> Iterator[Backend]:
     """Use ``name`` inside the block only (context-local: threads and asyncio
-    tasks each see their own)."""
+    tasks each see their own).
+
+    Parameters
+    ----------
+    name : str
+        A known backend.
+    device : str, optional
+        For a backend with devices.
+
+    Yields
+    ------
+    Backend
+        The plugin instance in force in the block.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name.
+
+    Examples
+    --------
+    >>> import unibackend as ub
+    >>> with ub.use_backend("numpy") as B:
+    ...     B.name, type(ub.softmax([0.0, 0.0])).__name__
+    ('numpy', 'ndarray')
+    """
     plugin_class(name)
     token = _current.set((name, device))
     try:
@@ -215,7 +303,21 @@ def in_force():
 
 
 def get_backend() -> Backend:
-    """The plugin instance in force here."""
+    """The plugin instance in force here.
+
+    Returns
+    -------
+    Backend
+        From the innermost :func:`use_backend`, else :func:`set_backend`, else
+        ``UNIBACKEND_BACKEND``, else numpy.
+
+    Examples
+    --------
+    >>> import unibackend as ub
+    >>> with ub.use_backend("numpy"):
+    ...     ub.get_backend().name
+    'numpy'
+    """
     name, device = in_force()
     return backend(name, device)
 

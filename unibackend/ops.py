@@ -39,8 +39,43 @@ def _float_args(op, B, *xs):
 
 
 def dot(a: ArrayLike, b: ArrayLike) -> Tensor:
-    """numpy ``dot`` for 1-D and 2-D; an N-D ``a`` with a 2-D ``b`` contracts
-    ``a``'s last axis with ``b``'s first.  A sparse ``a`` goes to sparse_dot."""
+    """numpy ``dot``: the product of ``a`` and ``b``.
+
+    A 1-D or 2-D ``a`` times a 1-D or 2-D ``b`` as numpy computes it; an N-D
+    ``a`` contracts its last axis with ``b``'s first.  A sparse ``a`` (scipy.sparse
+    or the backend's own) goes to :func:`sparse_dot`.  Floats are promoted to
+    their common float dtype (integers become float64).
+
+    Parameters
+    ----------
+    a : array_like or native tensor
+        At least 1-D; dense or sparse.
+    b : array_like or native tensor
+        1-D (K,) or 2-D (K, M), with K equal to ``a``'s last dim.
+
+    Returns
+    -------
+    Tensor
+        A native tensor of the backend that ran: ``a``'s shape without its
+        last dim, then ``b``'s without its first.
+
+    Raises
+    ------
+    ValueError
+        When ``a`` is 0-D, ``b`` is not 1-D or 2-D, or the dims are not aligned.
+    TypeError
+        When an argument is not numeric.
+
+    Examples
+    --------
+    >>> import numpy as np, unibackend as ub
+    >>> a = np.array([[1.0, 2.0], [3.0, 4.0]])
+    >>> ub.dot(a, np.array([1.0, -1.0]))
+    array([-1., -1.])
+    >>> ub.dot(a, np.eye(2))
+    array([[1., 2.],
+           [3., 4.]])
+    """
     # Fastest path (dispatch cost matters on small products): a type seen here
     # before goes straight to its plugin's fast_dot -- keyed by the type alone
     # for a native tensor, by the type and the backend in force for a neutral
@@ -84,8 +119,39 @@ def dot(a: ArrayLike, b: ArrayLike) -> Tensor:
 
 
 def sparse_dot(x: Any, w: ArrayLike) -> Tensor:
-    """``x`` sparse (n, N) times dense ``w`` (N, M) or (N,); result dense.
-    Never densifies ``x``; COO duplicates add up."""
+    """Sparse ``x`` (n, N) times dense ``w`` (N, M) or (N,); the result is dense.
+
+    Never densifies ``x``; COO duplicates add up; explicit zeros and unsorted
+    indices are fine.
+
+    Parameters
+    ----------
+    x : scipy.sparse matrix or array, or the backend's sparse tensor
+        2-D, any format (CSR, CSC, COO).
+    w : array_like or native tensor
+        (N, M) or (N,).
+
+    Returns
+    -------
+    Tensor
+        Dense (n, M) or (n,), in the common float dtype of ``x`` and ``w``.
+
+    Raises
+    ------
+    TypeError
+        When ``x`` is dense (use :func:`dot`).
+    ValueError
+        When ``x`` is not 2-D, ``w`` not 1-D or 2-D, or the shapes do not align.
+    CapabilityError
+        On a backend without the ``sparse`` capability.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp, unibackend as ub
+    >>> x = sp.coo_matrix(([1.0, 2.0, 5.0], ([0, 0, 1], [1, 1, 0])), shape=(2, 3))  # a duplicate at (0, 1)
+    >>> ub.sparse_dot(x, np.array([1.0, 10.0, 100.0]))
+    array([30.,  5.])
+    """
     op = "sparse_dot"
     if C.is_scipy_sparse(x):
         B = resolve(op, w)
@@ -134,8 +200,42 @@ def _check_sparse_dot_shapes(xshape, wshape):
 
 
 def argsort(x: ArrayLike, axis: int = -1, descending: bool = False) -> Tensor:
-    """Stable in both directions; NaN is greater than +inf; -0.0 == +0.0.
-    Result int64."""
+    """Indices that sort ``x`` along ``axis``: stable in both directions.
+
+    NaN is greater than +inf; -0.0 == +0.0; equal values keep their index
+    order whether ``descending`` or not (so descending is not the reverse of
+    ascending).
+
+    Parameters
+    ----------
+    x : array_like or native tensor
+        Real, at least 1-D.
+    axis : int, default -1
+    descending : bool, default False
+        Largest first.
+
+    Returns
+    -------
+    Tensor
+        int64 indices, ``x``'s shape.
+
+    Raises
+    ------
+    ValueError
+        When ``x`` is 0-D.
+    IndexError
+        When ``axis`` is out of range.
+    TypeError
+        When ``x`` is complex or not numeric, or ``descending`` is not a bool.
+
+    Examples
+    --------
+    >>> import numpy as np, unibackend as ub
+    >>> ub.argsort(np.array([2.0, np.nan, 1.0, 2.0]))
+    array([2, 0, 3, 1])
+    >>> ub.argsort(np.array([2.0, np.nan, 1.0, 2.0]), descending=True)
+    array([1, 0, 3, 2])
+    """
     op = "argsort"
     B = resolve(op, x)
     if _unwrap:
@@ -174,21 +274,116 @@ def _subtensor(op, x, index, value, accumulate):
 
 
 def set_subtensor(x: ArrayLike, index: Any, value: ArrayLike) -> Tensor:
-    """A copy of ``x`` with ``x[index] = value``; a position named twice: the
-    last write wins.  ``value`` broadcasts; out of range: IndexError."""
+    """A copy of ``x`` with ``x[index] = value`` (Theano's functional assignment).
+
+    ``x`` itself is never changed.  A position the index names twice: the last
+    write wins, on every backend.
+
+    Parameters
+    ----------
+    x : array_like or native tensor
+    index : int, slice, Ellipsis, integer or boolean array, or a tuple of them
+        What numpy's basic and (one) advanced indexing accept; negative ints
+        count from the end.
+    value : array_like or native tensor
+        Broadcasts to the selection; cast to ``x``'s dtype.
+
+    Returns
+    -------
+    Tensor
+        ``x``'s shape and dtype.
+
+    Raises
+    ------
+    IndexError
+        An index out of range, or too many indices.
+    ValueError
+        When ``value`` does not broadcast to the selection.
+    TypeError
+        An index of another type (a float, say).
+
+    Examples
+    --------
+    >>> import numpy as np, unibackend as ub
+    >>> x = np.zeros(4)
+    >>> ub.set_subtensor(x, np.array([1, 3, 1]), np.array([5.0, 6.0, 7.0]))
+    array([0., 7., 0., 6.])
+    >>> x
+    array([0., 0., 0., 0.])
+    """
     return _subtensor("set_subtensor", x, index, value, False)
 
 
 def inc_subtensor(x: ArrayLike, index: Any, value: ArrayLike) -> Tensor:
-    """A copy of ``x`` with ``x[index] += value``; a position named twice gets
-    every addition (``np.add.at``)."""
+    """A copy of ``x`` with ``x[index] += value``.
+
+    A position the index names twice gets every addition (``np.add.at``), on
+    every backend; ``x`` itself is never changed.
+
+    Parameters
+    ----------
+    x : array_like or native tensor
+    index : int, slice, Ellipsis, integer or boolean array, or a tuple of them
+    value : array_like or native tensor
+        Broadcasts to the selection; cast to ``x``'s dtype.
+
+    Returns
+    -------
+    Tensor
+        ``x``'s shape and dtype.
+
+    Raises
+    ------
+    IndexError
+        An index out of range, or too many indices.
+    ValueError
+        When ``value`` does not broadcast to the selection.
+
+    Examples
+    --------
+    >>> import numpy as np, unibackend as ub
+    >>> ub.inc_subtensor(np.zeros(4), np.array([1, 3, 1]), 1.0)
+    array([0., 2., 0., 1.])
+    """
     return _subtensor("inc_subtensor", x, index, value, True)
 
 
 def masked_mean(x: ArrayLike, mask: ArrayLike, axis: int | tuple[int, ...] | None = None) -> Tensor:
-    """Mean over ``axis`` of the entries where ``mask`` holds (nonzero is
-    True; broadcast to ``x``).  No entry holds: 0.  Masked-out entries never
-    touch the result, NaN and inf included."""
+    """Mean over ``axis`` of the entries where ``mask`` holds.
+
+    ``mask`` broadcasts to ``x``; nonzero is True.  Where no entry holds, the
+    mean is 0.  Masked-out entries never touch the result, NaN and inf
+    included.
+
+    Parameters
+    ----------
+    x : array_like or native tensor
+        Promoted to float (integers to float64).
+    mask : array_like or native tensor
+        Broadcastable to ``x``.
+    axis : int, tuple of int, or None, default None
+        None: over every axis.
+
+    Returns
+    -------
+    Tensor
+        ``x`` reduced over ``axis``, in ``x``'s float dtype.
+
+    Raises
+    ------
+    ValueError
+        When ``mask`` does not broadcast to ``x``, or an axis is repeated.
+    IndexError
+        When an axis is out of range.
+
+    Examples
+    --------
+    >>> import numpy as np, unibackend as ub
+    >>> x = np.array([[1.0, np.nan, 3.0], [4.0, 5.0, 6.0]])
+    >>> mask = np.array([[1, 0, 1], [0, 0, 0]])
+    >>> ub.masked_mean(x, mask, axis=1)
+    array([2., 0.])
+    """
     op = "masked_mean"
     B = resolve(op, x, mask)
     if _unwrap:
@@ -216,8 +411,44 @@ def _topk_args(op, B, x, k, axis):
 
 
 def keep_topk(x: ArrayLike, k: int, axis: int = -1, fill: float = -math.inf) -> Tensor:
-    """The k largest along ``axis`` stay, every other entry becomes ``fill``.
-    Among equal values the lower index stays; NaN counts as largest."""
+    """The ``k`` largest entries along ``axis`` stay; every other becomes ``fill``.
+
+    Exactly ``k`` stay per slice: among equal values the lower index stays,
+    and NaN counts as the largest.  Kept values are bit-identical (the sign of
+    zero, NaN).
+
+    Parameters
+    ----------
+    x : array_like or native tensor
+        Real, at least 1-D.
+    k : int
+        ``0 <= k <=`` the size of ``axis``.
+    axis : int, default -1
+    fill : float, default -inf
+        What the dropped entries become.
+
+    Returns
+    -------
+    Tensor
+        ``x``'s shape, in its float dtype.
+
+    Raises
+    ------
+    ValueError
+        When ``k`` is out of range or ``x`` is 0-D.
+    IndexError
+        When ``axis`` is out of range.
+    TypeError
+        When ``k`` is not an int or ``fill`` not a real number.
+
+    Examples
+    --------
+    >>> import numpy as np, unibackend as ub
+    >>> ub.keep_topk(np.array([1.0, 3.0, 3.0, 2.0]), 2)
+    array([-inf,   3.,   3., -inf])
+    >>> ub.keep_topk(np.array([[3.0, 3.0, 1.0]]), 1, fill=0.0)  # a tie: the lower index stays
+    array([[3., 0., 0.]])
+    """
     op = "keep_topk"
     B = resolve(op, x)
     if _unwrap:
@@ -235,8 +466,42 @@ def _check_fill(op, fill):
 
 
 def softmax(x: ArrayLike, axis: int = -1) -> Tensor:
-    """Numerically stable softmax; -inf gives exactly 0; an all -inf slice
-    gives all 0s, not NaN."""
+    """Numerically stable softmax along ``axis``.
+
+    The slice's maximum is subtracted first, so large logits do not overflow.
+    ``-inf`` gives exactly 0, and a slice of only ``-inf`` gives all 0s (not
+    NaN).  A slice that holds NaN or ``+inf`` gives NaN throughout that slice
+    (docs/semantics.md).
+
+    Parameters
+    ----------
+    x : array_like or native tensor
+        Real, at least 1-D; promoted to float.
+    axis : int, default -1
+
+    Returns
+    -------
+    Tensor
+        ``x``'s shape and float dtype; every other slice sums to 1.
+
+    Raises
+    ------
+    ValueError
+        When ``x`` is 0-D.
+    IndexError
+        When ``axis`` is out of range.
+    TypeError
+        When ``x`` is complex or not numeric.
+
+    Examples
+    --------
+    >>> import numpy as np, unibackend as ub
+    >>> ub.softmax(np.array([[0.0, 0.0, -np.inf], [-np.inf, -np.inf, -np.inf]]))
+    array([[0.5, 0.5, 0. ],
+           [0. , 0. , 0. ]])
+    >>> ub.softmax(np.array([1.0, np.inf]))
+    array([nan, nan])
+    """
     op = "softmax"
     B = resolve(op, x)
     if _unwrap:
@@ -250,8 +515,38 @@ def softmax(x: ArrayLike, axis: int = -1) -> Tensor:
 
 
 def topk_gate(logits: ArrayLike, k: int, axis: int = -1) -> Tensor:
-    """``softmax(keep_topk(logits, k))``: exactly k nonzero weights per slice,
-    summing to 1 (k >= 1).  The gate of arXiv:1701.06538."""
+    """``softmax(keep_topk(logits, k))``: the gate of a mixture of experts.
+
+    Exactly ``k`` nonzero weights per slice (ties to the lower index, as in
+    :func:`keep_topk`), summing to 1.  The top-k gate of arXiv:1701.06538,
+    without its noise.
+
+    Parameters
+    ----------
+    logits : array_like or native tensor
+        Real, at least 1-D.
+    k : int
+        ``1 <= k <=`` the size of ``axis``.
+    axis : int, default -1
+
+    Returns
+    -------
+    Tensor
+        ``logits``' shape and float dtype.
+
+    Raises
+    ------
+    ValueError
+        When ``k`` is out of range (0 included: a gate keeps at least one expert).
+    IndexError
+        When ``axis`` is out of range.
+
+    Examples
+    --------
+    >>> import numpy as np, unibackend as ub
+    >>> ub.topk_gate(np.array([[0.0, 5.0, 0.0, 5.0]]), k=2)
+    array([[0. , 0.5, 0. , 0.5]])
+    """
     op = "topk_gate"
     B = resolve(op, logits)
     if _unwrap:
@@ -263,8 +558,42 @@ def topk_gate(logits: ArrayLike, k: int, axis: int = -1) -> Tensor:
 
 
 def embedding_mean(table: ArrayLike, ids: ArrayLike, pad_id: int = 0) -> Tensor:
-    """Per row of ``ids`` (n, L), the mean of ``table[id]`` over the ids that
-    are not ``pad_id``; a row of only padding gives zeros."""
+    """Per row of ``ids``, the mean of ``table[id]`` over the ids that are not ``pad_id``.
+
+    Never builds the (n, L, d) gather.  A row of only padding gives zeros.
+
+    Parameters
+    ----------
+    table : array_like or native tensor
+        (V, d), promoted to float.
+    ids : array_like or native tensor
+        (n, L) integers in ``[0, V)``, or ``pad_id`` (which may lie outside).
+        :func:`pad_ids` makes them from ragged lists.
+    pad_id : int, default 0
+
+    Returns
+    -------
+    Tensor
+        (n, d), in ``table``'s float dtype.
+
+    Raises
+    ------
+    IndexError
+        An id outside ``[0, V)`` that is not ``pad_id`` (checked before any work
+        where the values are known; inside a graph, when it runs).
+    TypeError
+        When ``ids`` are not integers.
+    ValueError
+        When ``table`` or ``ids`` is not 2-D.
+
+    Examples
+    --------
+    >>> import numpy as np, unibackend as ub
+    >>> table = np.array([[0.0, 0.0], [1.0, 2.0], [3.0, 4.0]])
+    >>> ub.embedding_mean(table, np.array([[1, 2, 0], [0, 0, 0]]))
+    array([[2., 3.],
+           [0., 0.]])
+    """
     op = "embedding_mean"
     B = resolve(op, table, ids)
     if _unwrap:
@@ -292,8 +621,46 @@ def embedding_mean(table: ArrayLike, ids: ArrayLike, pad_id: int = 0) -> Tensor:
 
 def pad_ids(rows: Iterable[Sequence[int] | np.ndarray], pad_id: int = 0, shift: int = 1,
             length: int | None = None) -> np.ndarray:
-    """Ragged lists of ids -> padded int64 numpy matrix, padding at the end,
-    ids shifted by ``shift`` so that ``pad_id`` is free."""
+    """Ragged lists of ids -> a padded int64 numpy matrix, for :func:`embedding_mean`.
+
+    Each row's ids are shifted by ``shift`` (so that id 0 does not collide
+    with ``pad_id``) and padded at the end with ``pad_id``.
+
+    Parameters
+    ----------
+    rows : iterable of sequences of int
+        One flat list (or array) of integer ids per row; rows may be empty.
+    pad_id : int, default 0
+        What fills the rest of each row.
+    shift : int, default 1
+        Added to every id; with the defaults, id ``i`` becomes ``i + 1`` and a
+        table needs one more row (row 0, the padding, is never read).
+    length : int, optional
+        The width of the matrix; default: the longest row.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64, (number of rows, length).
+
+    Raises
+    ------
+    ValueError
+        A row longer than ``length``, a negative ``length``, a row that is not
+        flat, or an id that the shift turns into ``pad_id``.
+    TypeError
+        A row of non-integer ids.
+
+    Examples
+    --------
+    >>> import unibackend as ub
+    >>> ub.pad_ids([[4, 7], [], [1, 1, 9]])
+    array([[ 5,  8,  0],
+           [ 0,  0,  0],
+           [ 2,  2, 10]])
+    >>> ub.pad_ids([[0, 2]], pad_id=-1, shift=0, length=4)
+    array([[ 0,  2, -1, -1]])
+    """
     op = "pad_ids"
     pad_id = C.check_int(op, "pad_id", pad_id)
     shift = C.check_int(op, "shift", shift)
@@ -327,7 +694,26 @@ def pad_ids(rows: Iterable[Sequence[int] | np.ndarray], pad_id: int = 0, shift: 
 
 
 def to_numpy(x: Any) -> Any:
-    """Any result back as numpy (sparse -> scipy CSR)."""
+    """Any result, of any backend, back as numpy.
+
+    Parameters
+    ----------
+    x : native tensor, numpy array or scipy.sparse matrix
+        A sparse tensor comes back as a scipy CSR matrix.
+
+    Returns
+    -------
+    numpy.ndarray or scipy.sparse.csr_matrix
+        A numpy array is returned as is.
+
+    Examples
+    --------
+    >>> import numpy as np, unibackend as ub
+    >>> with ub.use_backend("torch"):
+    ...     y = ub.softmax(np.zeros(2))
+    >>> type(y).__name__, ub.to_numpy(y)
+    ('Tensor', array([0.5, 0.5]))
+    """
     if isinstance(x, np.ndarray):
         return x
     if C.is_scipy_sparse(x):
@@ -343,7 +729,28 @@ def to_numpy(x: Any) -> Any:
 
 
 def asarray(x: ArrayLike, dtype: DTypeLike = None) -> Tensor:
-    """A native tensor of the backend that ``x`` selects (or the one in force)."""
+    """A native tensor of ``x`` on the backend that ``x`` selects (or the one in force).
+
+    Parameters
+    ----------
+    x : array_like or native tensor
+        A native tensor selects its own backend; numpy arrays, lists and
+        scalars go to the backend in force.
+    dtype : numpy dtype-like, optional
+        Cast to it; default: numpy's rules.
+
+    Returns
+    -------
+    Tensor
+
+    Examples
+    --------
+    >>> import unibackend as ub
+    >>> with ub.use_backend("torch"):
+    ...     t = ub.asarray([1, 2], dtype="float32")
+    >>> t
+    tensor([1., 2.])
+    """
     B = resolve("asarray", x)
     if _unwrap:
         (x,) = R.unwrap("asarray", x)

@@ -40,7 +40,7 @@ Tensor = Any
 Shape = tuple[Optional[int], ...]
 
 __all__ = [
-    "Adapter", "Backend", "Capabilities", "Shape", "Tensor", "check_scalar_output", "id_bounds",
+    "Adapter", "Backend", "Capabilities", "GraphInput", "Shape", "Tensor", "check_scalar_output", "id_bounds",
     "missing_primitives", "scipy_grad_input", "stable_descending",
 ]
 
@@ -48,7 +48,19 @@ __all__ = [
 @dataclass(frozen=True)
 class Capabilities:
     """What a backend can do; the core, ``nn`` and the suite read these
-    instead of backend names."""
+    instead of backend names.
+
+    Parameters
+    ----------
+    autodiff, sparse, symbolic, devices, eager_compiles, lazy : bool
+        Each False by default; see the attributes below.
+
+    Examples
+    --------
+    >>> from unibackend.plugin import Capabilities
+    >>> Capabilities(autodiff=True, sparse=True).names()
+    ('autodiff', 'sparse')
+    """
 
     #: ``ub.grad`` / ``ub.value_and_grad`` work (else ``CapabilityError``).
     autodiff: bool = False
@@ -66,12 +78,50 @@ class Capabilities:
     lazy: bool = False
 
     def names(self) -> tuple[str, ...]:
-        """The names of the capabilities this backend has."""
+        """The names of the capabilities this backend has.
+
+        Returns
+        -------
+        tuple of str
+            In declaration order.
+        """
         return tuple(f.name for f in fields(self) if getattr(self, f.name))
 
 
+@dataclass(frozen=True)
+class GraphInput:
+    """One input of a function a plugin exports (:meth:`Backend.export`):
+    ``kind`` "dense" (batch, width) floats, "sparse" a CSR (batch, width)
+    matrix, "ids" (batch, length) integer ids; the batch (and the length)
+    stay open in the exported file."""
+
+    name: str
+    kind: str
+    dtype: np.dtype
+    width: int | None = None
+
+
 def missing_primitives(cls: type) -> tuple[str, ...]:
-    """The abstract methods ``cls`` leaves unimplemented, sorted."""
+    """The abstract methods ``cls`` leaves unimplemented, sorted.
+
+    Parameters
+    ----------
+    cls : type
+        A subclass of :class:`Backend`.
+
+    Returns
+    -------
+    tuple of str
+        The primitives it still has to implement; empty for a complete plugin.
+
+    Examples
+    --------
+    >>> from unibackend.plugin import Backend, missing_primitives
+    >>> class Half(Backend):
+    ...     name = "half"
+    >>> missing_primitives(Half)[:3]
+    ('argsort', 'asarray', 'dot')
+    """
     return tuple(sorted(getattr(cls, "__abstractmethods__", ())))
 
 
@@ -79,7 +129,36 @@ class Backend(abc.ABC):
     """Base class of a plugin.
 
     Subclasses set the class attributes and implement every abstract
-    primitive; ``load`` imports the framework (never at module level)."""
+    primitive; ``load`` imports the framework (never at module level).  The
+    public ops call the primitives with arguments they already checked and
+    normalised, so a primitive only computes.  docs/plugins.md has a complete
+    minimal plugin and shows how to run the conformance suite on it.
+
+    Parameters
+    ----------
+    device : str, optional
+        The device of this instance, for a plugin that declares ``devices``
+        (``ub.set_backend(name, device=...)``); None otherwise.
+
+    Raises
+    ------
+    TypeError
+        When the class is registered (``ub.register``, an entry point) with an
+        abstract primitive left unimplemented, naming it.
+
+    Examples
+    --------
+    >>> import unibackend as ub
+    >>> from unibackend.plugins.numpy_backend import NumpyBackend
+    >>> class Mine(NumpyBackend):   # numpy's primitives, under another name
+    ...     name = "mine_doc"
+    >>> ub.register("mine_doc", Mine)
+    >>> with ub.use_backend("mine_doc"):
+    ...     print(ub.get_backend().name, ub.argsort([3.0, 1.0, 2.0]))
+    mine_doc [1 2 0]
+    >>> from unibackend import _registry
+    >>> _registry.unregister("mine_doc")
+    """
 
     #: the backend's name (``ub.set_backend(name)``), as in its entry point.
     name: ClassVar[str] = ""
@@ -202,45 +281,119 @@ class Backend(abc.ABC):
     # -- ops (arguments already checked and normalised by unibackend.ops) ---
     @abc.abstractmethod
     def dot(self, a: Tensor, b: Tensor) -> Tensor:
-        """numpy ``dot``: ``a`` N-D, ``b`` 1-D or 2-D, one float dtype, aligned."""
+        """numpy ``dot``: ``a`` N-D, ``b`` 1-D or 2-D, one float dtype, aligned.
+
+        Parameters
+        ----------
+        a, b : Tensor
+            Dense native tensors of one float dtype; ``a``'s last dim equals
+            ``b``'s first.
+
+        Returns
+        -------
+        Tensor
+            ``a @ b`` as numpy's ``dot`` defines it.
+        """
 
     @abc.abstractmethod
     def sparse_dot(self, x: Tensor, w: Tensor) -> Tensor:
-        """Native sparse ``x`` (n, N) times dense ``w`` (N, M) or (N,), one dtype."""
+        """Native sparse ``x`` (n, N) times dense ``w`` (N, M) or (N,), one dtype.
+
+        Parameters
+        ----------
+        x : Tensor
+            What :meth:`sparse_from_scipy` made of the canonical CSR the core built.
+        w : Tensor
+            Dense, of ``x``'s dtype.
+
+        Returns
+        -------
+        Tensor
+            Dense (n, M) or (n,).
+        """
 
     @abc.abstractmethod
     def argsort(self, x: Tensor, axis: int, descending: bool) -> Tensor:
         """Stable int64 argsort along ``axis`` (non-negative); NaN largest,
         -0.0 == +0.0.  :func:`stable_descending` builds the
-        descending order from an ascending stable sort."""
+        descending order from an ascending stable sort.
+
+        Parameters
+        ----------
+        x : Tensor
+            Dense, real.
+        axis : int
+            Non-negative, in range.
+        descending : bool
+            Largest first; equal values still in index order.
+
+        Returns
+        -------
+        Tensor
+            int64 indices, ``x``'s shape.
+        """
 
     @abc.abstractmethod
     def set_subtensor(self, x: Tensor, index: Subtensor | Any, value: Tensor,
                       accumulate: bool) -> Tensor:
         """A copy of ``x`` with ``index`` set (``accumulate``: incremented) by
-        ``value`` (already in ``x``'s dtype).  ``index`` is a checked
+        ``value`` (already in ``x``'s dtype); returns the new tensor, ``x``
+        unchanged; among repeated positions the last write wins.  ``index`` is a checked
         :class:`~unibackend._checks.Subtensor`, or the raw index when ``x`` or
         an index part is symbolic (the plugin checks it in its graph)."""
 
     @abc.abstractmethod
     def masked_mean(self, x: Tensor, mask: Tensor, axes: tuple[int, ...]) -> Tensor:
         """Mean over ``axes`` (sorted, distinct) where ``mask`` is nonzero; 0
-        where nothing is; masked-out NaN/inf never touch the result."""
+        where nothing is; masked-out NaN/inf never touch the result.
+
+        Parameters
+        ----------
+        x : Tensor
+            Dense, float.
+        mask : Tensor
+            Broadcastable to ``x``.
+        axes : tuple of int
+            Sorted, distinct, non-negative.
+
+        Returns
+        -------
+        Tensor
+            ``x`` reduced over ``axes``, in ``x``'s dtype.
+        """
 
     @abc.abstractmethod
     def keep_topk(self, x: Tensor, k: int, axis: int, fill: float) -> Tensor:
         """Exactly ``k`` (0 <= k <= size) largest stay along ``axis``, lower
-        index first among equals, NaN largest; the rest become ``fill``."""
+        index first among equals, NaN largest; the rest become ``fill``.
+
+        Returns
+        -------
+        Tensor
+            ``x``'s shape and dtype; kept values bit-identical.
+        """
 
     @abc.abstractmethod
     def softmax(self, x: Tensor, axis: int) -> Tensor:
         """Stable softmax; -inf gives 0, an all -inf slice all 0s, a NaN or
-        +inf in a slice NaN throughout that slice."""
+        +inf in a slice NaN throughout that slice.
+
+        Returns
+        -------
+        Tensor
+            ``x``'s shape and float dtype; every other slice sums to 1.
+        """
 
     @abc.abstractmethod
     def embedding_mean(self, table: Tensor, ids: Tensor, pad_id: int) -> Tensor:
         """Per row of ``ids`` (n, L), the mean of ``table[id]`` over non-pad ids
-        (ids already checked in range where values were known)."""
+        (ids already checked in range where values were known).
+
+        Returns
+        -------
+        Tensor
+            (n, d) in ``table``'s dtype; a row of only padding gives zeros.
+        """
 
     # -- math for nn (numpy defaults; autodiff/symbolic plugins override) --
     def tanh(self, x: Tensor) -> Tensor:
@@ -273,6 +426,13 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def function(self, f: Callable[..., Any]) -> Callable[..., Any]:
         """``f`` compiled for this backend (or ``f`` itself on an eager one)."""
+
+    def export(self, f: Callable[..., Any], inputs: Sequence[GraphInput], path: str) -> str:
+        """Trace ``f`` (native tensors in, a dict name -> tensor out) on
+        symbolic ``inputs`` and write it to ``path`` as the backend's portable
+        model file (onnx: an .onnx file); returns the path.  Optional: a
+        plugin that cannot raises CapabilityError."""
+        raise CapabilityError(f"backend {self.name!r} cannot export a traced function to a model file")
 
     def compile(self, f: Callable[..., Any]) -> Callable[..., Any]:
         """``f`` (native tensors in, native tensors out) run inside the
@@ -319,7 +479,28 @@ class Adapter(abc.ABC):
 
 def id_bounds(ids: np.ndarray, pad_id: int) -> tuple[int, int] | None:
     """(min, max) of the entries of numpy ``ids`` that are not ``pad_id``, or
-    None when every entry is padding."""
+    None when every entry is padding.
+
+    Parameters
+    ----------
+    ids : numpy.ndarray
+        Integer ids.
+    pad_id : int
+        The padding id, left out.
+
+    Returns
+    -------
+    tuple of (int, int), or None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from unibackend.plugin import id_bounds
+    >>> id_bounds(np.array([[3, 0, 7], [0, 0, 0]]), 0)
+    (3, 7)
+    >>> id_bounds(np.zeros((2, 2), int), 0) is None
+    True
+    """
     real = ids[ids != pad_id]
     if real.size == 0:
         return None
@@ -330,13 +511,58 @@ def stable_descending(argsort_ascending: Callable[[Tensor, int], Tensor],
                       flip: Callable[[Tensor, int], Tensor], x: Tensor, axis: int, n: Any) -> Tensor:
     """A stable descending argsort from a stable ascending one: sort the
     reversed ``x`` (equal values then come in reversed order), reverse the
-    result, and map the positions back (``n - 1 - p``; ``n`` the axis' size)."""
+    result, and map the positions back (``n - 1 - p``; ``n`` the axis' size).
+
+    Parameters
+    ----------
+    argsort_ascending : callable
+        ``(x, axis) -> indices``, a stable ascending argsort (NaN last).
+    flip : callable
+        ``(x, axis) -> x`` reversed along ``axis``.
+    x : Tensor
+    axis : int
+    n : int or Tensor
+        The size of ``axis``.
+
+    Returns
+    -------
+    Tensor
+        The stable descending order: largest first, equal values in index order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from unibackend.plugin import stable_descending
+    >>> asc = lambda v, ax: np.argsort(v, axis=ax, kind="stable")
+    >>> stable_descending(asc, np.flip, np.array([1.0, 3.0, 3.0, 2.0]), 0, 4)
+    array([1, 2, 3, 0])
+    """
     return n - 1 - flip(argsort_ascending(flip(x, axis), axis), axis)
 
 
 def check_scalar_output(shape: Shape) -> None:
     """The error ``value_and_grad`` raises on every backend when ``f`` does not
-    return a scalar (one element)."""
+    return a scalar (one element).
+
+    Parameters
+    ----------
+    shape : tuple
+        The shape of ``f``'s value (``None`` for an open dim).
+
+    Raises
+    ------
+    TypeError
+        Unless the shape has exactly one element.
+
+    Examples
+    --------
+    >>> from unibackend.plugin import check_scalar_output
+    >>> check_scalar_output((1, 1))
+    >>> check_scalar_output((3,))
+    Traceback (most recent call last):
+    ...
+    TypeError: value_and_grad: f must return a scalar, got a value of shape (3,)
+    """
     dims = [d for d in shape if d is not None]
     if shape and not (len(dims) == len(shape) and int(np.prod(dims, dtype=np.int64)) == 1):
         raise TypeError(f"value_and_grad: f must return a scalar, got a value of shape {tuple(shape)}")
@@ -345,7 +571,27 @@ def check_scalar_output(shape: Shape) -> None:
 def scipy_grad_input(x: scipy.sparse.spmatrix) -> scipy.sparse.csr_matrix:
     """A scipy.sparse argument to differentiate, as a canonical float CSR
     matrix (duplicates summed, sorted): the plugin makes it its own sparse
-    tensor whose stored values get the gradient."""
+    tensor whose stored values get the gradient.
+
+    Parameters
+    ----------
+    x : scipy.sparse matrix or array
+        Any format, any real dtype.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        Canonical, in ``x``'s float dtype (float64 for integers).
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> from unibackend.plugin import scipy_grad_input
+    >>> x = sp.coo_matrix((np.array([1, 2]), (np.array([0, 0]), np.array([1, 1]))), shape=(1, 2))
+    >>> g = scipy_grad_input(x)
+    >>> g.format, g.dtype, g.toarray()
+    ('csr', dtype('float64'), array([[0., 3.]]))
+    """
     from ._checks import canonical_csr, result_float
 
     return canonical_csr("value_and_grad", x, result_float("value_and_grad", x.dtype))

@@ -2,6 +2,8 @@
 (a dict of numpy arrays), and the forward pass on the backend in force."""
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from .. import _registry as R
@@ -14,23 +16,30 @@ __all__ = ["Model"]
 
 
 def _topo(outputs):
-    """Layers reachable from ``outputs``, every layer after its inputs."""
+    """Layers reachable from ``outputs``, every layer after its inputs.
+
+    Iterative (an explicit stack), so the depth of a model, which a loaded
+    file controls, never meets Python's recursion limit."""
     order, state = [], {}
-
-    def visit(layer):
-        s = state.get(id(layer))
-        if s == 2:
-            return
-        if s == 1:
-            raise ValueError("unibackend.nn: the layers form a cycle")
-        state[id(layer)] = 1
-        for i in layer.inputs:
-            visit(i)
-        state[id(layer)] = 2
-        order.append(layer)
-
-    for o in outputs:
-        visit(o)
+    for root in outputs:
+        if state.get(id(root)) == 2:
+            continue
+        stack = [(root, iter(root.inputs))]
+        state[id(root)] = 1
+        while stack:
+            layer, pending = stack[-1]
+            for i in pending:
+                s = state.get(id(i))
+                if s == 1:
+                    raise ValueError("unibackend.nn: the layers form a cycle")
+                if s is None:
+                    state[id(i)] = 1
+                    stack.append((i, iter(i.inputs)))
+                    break
+            else:
+                stack.pop()
+                state[id(layer)] = 2
+                order.append(layer)
     return order
 
 
@@ -66,8 +75,7 @@ class Model:
                 base = type(layer).__name__.lower()
                 counts[base] = counts.get(base, 0) + 1
                 layer.name = f"{base}_{counts[base]}"
-        names = [layer.name for layer in self.layers]
-        dup = {n for n in names if names.count(n) > 1}
+        dup = {n for n, c in Counter(layer.name for layer in self.layers).items() if c > 1}
         if dup:
             raise ValueError(f"Model: layer names must be unique, repeated: {', '.join(sorted(dup))}")
         for layer in self.layers:
@@ -161,19 +169,24 @@ class Model:
         def param(layer):
             return per_layer.get(layer.name, {})
 
-        def pull(layer, want_logits=False):
-            # each layer pulls its inputs' outputs first, then computes its own
-            if not want_logits and layer.name in memo:
-                return memo[layer.name]
-            xs = [pull(i) for i in layer.inputs]
-            if want_logits:
-                if not isinstance(layer, Projection):
-                    raise ValueError(f"Model: layer {layer.name!r} has no logits")
-                return layer.logits(param(layer), xs)
-            out = memo[layer.name] = layer.forward(param(layer), xs)
-            return out
+        def compute(layer):
+            return layer.forward(param(layer), [memo[i.name] for i in layer.inputs])
 
-        outs = [pull(self.by_name[n], logits) for n in names]
+        wanted = [self.by_name[n] for n in names]
+        # in topological order (no recursion: a deep chain is as fine as a wide one),
+        # only the layers the wanted outputs read from (with logits, not the outputs themselves)
+        roots = [i for layer in wanted for i in layer.inputs] if logits else wanted
+        for layer in _topo(roots):
+            if layer.name not in memo:
+                memo[layer.name] = compute(layer)
+        outs = []
+        for layer in wanted:
+            if not logits:
+                outs.append(memo[layer.name])
+            elif not isinstance(layer, Projection):
+                raise ValueError(f"Model: layer {layer.name!r} has no logits")
+            else:
+                outs.append(layer.logits(param(layer), [memo[i.name] for i in layer.inputs]))
         return outs[0] if single else dict(zip(names, outs))
 
     def predict(self, data, output=None):
