@@ -26,6 +26,10 @@ CAUSES = {
                            "CSR matrix on every compute (sparse_dot); blocks are no longer concatenated",
     "dispatch@jax": "jnp.dot itself costs 60-90 µs eagerly here; the rest is ub's checks and the "
                     "block_until_ready both sides pay; measured under load (an empty call took 0.8 µs)",
+    "keras/train_step@jax": "inside Keras' jitted train step EmbeddingMean's id-range check is a host callback "
+                            "(jax.debug.callback) on every step; with the check stubbed out the step took ~1.17x "
+                            "the keras.ops one (not interleaved, loaded machine); the rest is keep_topk's exact "
+                            "tie/NaN rule under lax.cond against a bare top_k",
     "sparse_dot@torch": "the plugin's own call is ~1.02x of x @ w when profiled alone; the rest is "
                         "Python checks in ops.sparse_dot (~0.2 ms) and run-to-run noise of a 5 ms op",
 }

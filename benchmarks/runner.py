@@ -20,7 +20,7 @@ from . import cases as K
 from . import report, targets, threads
 
 BUILTIN = ("numpy", "torch", "tensorflow", "theano", "jax", "dask")
-ALL_OPS = K.OPS + ("import",)
+ALL_OPS = K.OPS + ("import", "keras_train")
 #: keras 3 backends that are also unibackend backends (and run without jax).
 KERAS_BACKENDS = ("torch", "tensorflow", "jax")  # keras's numpy backend is left out
 #: The ops keras.ops has (it has no embedding bag).
@@ -117,6 +117,13 @@ def main(argv=None):
             if why:
                 result["skipped"].append({"backend": f"keras[{name}]", "reason": why})
             result["cases"] += recs
+    if not args.no_peers and "keras_train" in ops:
+        for name in [b for b in ran if b in KERAS_BACKENDS]:
+            log(f"keras training step on {name} (subprocess)")
+            recs, why = run_keras(name, args, mode, ["keras_train"], module="keras_train")
+            if why:
+                result["skipped"].append({"backend": f"keras_train[{name}]", "reason": why})
+            result["cases"] += recs
 
     imp = None
     if "import" in ops:
@@ -203,7 +210,7 @@ def run_backend(name, nat, ops, size, settings, args, log):
     out = []
     with ub.use_backend(name, _device_for(name, args.device)):
         for op in ops:
-            if op == "import":
+            if op in ("import", "keras_train"):  # fresh interpreters, below
                 continue
             log(f"{op} on {name}")
             try:
@@ -224,16 +231,19 @@ def run_backend(name, nat, ops, size, settings, args, log):
     return out
 
 
-def run_keras(name, args, mode, ops):
-    """keras.ops on keras backend ``name``, in a fresh interpreter (keras
+def run_keras(name, args, mode, ops, module="keras_peer"):
+    """keras.ops on keras backend ``name`` (``module``: keras_peer, the ops;
+    keras_train, a model's training step), in a fresh interpreter (keras
     picks its backend at import).  (cases, reason-if-skipped)."""
     import importlib.util
 
     if importlib.util.find_spec("keras") is None:
         return [], "keras is not installed (pip install 'unibackend[bench]')"
     env = dict(os.environ, KERAS_BACKEND=name, TF_CPP_MIN_LOG_LEVEL="3")
-    cmd = [sys.executable, "-m", "unibackend.benchmarks.keras_peer", "--backend", name,
-           "--mode", mode, "--device", args.device, "--threads", str(args.threads), "--ops", ",".join(ops)]
+    cmd = [sys.executable, "-m", f"unibackend.benchmarks.{module}", "--backend", name,
+           "--mode", mode, "--threads", str(args.threads)]
+    if module == "keras_peer":
+        cmd += ["--device", args.device, "--ops", ",".join(ops)]
     if args.repeats:
         cmd += ["--repeats", str(args.repeats)]
     try:

@@ -49,6 +49,8 @@ TARGETS = (
     Target("theano/cached", "theano cached eager call vs a compiled function", None,
            ("theano",), "native", "ratio", 2.0),
     Target("import", "import unibackend vs import numpy", "import", (), "numpy", "ratio", 1.5),
+    Target("keras/train_step", "Keras training step: unibackend.keras layers vs the keras.ops model",
+           "keras_train", ("torch", "tensorflow", "jax"), "keras_ops", "ratio", 1.1),
 )
 
 

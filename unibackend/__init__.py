@@ -8,7 +8,7 @@ first time it is used.
 from ._autodiff import function, grad, value_and_grad
 from ._checks import set_sync_free, sync_free
 from ._errors import BackendNotAvailable, CapabilityError
-from ._registry import backends, get_backend, register, set_backend, use_backend
+from ._registry import backends, get_backend, register, register_adapter, set_backend, use_backend
 from .ops import (
     argsort,
     asarray,
@@ -29,7 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendNotAvailable", "CapabilityError", "backends", "get_backend",
-    "register", "set_backend", "use_backend", "set_sync_free", "sync_free", "function", "grad",
+    "register", "register_adapter", "set_backend", "use_backend", "set_sync_free", "sync_free", "function", "grad",
     "value_and_grad", "argsort", "asarray", "dot", "embedding_mean",
     "inc_subtensor", "keep_topk", "masked_mean", "pad_ids", "set_subtensor",
     "softmax", "sparse_dot", "to_numpy", "topk_gate",

@@ -92,6 +92,8 @@ def value_and_grad(f: Callable[..., Any], argnums: int | tuple[int, ...] = 0) ->
     def wrapped(*args, **kwargs):
         op = "value_and_grad"
         B = _autodiff_backend(op, args)
+        if R._unwrap:
+            args = R.unwrap(op, *args)
         nums = _check_argnums(op, argnums, len(args))
         with running_on(B):
             value, grads = B.value_and_grad(f, nums, args, kwargs)
@@ -173,6 +175,8 @@ def function(f: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(f)
     def wrapped(*args):
         B = R.resolve("function", *args)
+        if R._unwrap:
+            args = R.unwrap("function", *args)
         key = (B.name, B.device)
         fn = compiled.get(key)
         if fn is None:

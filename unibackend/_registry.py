@@ -330,6 +330,8 @@ def _classify(t):
     mod = (getattr(t, "__module__", "") or "").split(".")[0]
     if mod in _NEUTRAL_MODULES:
         return None
+    if _adapt(t):
+        return _WRAPPED
     for name in known():
         try:
             cls = plugin_class(name)
@@ -381,9 +383,12 @@ def _first_sight(t):
 
 
 def owner(x):
-    """Backend name of a native tensor, or None for a neutral value."""
+    """Backend name of a native tensor (or of the one a wrapper holds), or
+    None for a neutral value."""
     name = _type_cache.get(type(x), _MISS)
-    return _first_sight(type(x)) if name is _MISS else name
+    if name is _MISS:
+        name = _first_sight(type(x))
+    return owner(unwrap("owner", x)[0]) if name is _WRAPPED else name
 
 
 def _seed_neutral():
@@ -430,6 +435,115 @@ def _load_own_plugins():
                 _prepare_tracers(obj)
 
 
+# -- adapters: foreign wrappers of native tensors (unibackend.plugin.Adapter)
+
+ADAPTER_GROUP = "unibackend.adapters"
+_WRAPPED = "<wrapper>"          # _type_cache's mark of a wrapper type (not a backend name)
+_unwrap: dict = {}              # wrapper type -> its adapter's unwrap; read by the ops
+_adapter_classes: dict = {}     # name -> Adapter class (entry points, register_adapter)
+_adapter_instances: dict = {}   # name -> Adapter instance
+_adapters_found = False
+
+
+def _adapter_names():
+    global _adapters_found
+    if not _adapters_found:
+        from importlib.metadata import entry_points
+
+        eps = entry_points()
+        group = eps.select(group=ADAPTER_GROUP) if hasattr(eps, "select") else eps.get(ADAPTER_GROUP, ())
+        for ep in group:
+            _adapter_classes.setdefault(ep.name, ep)
+        _adapters_found = True
+    return list(_adapter_classes)
+
+
+def _adapter(name):
+    inst = _adapter_instances.get(name)
+    if inst is None:
+        cls = _adapter_classes[name]
+        if not isinstance(cls, type):  # an entry point, loaded at first need
+            cls = _adapter_classes[name] = _checked_adapter(name, cls.load())
+        inst = _adapter_instances[name] = cls()
+    return inst
+
+
+def _checked_adapter(name, cls):
+    from .plugin import Adapter
+
+    if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+        raise TypeError(f"adapter {name!r}: {cls!r} is not a subclass of unibackend.plugin.Adapter")
+    missing = missing_primitives(cls)
+    if missing:
+        raise TypeError(f"adapter {name!r} ({cls.__module__}.{cls.__qualname__}) does not implement: "
+                        f"{', '.join(missing)}")
+    if isinstance(cls.modules, str) or not cls.modules:
+        raise TypeError(f"adapter {name!r}: modules must be a non-empty tuple of module names, got {cls.modules!r}")
+    return cls
+
+
+def _adapt(t):
+    """Whether type ``t`` is a wrapper of an adapter whose module is
+    imported; if so its unwrap goes to ``_unwrap``.  The first time, the
+    adapters' entry points are read."""
+    for name in _adapter_names():
+        cls = _adapter_classes[name]
+        mods = cls.modules if isinstance(cls, type) else None
+        if mods is not None and not any(m in sys.modules for m in mods):
+            continue
+        try:
+            ad = _adapter(name)
+            if not any(m in sys.modules for m in ad.modules):
+                continue
+            types = ad.wrapper_types()
+        except Exception:  # a broken third-party adapter must not break dispatch
+            continue
+        if types and issubclass(t, types):
+            _unwrap[t] = ad.unwrap
+            return True
+    return False
+
+
+def register_adapter(name: str, cls: type) -> None:
+    """Register an :class:`~unibackend.plugin.Adapter` class by hand (tests,
+    or one not installed as a distribution); entry points of the group
+    ``unibackend.adapters`` are the normal way."""
+    _checked_adapter(name, cls)
+    with _lock:
+        _adapter_names()
+        _adapter_classes[name] = cls
+        _adapter_instances.pop(name, None)
+        _type_cache.clear()
+        _seed_neutral()
+        _unwrap.clear()
+
+
+def unregister_adapter(name: str) -> None:
+    with _lock:
+        _adapter_names()
+        _adapter_classes.pop(name, None)
+        _adapter_instances.pop(name, None)
+        _type_cache.clear()
+        _seed_neutral()
+        _unwrap.clear()
+
+
+def unwrap(op: str, *args: Any) -> tuple:
+    """``args`` with every adapter's wrapper replaced by the native value it
+    holds (types already seen by :func:`resolve`); a wrapper without a value
+    raises TypeError, named after ``op``."""
+    get = _unwrap.get
+    out = list(args)
+    for i, a in enumerate(args):
+        fn = get(type(a))
+        if fn is not None:
+            try:
+                out[i] = fn(a)
+            except TypeError as e:
+                raise TypeError(f"{op}: {e}") from None
+    return tuple(out)
+
+
 def resolve(op: str, *args: Any) -> Backend:
     """The plugin an op runs on: the owner of its native tensors, else the
     backend in force.  Tensors of two backends: TypeError naming both.
@@ -443,6 +557,11 @@ def resolve(op: str, *args: Any) -> Backend:
         if name is _MISS:
             name = _first_sight(type(a))
         if name is not None:
+            if name is _WRAPPED:  # an adapter's wrapper: the native value it holds decides
+                (a,) = unwrap(op, a)
+                name = owner(a)
+                if name is None:
+                    continue
             if found is None:
                 found, first = name, a
             elif name == found:

@@ -16,7 +16,7 @@ from numpy.typing import DTypeLike
 
 from . import _checks as C
 from . import _registry as R
-from ._registry import _fast_dot, resolve
+from ._registry import _fast_dot, _unwrap, resolve
 from .plugin import Tensor
 
 #: What an op takes: a native tensor of any backend, a numpy array, a list, a scalar.
@@ -93,6 +93,8 @@ def dot(a: ArrayLike, b: ArrayLike) -> Tensor:
         if out is not None:
             return out
     B = resolve("dot", a, b)
+    if _unwrap:  # a wrapper type (an adapter's) has been seen: hand its native value on
+        a, b = R.unwrap("dot", a, b)
     dt, db = B.plain_float_dtype(a), B.plain_float_dtype(b)
     if dt is not None and db is not None and dt == db:  # (np.dtype("float64") == None is True)
         sa, sb = a.shape, b.shape
@@ -153,6 +155,8 @@ def sparse_dot(x: Any, w: ArrayLike) -> Tensor:
     op = "sparse_dot"
     if C.is_scipy_sparse(x):
         B = resolve(op, w)
+        if _unwrap:
+            (w,) = R.unwrap(op, w)
         if not B.capabilities.sparse:
             from ._errors import CapabilityError
 
@@ -167,6 +171,8 @@ def sparse_dot(x: Any, w: ArrayLike) -> Tensor:
         xs = B.sparse_from_scipy(C.canonical_csr(op, x, dt))
     else:
         B = resolve(op, x, w)
+        if _unwrap:
+            x, w = R.unwrap(op, x, w)
         if not B.is_sparse(x):
             raise TypeError(
                 f"{op}: x must be sparse (scipy.sparse CSR/CSC/COO or the backend's "
@@ -232,6 +238,8 @@ def argsort(x: ArrayLike, axis: int = -1, descending: bool = False) -> Tensor:
     """
     op = "argsort"
     B = resolve(op, x)
+    if _unwrap:
+        (x,) = R.unwrap(op, x)
     x = B.asarray(x)
     C.check_real(op, "x", B.dtype(x))
     shape = tuple(B.shape(x))
@@ -246,6 +254,11 @@ def argsort(x: ArrayLike, axis: int = -1, descending: bool = False) -> Tensor:
 def _subtensor(op, x, index, value, accumulate):
     parts = index if isinstance(index, tuple) else (index,)
     B = resolve(op, x, value, *parts)
+    if _unwrap:
+        x, value, *plist = R.unwrap(op, x, value, *parts)
+        if any(p is not q for p, q in zip(parts, plist)):
+            parts = tuple(plist)
+            index = parts if isinstance(index, tuple) else parts[0]
     x = B.asarray(x)
     value = B.asarray(value)
     xdt = B.dtype(x)
@@ -373,6 +386,8 @@ def masked_mean(x: ArrayLike, mask: ArrayLike, axis: int | tuple[int, ...] | Non
     """
     op = "masked_mean"
     B = resolve(op, x, mask)
+    if _unwrap:
+        x, mask = R.unwrap(op, x, mask)
     (x,) = _float_args(op, B, x)
     mask = B.asarray(mask)
     shape = tuple(B.shape(x))
@@ -436,6 +451,8 @@ def keep_topk(x: ArrayLike, k: int, axis: int = -1, fill: float = -math.inf) -> 
     """
     op = "keep_topk"
     B = resolve(op, x)
+    if _unwrap:
+        (x,) = R.unwrap(op, x)
     x, k, axis = _topk_args(op, B, x, k, axis)
     fill = _check_fill(op, fill)
     return B.keep_topk(x, k, axis, fill)
@@ -487,6 +504,8 @@ def softmax(x: ArrayLike, axis: int = -1) -> Tensor:
     """
     op = "softmax"
     B = resolve(op, x)
+    if _unwrap:
+        (x,) = R.unwrap(op, x)
     (x,) = _float_args(op, B, x)
     C.check_real(op, "x", B.dtype(x))
     shape = tuple(B.shape(x))
@@ -530,6 +549,8 @@ def topk_gate(logits: ArrayLike, k: int, axis: int = -1) -> Tensor:
     """
     op = "topk_gate"
     B = resolve(op, logits)
+    if _unwrap:
+        (logits,) = R.unwrap(op, logits)
     x, k, axis = _topk_args(op, B, logits, k, axis)
     if k < 1:
         raise ValueError(f"{op}: k={k} must be at least 1 (a gate keeps at least one expert)")
@@ -575,6 +596,8 @@ def embedding_mean(table: ArrayLike, ids: ArrayLike, pad_id: int = 0) -> Tensor:
     """
     op = "embedding_mean"
     B = resolve(op, table, ids)
+    if _unwrap:
+        table, ids = R.unwrap(op, table, ids)
     (table,) = _float_args(op, B, table)
     ids = B.asarray(ids)
     tshape, ishape = tuple(B.shape(table)), tuple(B.shape(ids))
@@ -698,6 +721,8 @@ def to_numpy(x: Any) -> Any:
 
         return sp.csr_matrix(x)
     B = resolve("to_numpy", x)
+    if _unwrap:
+        (x,) = R.unwrap("to_numpy", x)
     if B.is_sparse(x):
         return B.sparse_to_scipy(x)
     return B.to_numpy(x)
@@ -727,4 +752,6 @@ def asarray(x: ArrayLike, dtype: DTypeLike = None) -> Tensor:
     tensor([1., 2.])
     """
     B = resolve("asarray", x)
+    if _unwrap:
+        (x,) = R.unwrap("asarray", x)
     return B.asarray(x, None if dtype is None else np.dtype(dtype))

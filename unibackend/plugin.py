@@ -40,7 +40,7 @@ Tensor = Any
 Shape = tuple[Optional[int], ...]
 
 __all__ = [
-    "Backend", "Capabilities", "GraphInput", "Shape", "Tensor", "check_scalar_output", "id_bounds",
+    "Adapter", "Backend", "Capabilities", "GraphInput", "Shape", "Tensor", "check_scalar_output", "id_bounds",
     "missing_primitives", "scipy_grad_input", "stable_descending",
 ]
 
@@ -441,6 +441,37 @@ class Backend(abc.ABC):
         The conformance suite's ``--compiled`` mode checks that it agrees with
         eager.  Default: :meth:`function`."""
         return self.function(f)
+
+
+class Adapter(abc.ABC):
+    """Base class of an adapter: it lets the ops take the objects another
+    library wraps native tensors in (a model library's variables, say) by
+    unwrapping them to the native tensor they hold, which then selects its
+    backend as any native tensor does.
+
+    Adapters are found through the entry-point group ``unibackend.adapters``
+    (or :func:`unibackend.register_adapter`).  One is consulted only once a
+    module of ``modules`` is in ``sys.modules``, and only the first time a
+    type is seen: the answer is cached per type, so dispatch on a wrapper
+    costs one more dict lookup."""
+
+    #: the adapter's name, as in its entry point.
+    name: ClassVar[str] = ""
+    #: the top-level modules whose presence in ``sys.modules`` means wrappers
+    #: of this adapter may exist (nothing is ever imported to find out).
+    modules: ClassVar[tuple[str, ...]] = ()
+
+    @abc.abstractmethod
+    def wrapper_types(self) -> tuple[type, ...]:
+        """The wrapper types this adapter unwraps; called only once a module
+        of ``modules`` is imported."""
+
+    @abc.abstractmethod
+    def unwrap(self, x: Any) -> Any:
+        """The native value that wrapper ``x`` holds, live: a read that
+        gradients flow through, never a copy.  A wrapper that holds no value
+        (a symbolic placeholder) raises TypeError with a message saying what
+        to do instead; the op's name is put in front of it by the core."""
 
 
 # --------------------------------------------------------------------------

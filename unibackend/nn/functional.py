@@ -25,6 +25,8 @@ __all__ = [
 def _native(op: str, x: Any):
     """The plugin ``x`` selects and ``x`` as its native tensor."""
     B = R.resolve(op, x)
+    if R._unwrap:
+        (x,) = R.unwrap(op, x)
     return B, B.asarray(x)
 
 
