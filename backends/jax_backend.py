@@ -179,12 +179,13 @@ class JaxBackend(Backend):
         return self._k_dot(a, b)
 
     def fast_dot(self, a, b):
-        t = self._impl
-        if type(a) is t and type(b) is t:
-            dt = a.dtype
-            if dt == b.dtype and dt.kind == "f" and a.ndim and 0 < b.ndim < 3 and a.shape[-1] == b.shape[0]:
-                return self._k_dot(a, b)
-        return None
+        # ops.dot calls this only for two arrays of one type it has seen
+        # (this plugin's array or tracer type); whether they are plain (one
+        # float dtype, aligned shapes) is decided when _k_fast_dot traces, so
+        # a cached signature costs no attribute reads here (each read of a
+        # jax.Array's dtype or shape is ~0.1-0.3 us; +2.6 us over jnp.dot
+        # before, measured interleaved under load).
+        return self._k_fast_dot(a, b)
 
     def sparse_dot(self, x, w):
         return self._k_sparse_dot(self._bcoo(x), w)
@@ -423,6 +424,15 @@ def _build_kernels(B):
         return jnp.dot(a, b, precision=highest)
 
     @jit
+    def fast_dot(a, b):
+        # None (an empty pytree, cached like any output) tells ops.dot to
+        # take its full path, which checks, promotes and explains.
+        if a.dtype == b.dtype and jnp.issubdtype(a.dtype, jnp.floating) and a.ndim \
+                and 0 < b.ndim < 3 and a.shape[-1] == b.shape[0]:
+            return jnp.dot(a, b, precision=highest)
+        return None
+
+    @jit
     def sparse_dot(x, w):
         return x @ w
 
@@ -538,6 +548,7 @@ def _build_kernels(B):
     B._k_check = check
     B._k_bounds = bounds
     B._k_dot = dot
+    B._k_fast_dot = fast_dot
     B._k_sparse_dot = sparse_dot
     B._k_argsort = argsort
     B._k_keep_topk = keep_topk
