@@ -483,16 +483,32 @@ def _build_kernels(B):
         if branch:
             # XLA's CPU: the exact rule costs ~4x the top_k (a NaN map, three
             # counts, a cumsum), and it is needed only where a NaN or a tie
-            # straddling the k-th place makes the k-th value t ambiguous.  If
-            # exactly k entries of every slice are not below t (a NaN is not
-            # below anything), they are the k largest and no NaN exists.
+            # straddling the k-th place makes the k-th value ambiguous.  One
+            # top_k of k + 1 tells, from its own (n, k + 1) output: if the
+            # smallest of the k + 1 values is unique in every slice (the k-th
+            # value beats the (k+1)-th; -0.0 == +0.0 counts as a tie) and x
+            # holds no NaN (a read-only reduction), the first k indices
+            # are the answer, scattered into a fill array as a native user
+            # does.  Under jax.jit at 512x4096, k=4, float32, paired against
+            # lax.top_k + .at[].set: 0.92x, where the earlier count of
+            # entries not below t over the whole array was 1.11-1.43x.
             # top_k runs on the floats and its output is not sliced: on
             # integers, or sliced, XLA's CPU makes it a full sort (~70x).
-            t = jnp.min(lax.top_k(v, k)[0], axis=-1, keepdims=True)
-            keep = ~(v < t)
-            plain = jnp.all(jnp.sum(keep, axis=-1, dtype=jnp.int32) == k)
-            # the select inside each branch: XLA fuses it with the count
-            out = lax.cond(plain, lambda: jnp.where(keep, xm, fill), lambda: jnp.where(topk_exact(v, k), xm, fill))
+            n = xm.shape[-1]
+            x2, v2 = xm.reshape(-1, n), v.reshape(-1, n)
+            vals, idx = lax.top_k(v2, k + 1)  # k < n here: the plugin returns x when k == n
+            last = vals == jnp.min(vals, axis=-1, keepdims=True)
+            # (NaN anywhere, not just among the k + 1: top_k ranks a NaN with
+            # its sign bit set last)
+            plain = jnp.all(jnp.sum(last, axis=-1, dtype=jnp.int32) == 1) & ~jnp.any(jnp.isnan(v2))
+
+            def scatter():
+                rows = jnp.arange(x2.shape[0])[:, None]
+                # gathered from x, not from top_k's values: the gradient flows
+                upd = jnp.where(last, fill, jnp.take_along_axis(x2, idx, axis=-1))
+                return jnp.full_like(x2, fill).at[rows, idx].set(upd).reshape(xm.shape)
+
+            out = lax.cond(plain, scatter, lambda: jnp.where(topk_exact(v, k), xm, fill))
         else:
             out = jnp.where(topk_exact(v, k), xm, fill)  # GPU: a conditional would read its predicate on the host
         return jnp.moveaxis(out, -1, axis)
