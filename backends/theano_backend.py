@@ -82,15 +82,15 @@ class TheanoBackend(Backend):
     #: Eager tiers.  A new signature first runs its graph compiled cheaply:
     #: PyTensor's FAST_COMPILE (Python ``perform`` of each op, no Numba or C
     #: code) with casts as ``astype`` (``_cheap_mode``).  Measured on the
-    #: keep_topk graph, 2-core machine under load (load 10-14), empty
-    #: compiledir: compile + first call 0.27 s against 41 s for the default
-    #: (Numba) mode and 31 s for the C linker; per call 8x16: 0.46 ms against
-    #: 24 us (numba); 512x4096: 0.32 s against 0.31-0.61 s.  The signature is
-    #: compiled fully (the default mode, the one ``ub.function`` uses) once its
-    #: cheap calls number ``promote_calls`` or have taken ``promote_seconds``
-    #: in all, i.e. once it is called often enough that a full compile (0.02-0.5 s
-    #: with the on-disk cache warm, 2-14 s cold) pays for itself.
-    #: ``promote_calls = 0``: compile fully at once (no cheap tier).
+    #: keep_topk graph, empty compiledir, loaded 2-core machine (load 15,
+    #: python -m unibackend.benchmarks.theano_modes): compile + first call
+    #: 3.2 s against 105 s for the default (Numba) mode; per call 8x16:
+    #: 0.78 ms against 49 us; 512x4096: 1.0 s against 0.99 s.  The signature
+    #: is compiled fully (the default mode, the one ``ub.function`` uses) once
+    #: its cheap calls number ``promote_calls`` or have taken
+    #: ``promote_seconds`` in all, i.e. once it is called often enough that a
+    #: full compile (0.02-0.5 s with the on-disk cache warm, 2-100 s cold)
+    #: pays for itself.  ``promote_calls = 0``: compile fully at once.
     promote_calls = 1000
     promote_seconds = 1.0
 
@@ -457,7 +457,7 @@ class TheanoBackend(Backend):
     def _cheap_mode(self):
         """The first tier's compile mode: FAST_COMPILE; on PyTensor with every
         cast an ``astype`` (its Python Cast has no numpy ufunc and runs once
-        per element: 5.2 s of a 512x4096 keep_topk call, 0.32 s with astype)."""
+        per element: 5.2-8.7 s of a 512x4096 keep_topk call, 0.3-1.0 s with astype)."""
         if self._cheap is None:
             if self.implementation == "pytensor":
                 from pytensor.compile.mode import get_mode
