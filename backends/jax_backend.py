@@ -180,12 +180,13 @@ class JaxBackend(Backend):
         return self._k_dot(a, b)
 
     def fast_dot(self, a, b):
-        t = self._impl
-        if type(a) is t and type(b) is t:
-            dt = a.dtype
-            if dt == b.dtype and dt.kind == "f" and a.ndim and 0 < b.ndim < 3 and a.shape[-1] == b.shape[0]:
-                return self._k_dot(a, b)
-        return None
+        # ops.dot calls this only for two arrays of one type it has seen
+        # (this plugin's array or tracer type); whether they are plain (one
+        # float dtype, aligned shapes) is decided when _k_fast_dot traces, so
+        # a cached signature costs no attribute reads here (each read of a
+        # jax.Array's dtype or shape is ~0.1-0.3 us; +2.6 us over jnp.dot
+        # before, measured interleaved under load).
+        return self._k_fast_dot(a, b)
 
     def sparse_dot(self, x, w):
         return self._k_sparse_dot(self._bcoo(x), w)
@@ -427,6 +428,15 @@ def _build_kernels(B):
         return jnp.dot(a, b, precision=highest)
 
     @jit
+    def fast_dot(a, b):
+        # None (an empty pytree, cached like any output) tells ops.dot to
+        # take its full path, which checks, promotes and explains.
+        if a.dtype == b.dtype and jnp.issubdtype(a.dtype, jnp.floating) and a.ndim \
+                and 0 < b.ndim < 3 and a.shape[-1] == b.shape[0]:
+            return jnp.dot(a, b, precision=highest)
+        return None
+
+    @jit
     def sparse_dot(x, w):
         return x @ w
 
@@ -477,16 +487,32 @@ def _build_kernels(B):
         if branch:
             # XLA's CPU: the exact rule costs ~4x the top_k (a NaN map, three
             # counts, a cumsum), and it is needed only where a NaN or a tie
-            # straddling the k-th place makes the k-th value t ambiguous.  If
-            # exactly k entries of every slice are not below t (a NaN is not
-            # below anything), they are the k largest and no NaN exists.
+            # straddling the k-th place makes the k-th value ambiguous.  One
+            # top_k of k + 1 tells, from its own (n, k + 1) output: if the
+            # smallest of the k + 1 values is unique in every slice (the k-th
+            # value beats the (k+1)-th; -0.0 == +0.0 counts as a tie) and x
+            # holds no NaN (a read-only reduction), the first k indices
+            # are the answer, scattered into a fill array as a native user
+            # does.  Under jax.jit at 512x4096, k=4, float32, paired against
+            # lax.top_k + .at[].set: 0.92x, where the earlier count of
+            # entries not below t over the whole array was 1.11-1.43x.
             # top_k runs on the floats and its output is not sliced: on
             # integers, or sliced, XLA's CPU makes it a full sort (~70x).
-            t = jnp.min(lax.top_k(v, k)[0], axis=-1, keepdims=True)
-            keep = ~(v < t)
-            plain = jnp.all(jnp.sum(keep, axis=-1, dtype=jnp.int32) == k)
-            # the select inside each branch: XLA fuses it with the count
-            out = lax.cond(plain, lambda: jnp.where(keep, xm, fill), lambda: jnp.where(topk_exact(v, k), xm, fill))
+            n = xm.shape[-1]
+            x2, v2 = xm.reshape(-1, n), v.reshape(-1, n)
+            vals, idx = lax.top_k(v2, k + 1)  # k < n here: the plugin returns x when k == n
+            last = vals == jnp.min(vals, axis=-1, keepdims=True)
+            # (NaN anywhere, not just among the k + 1: top_k ranks a NaN with
+            # its sign bit set last)
+            plain = jnp.all(jnp.sum(last, axis=-1, dtype=jnp.int32) == 1) & ~jnp.any(jnp.isnan(v2))
+
+            def scatter():
+                rows = jnp.arange(x2.shape[0])[:, None]
+                # gathered from x, not from top_k's values: the gradient flows
+                upd = jnp.where(last, fill, jnp.take_along_axis(x2, idx, axis=-1))
+                return jnp.full_like(x2, fill).at[rows, idx].set(upd).reshape(xm.shape)
+
+            out = lax.cond(plain, scatter, lambda: jnp.where(topk_exact(v, k), xm, fill))
         else:
             out = jnp.where(topk_exact(v, k), xm, fill)  # GPU: a conditional would read its predicate on the host
         return jnp.moveaxis(out, -1, axis)
@@ -542,6 +568,7 @@ def _build_kernels(B):
     B._k_check = check
     B._k_bounds = bounds
     B._k_dot = dot
+    B._k_fast_dot = fast_dot
     B._k_sparse_dot = sparse_dot
     B._k_argsort = argsort
     B._k_keep_topk = keep_topk

@@ -7,9 +7,11 @@ symbolic inputs is checked by check ops inside the graph, which raise the
 contract's IndexError/ValueError when the function runs.
 
 Eager: called with arrays, an op builds its graph once per signature (op,
-static arguments, dtypes, ndims and size-1 dims, sparse format), compiles it,
-keeps the compiled function in a bounded LRU cache and reuses it; results are
-numpy arrays.  ``function`` and ``value_and_grad`` trace a whole user function
+static arguments, dtypes, ndims, sparse format, and size-1 dims where inputs
+broadcast against each other), compiles it, keeps the compiled function in a
+bounded LRU cache and reuses it; results are numpy arrays.  Like a JIT, a new
+signature first runs a cheaply compiled graph (Python implementations, no
+machine code) and is compiled fully once it is called often.  ``function`` and ``value_and_grad`` trace a whole user function
 the same way.
 
 Which implementation: PyTensor when installed, else Theano 1.0.x;
@@ -22,6 +24,7 @@ import numbers
 import os
 import sys
 import threading
+import time
 from collections import OrderedDict
 from typing import ClassVar
 
@@ -47,12 +50,23 @@ _KINDS = {IndexError: GraphIndexError, ValueError: GraphValueError}
 
 
 def _sig(a):
-    """The part of an eager argument's type a compiled graph depends on."""
+    """The part of an eager argument's type a compiled graph depends on, for
+    an input that broadcasts against another one."""
     if type(a) is np.ndarray:
         s = a.shape
         # Size-1 dims are marked broadcastable, as numpy broadcasting needs.
         return (a.dtype, tuple(d == 1 for d in s)) if 1 in s else (a.dtype, len(s))
     return (a.format, a.dtype)  # scipy.sparse CSR / CSC
+
+
+def _sig_nd(a):
+    """``_sig`` for an input that broadcasts against nothing (the only array
+    of its graph, a dot operand, the ids or table of embedding_mean): its
+    size-1 dims need no graph of their own, so dtype and ndim are the key and
+    its symbolic input leaves every dim open (see ``_input``)."""
+    if type(a) is np.ndarray:
+        return (a.dtype, a.ndim)
+    return (a.format, a.dtype)
 
 
 class TheanoBackend(Backend):
@@ -65,6 +79,20 @@ class TheanoBackend(Backend):
     forces = ""
     #: compiled eager functions kept (least recently used dropped first)
     cache_size = 512
+    #: Eager tiers.  A new signature first runs its graph compiled cheaply:
+    #: PyTensor's FAST_COMPILE (Python ``perform`` of each op, no Numba or C
+    #: code) with casts as ``astype`` (``_cheap_mode``).  Measured on the
+    #: keep_topk graph, empty compiledir, loaded 2-core machine (load 15,
+    #: python -m unibackend.benchmarks.theano_modes): compile + first call
+    #: 3.2 s against 105 s for the default (Numba) mode; per call 8x16:
+    #: 0.78 ms against 49 us; 512x4096: 1.0 s against 0.99 s.  The signature
+    #: is compiled fully (the default mode, the one ``ub.function`` uses) once
+    #: its cheap calls number ``promote_calls`` or have taken
+    #: ``promote_seconds`` in all, i.e. once it is called often enough that a
+    #: full compile (0.02-0.5 s with the on-disk cache warm, 2-100 s cold)
+    #: pays for itself.  ``promote_calls = 0``: compile fully at once.
+    promote_calls = 1000
+    promote_seconds = 1.0
 
     def __init__(self, device=None):
         super().__init__(device)
@@ -76,7 +104,11 @@ class TheanoBackend(Backend):
         self._compiling = threading.RLock()  # graph building and compiling touch global state
         #: how many graphs this instance compiled (tests count them)
         self.compilations = 0
+        #: how many of them were cheap first-tier graphs (``promote_calls``)
+        self.cheap_compilations = 0
         self.implementation = ""
+        self._cheap = None  # the first tier's mode, made at the first eager compile
+        self._building_cheap = False  # a first-tier graph is being built (see _g_softmax)
 
     # -- set-up ------------------------------------------------------------
     def _choice(self):
@@ -230,7 +262,7 @@ class TheanoBackend(Backend):
     def dot(self, a, b):
         if self._symbolic(a, b):
             return self._g_dot(self._sym(a), self._sym(b), True)
-        return self._eager(("dot", _sig(a), _sig(b)), self._g_dot, (a, b), (False,))
+        return self._eager(("dot", _sig_nd(a), _sig_nd(b)), self._g_dot, (a, b), (False,), True)
 
     def fast_dot(self, a, b):
         if type(b) is np.ndarray and type(a) is np.ndarray:
@@ -238,18 +270,18 @@ class TheanoBackend(Backend):
             if dt is b.dtype and dt.kind == "f":
                 sa, sb = a.shape, b.shape
                 if sa and 0 < len(sb) < 3 and sa[-1] == sb[0]:
-                    return self._eager(("dot", _sig(a), _sig(b)), self._g_dot, (a, b), (False,))
+                    return self._eager(("dot", _sig_nd(a), _sig_nd(b)), self._g_dot, (a, b), (False,), True)
         return None  # not plain enough: the full path checks and converts
 
     def sparse_dot(self, x, w):
         if self._symbolic(x, w):
             return self._g_sparse_dot(self._sym(x), self._sym(w), True)
-        return self._eager(("sparse_dot", _sig(x), _sig(w)), self._g_sparse_dot, (x, w), (False,))
+        return self._eager(("sparse_dot", _sig_nd(x), _sig_nd(w)), self._g_sparse_dot, (x, w), (False,), True)
 
     def argsort(self, x, axis, descending):
         if self._symbolic(x):
             return self._g_argsort(x, axis, descending)
-        return self._eager(("argsort", axis, descending, _sig(x)), self._g_argsort, (x,), (axis, descending))
+        return self._eager(("argsort", axis, descending, _sig_nd(x)), self._g_argsort, (x,), (axis, descending), True)
 
     def set_subtensor(self, x, index, value, accumulate):
         op = "inc_subtensor" if accumulate else "set_subtensor"
@@ -277,19 +309,20 @@ class TheanoBackend(Backend):
             return self._g_keep_topk(x, self.T.constant(k, dtype="int64"),
                                      self.T.constant(fill, dtype=x.dtype), axis, True)
         args = (x, np.array(k, np.int64), np.array(fill, x.dtype))
-        return self._eager(("keep_topk", axis, _sig(x)), self._g_keep_topk, args, (axis, False))
+        return self._eager(("keep_topk", axis, _sig_nd(x)), self._g_keep_topk, args, (axis, False), True)
 
     def softmax(self, x, axis):
         if self._symbolic(x):
             return self._g_softmax(x, axis)
-        return self._eager(("softmax", axis, _sig(x)), self._g_softmax, (x,), (axis,))
+        return self._eager(("softmax", axis, _sig_nd(x)), self._g_softmax, (x,), (axis,), True)
 
     def embedding_mean(self, table, ids, pad_id):
         if self._symbolic(table, ids):
             pad = self.T.constant(pad_id, dtype="int64")
             return self._g_embedding_mean(self._sym(table), self._sym(ids), pad, True)
         args = (table, ids, np.array(pad_id, np.int64))
-        return self._eager(("embedding_mean", _sig(table), _sig(ids)), self._g_embedding_mean, args, (False,))
+        return self._eager(("embedding_mean", _sig_nd(table), _sig_nd(ids)), self._g_embedding_mean, args,
+                           (False,), True)
 
     # -- math for nn: graph ops on symbolic variables; numpy arrays (eager
     # results) keep the base's numpy defaults rather than compile a graph.
@@ -357,23 +390,47 @@ class TheanoBackend(Backend):
                 return True
         return False
 
-    def _eager(self, key, build, args, static):
+    def _eager(self, key, build, args, static, open_dims=False):
         """Run the graph ``build(*inputs, *static)`` on ``args``; compile on the
-        first call per key only."""
+        first call per key only (cheaply first, fully once called often: see
+        ``promote_calls``).  ``open_dims``: the key ignores size-1 dims
+        (``_sig_nd``), so the inputs leave every dim open."""
         args, half = _widen_half(args)
-        fn = self._cache.get(key)
-        if fn is None:
+        entry = self._cache.get(key)
+        if entry is None:
             with self._compiling:
-                fn = self._cache.get(key)  # another thread may have compiled it
-                if fn is None:
-                    syms = [self._input(a) for a in args]
-                    fn = self._compile(syms, build(*syms, *static))
-                    self._store(key, fn)
+                entry = self._cache.get(key)  # another thread may have compiled it
+                if entry is None:
+                    cheap = self._building_cheap = self.promote_calls > 0
+                    try:
+                        syms = [self._input(a, open_dims) for a in args]
+                        fn = self._compile(syms, build(*syms, *static), cheap)
+                    finally:
+                        self._building_cheap = False
+                    # [function, cheap calls left, cheap seconds left]; None: full
+                    entry = [fn, self.promote_calls, self.promote_seconds] if cheap else [fn, None, None]
+                    self._store(key, entry)
         else:
             self._touch(key)
         with self._calling:
-            out = fn(*args)
+            if entry[1] is None:
+                out = entry[0](*args)
+            else:
+                start = time.perf_counter()
+                out = entry[0](*args)
+                entry[1] -= 1
+                entry[2] -= time.perf_counter() - start
+                if entry[1] <= 0 or entry[2] <= 0:
+                    self._promote(entry, build, args, static, open_dims)
         return _narrow_half(out) if half else out
+
+    def _promote(self, entry, build, args, static, open_dims):
+        """Replace a cheap first-tier function by the fully compiled graph."""
+        with self._compiling:
+            if entry[1] is not None:
+                syms = [self._input(a, open_dims) for a in args]
+                entry[0] = self._compile(syms, build(*syms, *static))
+                entry[1] = entry[2] = None
 
     def _touch(self, key):
         try:
@@ -381,29 +438,46 @@ class TheanoBackend(Backend):
         except KeyError:  # another thread dropped it meanwhile
             pass
 
-    def _compile(self, inputs, outputs):
+    def _compile(self, inputs, outputs, cheap=False):
+        mode = self._cheap_mode() if cheap else None
         change_flags = getattr(self.th.config, "change_flags", None)
         if change_flags is None:  # Theano 1.0.5
-            fn = self.th.function(inputs, outputs, on_unused_input="ignore")
+            fn = self.th.function(inputs, outputs, on_unused_input="ignore", mode=mode)
         else:
             # PyTensor logs a full traceback when one of its optional rewrites
             # fails and is skipped (e.g. dot_diag_to_elemwise on a constant
             # [[-inf]]: ConflictingAssumptionsError); the graph stays correct.
             with change_flags(on_opt_error="ignore"):
-                fn = self.th.function(inputs, outputs, on_unused_input="ignore")
+                fn = self.th.function(inputs, outputs, on_unused_input="ignore", mode=mode)
         fn.trust_input = True  # the key pins every input's type: skip re-validation
         self.compilations += 1
+        self.cheap_compilations += cheap
         return fn
+
+    def _cheap_mode(self):
+        """The first tier's compile mode: FAST_COMPILE; on PyTensor with every
+        cast an ``astype`` (its Python Cast has no numpy ufunc and runs once
+        per element: 5.2-8.7 s of a 512x4096 keep_topk call, 0.3-1.0 s with astype)."""
+        if self._cheap is None:
+            if self.implementation == "pytensor":
+                from pytensor.compile.mode import get_mode
+                from pytensor.graph.rewriting.basic import in2out
+
+                self._cheap = get_mode("FAST_COMPILE").register((in2out(_pytensor_cast_as_astype()), 100))
+            else:
+                self._cheap = "FAST_COMPILE"
+        return self._cheap
 
     def _store(self, key, entry):
         self._cache[key] = entry
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)  # the least recently used
 
-    def _input(self, a):
-        """A fresh symbolic input of ``a``'s signature."""
+    def _input(self, a, open_dims=False):
+        """A fresh symbolic input of ``a``'s signature (``open_dims``: no dim
+        known to be 1)."""
         if type(a) is np.ndarray:
-            return self._tensor(str(a.dtype), [d == 1 for d in a.shape])
+            return self._tensor(str(a.dtype), [False] * a.ndim if open_dims else [d == 1 for d in a.shape])
         return (self.S.csr_matrix if a.format == "csr" else self.S.csc_matrix)(dtype=str(a.dtype))
 
     def _sym(self, a):
@@ -454,7 +528,9 @@ class TheanoBackend(Backend):
             vals = vals if take is None else vals[take]
         flat = np.ascontiguousarray(x).reshape(-1)
         key = ("scatter", accumulate, x.dtype)
-        out = self._eager(key, self._g_scatter, (flat, pos.astype(np.int64, copy=False), vals), (accumulate,))
+        # Open dims: the key holds no shape, so a first call on one element
+        # must not compile a graph that takes every flat array as size 1.
+        out = self._eager(key, self._g_scatter, (flat, pos.astype(np.int64, copy=False), vals), (accumulate,), True)
         return out.reshape(x.shape)
 
     # -- traced functions (function / value_and_grad) ------------------------
@@ -669,7 +745,9 @@ class TheanoBackend(Backend):
     def _g_softmax(self, x, axis):
         T = self.T
         xm = x
-        if self.implementation == "theano":  # its max of an empty axis raises: give it a -inf
+        # Theano's max of an empty axis raises, and so does PyTensor's Python
+        # one (the cheap eager tier): give it a -inf.
+        if self.implementation == "theano" or self._building_cheap:
             xm = T.concatenate([T.alloc(np.asarray(-np.inf, x.dtype), *self._shape_with(x, axis, 1)), x], axis=axis)
         m = T.max(xm, axis=axis, keepdims=True)
         # An all -inf slice shifts by 0 (e all 0, the result all 0).  A +inf
@@ -746,6 +824,41 @@ def _hashable(a):
             f"function: argument {a!r} of type {type(a).__name__} is neither an array nor hashable"
         ) from None
     return a
+
+
+def _pytensor_cast_as_astype():
+    """A PyTensor graph rewrite: each elementwise cast becomes a numpy
+    ``astype`` (for the first eager tier, whose Python linker would run the
+    scalar cast once per element)."""
+    import pytensor.tensor as T
+    from pytensor.graph.basic import Apply
+    from pytensor.graph.op import Op
+    from pytensor.graph.rewriting.basic import node_rewriter
+    from pytensor.scalar.basic import Cast
+    from pytensor.tensor.elemwise import Elemwise
+
+    class Astype(Op):
+        __props__ = ("dtype",)
+
+        def __init__(self, dtype):
+            self.dtype = dtype
+
+        def make_node(self, x):
+            return Apply(self, [x], [T.tensor(dtype=self.dtype, shape=x.type.shape)])
+
+        def perform(self, node, inputs, out):
+            out[0][0] = np.asarray(inputs[0].astype(self.dtype))
+
+        def infer_shape(self, fgraph, node, shapes):
+            return shapes
+
+    @node_rewriter([Elemwise])
+    def cast_as_astype(fgraph, node):
+        if isinstance(node.op.scalar_op, Cast):
+            return [Astype(node.outputs[0].dtype)(node.inputs[0])]
+        return False
+
+    return cast_as_astype
 
 
 def _theano_check_op():

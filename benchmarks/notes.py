@@ -15,8 +15,10 @@ CAUSES = {
     "jax/keep_topk@jax": "fixed (b6debf8): lax.top_k on the floats with the k-th value as the min of the k "
                          "values, the exact NaN/tie rule only under lax.cond; before, XLA's CPU top_k on int32 "
                          "sort keys was ~80x its float32 top_k (388 ms vs 4.9 ms at 512x4096, k=4, jitted alone)",
-    "compiled@jax@keep_topk": "float lax.top_k + min, a count of entries not below it, lax.cond to the exact "
-                              "rule: the count pass and the select over x cost more than top_k + scatter",
+    "compiled@jax@keep_topk": "one lax.top_k of k + 1, a NaN test over x (a read-only pass: a NaN with its "
+                              "sign bit set is ranked last by top_k), then native's scatter under lax.cond; "
+                              "1.23-1.30x paired at load ~10 (was 1.44x in the same script): the NaN pass is "
+                              "what is left",
     "compiled@tensorflow@keep_topk": "was XLA's CPU top_k on int32 sort keys, and a sliced top_k output: both a "
                                      "full sort (~100x); now float32 top_k + min, a count pass, tf.cond to the exact "
                                      "rule and one fused select: the count pass and the select are what is left",

@@ -48,7 +48,7 @@ TARGETS = (
            ("dask",), "native", "ratio", 1.3, ops=("keep_topk", "embedding_mean", "sparse_dot")),
     Target("theano/cached", "theano cached eager call vs a compiled function", None,
            ("theano",), "native", "ratio", 2.0),
-    Target("import", "import unibackend vs import numpy", "import", (), "numpy", "ratio", 1.5),
+    Target("import", "import unibackend vs import numpy", "import", (), "numpy", "ratio", 1.3),
     Target("keras/train_step", "Keras training step: unibackend.keras layers vs the keras.ops model",
            "keras_train", ("torch", "tensorflow", "jax"), "keras_ops", "ratio", 1.1),
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import sys
@@ -47,6 +48,12 @@ def parse_args(argv):
                    "its name is NAME, else the class's `name`; then name it in --backends")
     p.add_argument("--list", action="store_true", help="list the checks and exit")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
+                   help="run the backends in N worker processes, one backend per task (default 1: this "
+                   "process); the matrix and report are the same")
+    p.add_argument("--framework-output", action="store_true",
+                   help="let the frameworks' own messages (logs, warnings) reach the screen; by default they go "
+                   "to conformance-frameworks.log in the cache directory while the suite runs")
     return p.parse_args(argv)
 
 
@@ -273,7 +280,20 @@ def main(argv=None):
             con.print("[red]unibackend conformance: --scheduler needs distributed: pip install 'unibackend[dask]'[/]")
             return 2
         Client(args.scheduler)
+    if args.jobs < 1:
+        con.print("[red]unibackend conformance: --jobs must be at least 1[/]")
+        return 2
+    if args.scheduler and args.jobs > 1:
+        con.print("[red]unibackend conformance: --scheduler runs in this process; leave out --jobs[/]")
+        return 2
     modes = engine.MODES if args.compiled else ("eager",)
+    from . import parallel
+
+    quiet_log = None if args.framework_output else str(engine.cache_dir() / "conformance-frameworks.log")
+
+    def run(backends, checks, **kw):  # --jobs workers (parallel.py), the frameworks' messages to a log
+        return parallel.run_quietly(quiet_log, backends, checks, args.jobs, **kw)
+
     t0 = time.perf_counter()
     total = len(checks) * len(backends) * len(modes)
     if args.quiet or not con.is_terminal:
@@ -282,7 +302,7 @@ def main(argv=None):
         def progress(check, name):
             done[0] += 1
             if not args.quiet:
-                print(f"[{done[0]}/{total}] {check.name} on {name}", file=sys.stderr, flush=True)
+                print(f"[{done[0]}/{total}] {check.name} on {name}", file=parallel.screen(), flush=True)
 
         results = run(backends, checks, device=args.device, profile=args.profile,
                       max_examples=args.max_examples, seed=args.seed, progress=progress, modes=modes)
@@ -304,6 +324,8 @@ def main(argv=None):
                           max_examples=args.max_examples, seed=args.seed, progress=progress, modes=modes)
             bar.advance(task)
     seconds = time.perf_counter() - t0
+    if quiet_log and os.path.exists(quiet_log) and os.path.getsize(quiet_log):
+        con.print(f"the frameworks' own messages: {quiet_log}")
 
     table, reasons = matrix_table(results, backends, checks)
     con.print(table)

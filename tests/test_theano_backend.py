@@ -266,6 +266,67 @@ def test_the_compiled_function_cache_is_bounded_and_drops_the_least_recently_use
     assert B.compilations == 4
 
 
+def test_an_eager_signature_runs_a_cheap_graph_first_and_the_full_one_once_called_often_with_equal_answers():
+    """Tiers: a new signature compiles a cheap first-tier graph; after
+    ``promote_calls`` calls it is compiled fully, once; the two tiers give
+    the same answer bit for bit (NaN, +-inf, signed zeros, ties, a size-1
+    dim, an empty axis)."""
+    B = TheanoBackend()
+    B.load()
+    B.promote_calls = 2
+    x = np.array([[np.nan, 1.0, -0.0, 0.0, np.inf], [1.0, 1.0, -np.inf, 1.0, 0.0], [-np.inf] * 5])
+    table = np.array([[np.nan, np.inf], [1.0, 2.0], [3.0, -np.inf]])
+    ids = np.array([[1, 2, 0], [0, 0, 0], [2, 2, 1]])
+    csr = B.sparse_from_scipy(sp.random(3, 5, density=0.4, format="csr", random_state=3))
+    calls = [
+        lambda: B.keep_topk(x, 2, 1, 0.0),
+        lambda: B.keep_topk(x[:1].astype(np.float32), 2, 1, np.float32(-1.0)),
+        lambda: B.softmax(x, 1),
+        lambda: B.softmax(np.zeros((2, 0), np.float32), 1),
+        lambda: B.argsort(x, 1, True),
+        lambda: B.dot(np.nan_to_num(x, posinf=3.0, neginf=-2.0), np.ones((5, 2))),
+        lambda: B.masked_mean(x, np.isfinite(x), (1,)),
+        lambda: B.embedding_mean(table, ids, 0),
+        lambda: B.sparse_dot(csr, np.arange(10.0).reshape(5, 2)),
+    ]
+    for call in calls:
+        compiled, cheap = B.compilations, B.cheap_compilations
+        first = call()
+        assert (B.compilations - compiled, B.cheap_compilations - cheap) == (1, 1)
+        call()  # the second call reaches promote_calls: the full compile
+        assert (B.compilations - compiled, B.cheap_compilations - cheap) == (2, 1)
+        full = call()
+        assert B.compilations - compiled == 2
+        first, full = (v.toarray() if sp.issparse(v) else v for v in (first, full))
+        assert first.dtype == full.dtype
+        np.testing.assert_array_equal(full, first)
+
+
+def test_promote_calls_zero_compiles_the_full_graph_at_once():
+    B = TheanoBackend()
+    B.load()
+    B.promote_calls = 0
+    B.softmax(np.ones((2, 3)), 1)
+    B.softmax(np.ones((2, 3)), 1)
+    assert (B.compilations, B.cheap_compilations) == (1, 0)
+
+
+def test_size_1_dims_share_a_graph_where_nothing_broadcasts():
+    """keep_topk, softmax, argsort, dot and embedding_mean key on dtype and
+    ndim only: a size-1 dim compiles no graph of its own, and the shared
+    graph is right on both shapes."""
+    B = TheanoBackend()
+    B.load()
+    a, b = rng.standard_normal((1, 4)), rng.standard_normal((3, 4))
+    for f in (lambda v: B.softmax(v, 1), lambda v: B.keep_topk(v, 2, 1, 0.0), lambda v: B.argsort(v, 0, False)):
+        before = B.compilations
+        f(b)
+        f(a)
+        assert B.compilations - before == 1
+    np.testing.assert_allclose(B.softmax(a, 1), np.exp(a) / np.exp(a).sum(1, keepdims=True))
+    np.testing.assert_array_equal(B.argsort(b[:, :1], 0, False)[:, 0], np.argsort(b[:, 0], kind="stable"))
+
+
 def test_eager_calls_from_several_threads_share_the_cache_and_agree():
     import threading
 

@@ -1,0 +1,145 @@
+"""``unibackend conformance --jobs N``: the suite's backends over N worker
+processes.
+
+A layer over :func:`runner.run`, not a change to it: each task is one
+backend, run by ``runner.run`` in a worker process; the results come back
+and are put in the order a one-process run gives, so the matrix, the report
+and the per-backend times are the same.  Each worker sends the name of the
+check it starts to the parent, which drives the progress display.
+
+Why a pool of our own and not pytest-xdist: the suite's own command runs
+without pytest (``unibackend conformance`` runs the checks under hypothesis
+directly and prints its matrix), and xdist splits *test items*, so a
+backend's checks would spread over workers and each worker would import and
+warm every framework (and compile its graphs) again.  One backend per task
+keeps a framework, its compile caches and its warm graphs in one process.
+"""
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import queue as queues
+import sys
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+_progress_queue = None  # set in each worker by _init
+
+
+def _init(q):
+    global _progress_queue
+    _progress_queue = q
+
+
+def _work(backend, check_names, kwargs):
+    from . import runner
+    from .checks import CHECKS
+
+    checks = [CHECKS[n] for n in check_names]
+
+    def progress(check, name):
+        if _progress_queue is not None:
+            _progress_queue.put((check.name, name))
+
+    return runner.run([backend], checks, progress=progress, **kwargs)
+
+
+def _heavy_first(backends):
+    """Backends that compile a graph per eager signature (the plugin's
+    declared ``eager_compiles``) start first: they take longest, and a long
+    task started last would leave the other workers idle."""
+    from .engine import compiles_eagerly
+
+    return sorted(backends, key=lambda b: not compiles_eagerly(b))
+
+
+def run_parallel(backends, checks, jobs, *, progress=None, **kwargs):
+    """``runner.run(backends, checks, progress=progress, **kwargs)`` with the
+    backends spread over ``jobs`` worker processes; the same results in the
+    same order (check, then backend, then mode).  ``jobs <= 1``, or one
+    backend: ``runner.run`` in this process."""
+    from . import runner
+
+    if jobs <= 1 or len(backends) <= 1:
+        return runner.run(backends, checks, progress=progress, **kwargs)
+    by_name = {c.name: c for c in checks}
+    # spawn, not fork: the parent may hold framework threads (fork would
+    # copy their locks held); each worker imports only its own framework.
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    results = []
+    names = [c.name for c in checks]
+    with ProcessPoolExecutor(max_workers=min(jobs, len(backends)), mp_context=ctx,
+                             initializer=_init, initargs=(q,)) as pool:
+        pending = {pool.submit(_work, b, names, kwargs) for b in _heavy_first(backends)}
+        while pending:
+            done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+            _drain(q, by_name, progress)
+            for f in done:
+                results += f.result()
+        _drain(q, by_name, progress)
+    check_at = {n: i for i, n in enumerate(names)}
+    backend_at = {b: i for i, b in enumerate(backends)}
+    from .engine import MODES
+
+    results.sort(key=lambda r: (check_at[r.check], backend_at[r.backend],
+                                MODES.index(r.mode) if r.mode in MODES else len(MODES)))
+    return results
+
+
+def _drain(q, by_name, progress):
+    while True:
+        try:
+            check, name = q.get_nowait()
+        except queues.Empty:
+            return
+        if progress is not None:
+            progress(by_name[check], name)
+
+
+_screen = None  # the real stderr while framework_output_to redirects it
+
+
+def screen():
+    """The stream for the suite's own progress lines: the real stderr, also
+    while the frameworks' output goes to the log."""
+    return _screen or sys.stderr
+
+
+def run_quietly(log_path, backends, checks, jobs, **kwargs):
+    """:func:`run_parallel` with the frameworks' messages sent to
+    ``log_path`` (None: left on the screen)."""
+    global _screen
+    if log_path is None:
+        return run_parallel(backends, checks, jobs, **kwargs)
+    with framework_output_to(log_path) as real:
+        _screen = real
+        try:
+            return run_parallel(backends, checks, jobs, **kwargs)
+        finally:
+            _screen = None
+
+
+@contextlib.contextmanager
+def framework_output_to(path):
+    """Send what the frameworks print to the process's stderr (file
+    descriptor 2: their C++ logs, Python warnings and logging, and the same
+    from worker processes, which inherit it) to ``path`` while the suite
+    runs, so the screen shows only the suite's own progress and matrix.
+    Yields a text stream on the real stderr for the suite's own lines."""
+    import io
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(log, 2)
+    os.close(log)
+    real = io.TextIOWrapper(os.fdopen(os.dup(saved), "wb", buffering=0), write_through=True)
+    try:
+        yield real
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        real.close()

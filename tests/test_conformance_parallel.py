@@ -1,0 +1,62 @@
+"""``unibackend conformance --jobs N``: the backends over worker processes,
+and the frameworks' own output kept off the screen."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("hypothesis")
+
+from unibackend.conformance import parallel, runner
+from unibackend.conformance.checks import CHECKS
+
+
+def test_jobs_give_the_one_process_results_in_the_same_order():
+    """run_parallel returns what run returns (check, backend, mode, status),
+    in run's order, and reports every start to the progress callback."""
+    checks = [CHECKS["softmax"], CHECKS["dot"]]
+    backends = ["numpy", "dask"]
+    started = []
+    par = parallel.run_parallel(backends, checks, 2, max_examples=3,
+                                progress=lambda check, name: started.append((check.name, name)))
+    one = runner.run(backends, checks, max_examples=3)
+    key = lambda r: (r.check, r.backend, r.mode, r.status)  # noqa: E731
+    assert [key(r) for r in par] == [key(r) for r in one]
+    assert sorted(started) == sorted((c.name, b) for c in checks for b in backends)
+
+
+def test_one_job_or_one_backend_runs_in_this_process(monkeypatch):
+    monkeypatch.setattr(parallel, "ProcessPoolExecutor", None)  # would fail if used
+    out = parallel.run_parallel(["numpy"], [CHECKS["softmax"]], 4, max_examples=2)
+    assert [(r.backend, r.status) for r in out] == [("numpy", "pass")]
+
+
+def test_framework_output_goes_to_the_log_and_the_suite_lines_to_the_screen(tmp_path, capfd):
+    """What anything writes to file descriptor 2 while the suite runs (a
+    child process too) lands in the log; the suite's own lines reach the
+    real stderr; afterwards stderr is the screen again."""
+    log = tmp_path / "frameworks.log"
+    with parallel.framework_output_to(str(log)) as screen:
+        subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('framework noise\\n')"], check=True)
+        os.write(2, b"c++ log line\n")
+        screen.write("[1/1] softmax on numpy\n")
+    print("after", file=sys.stderr, flush=True)
+    err = capfd.readouterr().err
+    assert "framework noise" in log.read_text() and "c++ log line" in log.read_text()
+    assert "framework noise" not in err and "[1/1] softmax on numpy" in err and "after" in err
+
+
+def test_the_command_with_jobs_prints_the_matrix_and_per_backend_times(tmp_path):
+    env = {**os.environ, "UNIBACKEND_CACHE": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "unibackend", "conformance", "--backends", "numpy,dask",
+                          "--ops", "softmax", "--max-examples", "2", "--jobs", "2"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "time per backend: numpy" in out.stdout and "dask" in out.stdout
+    assert "2 passed, 0 failed" in out.stdout
+
+
+def test_jobs_must_be_positive(capsys):
+    assert runner.main(["--jobs", "0", "--quiet"]) == 2
+    assert "--jobs must be at least 1" in capsys.readouterr().out
