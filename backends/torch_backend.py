@@ -11,8 +11,18 @@ import math
 
 import numpy as np
 
-from unibackend._checks import Subtensor, check_broadcast, is_scipy_sparse, sync_free_checks
-from unibackend.plugin import Backend, Capabilities, check_scalar_output, scipy_grad_input
+from unibackend.plugin import (
+    Backend,
+    Capabilities,
+    GraphIndex,
+    check_broadcast,
+    check_scalar_output,
+    id_out_of_range,
+    index_out_of_range,
+    is_scipy_sparse,
+    scipy_grad_input,
+    sync_free_checks,
+)
 
 _CHECK_OPS: dict = {}
 
@@ -55,20 +65,14 @@ def _raise_bad_id(ids, rows, pad_id):
     if real.numel():
         lo, hi = int(real.min()), int(real.max())
         if lo < 0 or hi >= rows:
-            raise IndexError(
-                f"embedding_mean: id {lo if lo < 0 else hi} is out of range for a table of {rows} rows "
-                f"(valid: 0..{rows - 1}, pad_id={pad_id})"
-            )
+            raise id_out_of_range("embedding_mean", lo if lo < 0 else hi, rows, pad_id)
 
 
 def _raise_bad_index(index, size, axis, op, shape):
     if index.numel():
         lo, hi = int(index.min()), int(index.max())
         if lo < -size or hi >= size:
-            raise IndexError(
-                f"{op}: index tensor is invalid for shape {tuple(shape)}: index {lo if lo < -size else hi} "
-                f"is out of bounds for axis {axis} with size {size}"
-            )
+            raise index_out_of_range(op, lo if lo < -size else hi, axis, size)
 
 
 class TorchBackend(Backend):
@@ -365,8 +369,8 @@ class TorchBackend(Backend):
             # torch's index_put has no uint16/32/64 kernel; the same bits as
             # signed ints give the same writes and (modular) additions.
             return self.set_subtensor(x.view(signed), index, value.view(signed), accumulate).view(x.dtype)
-        if not isinstance(index, Subtensor):
-            return self._set_raw(x, index, value, accumulate)
+        if isinstance(index, GraphIndex):
+            return self._set_in_graph(x, index, value, accumulate)
         if index.basic:
             out = x.clone()
             if accumulate:
@@ -387,42 +391,20 @@ class TorchBackend(Backend):
             flat.index_put_((self._positions(pos, x.device),), vals)
         return out
 
-    def _set_raw(self, x, index, value, accumulate):
-        """set/inc_subtensor with a raw index (traced, or sync-free index
+    def _set_in_graph(self, x, index, value, accumulate):
+        """set/inc_subtensor with a GraphIndex (traced, or sync-free index
         tensors): positions found and index tensors checked in the graph."""
         t = self.torch
-        op = "inc_subtensor" if accumulate else "set_subtensor"
-        parts = index if isinstance(index, tuple) else (index,)
-        parts = [t.as_tensor(p, device=x.device) if isinstance(p, (list, np.ndarray)) else p for p in parts]
+        op = index.op
+        parts = [t.as_tensor(p, device=x.device) if isinstance(p, np.ndarray) else p for p in index.parts]
         shape = tuple(x.shape)
-
-        def dims(p):  # how many axes of x an index part consumes
-            if p is None or p is Ellipsis:
-                return 0
-            return p.dim() if isinstance(p, self._Tensor) and p.dtype is t.bool else 1
-
-        used = sum(dims(p) for p in parts)
-        if used > len(shape):
-            raise IndexError(f"{op}: too many indices for shape {shape}: {used} were indexed")
-        conv, d = [], 0
-        for p in parts:
-            if p is Ellipsis:
-                d += len(shape) - used
-            elif isinstance(p, self._Tensor) and p.dtype is not t.bool:
-                if p.is_floating_point() or p.is_complex():
-                    raise IndexError(f"{op}: index arrays must be of integer or boolean type, got {self.dtype(p)}")
-                p = self._checked_index(op, p, shape[d], d, shape)
-            elif isinstance(p, (bool, np.bool_)):
-                raise IndexError(f"{op}: a bool index part is not supported here; use a mask tensor")
-            elif isinstance(p, slice) and p.step is not None and p.step < 0:
-                p = t.arange(*p.indices(shape[d]), device=x.device)  # torch slices step forward only
-            elif isinstance(p, (int, np.integer)) and not -shape[d] <= p < shape[d]:
-                raise IndexError(f"{op}: index {int(p)} is out of bounds for axis {d} with size {shape[d]}")
-            elif not (p is None or isinstance(p, (int, np.integer, slice, self._Tensor))):
-                raise IndexError(f"{op}: index part {p!r} is not an int, slice, None, ... or tensor")
-            d += dims(p)
-            conv.append(p)
-        pos = t.arange(x.numel(), device=x.device).view(shape)[tuple(conv)]
+        for j, axis, _ in index.unchecked():
+            if isinstance(parts[j], self._Tensor):
+                parts[j] = self._checked_index(op, parts[j], shape[axis], axis, shape)
+        for j, (p, axis) in enumerate(zip(parts, index.axes)):
+            if isinstance(p, slice) and p.step is not None and p.step < 0:
+                parts[j] = t.arange(*p.indices(shape[axis]), device=x.device)  # torch slices step forward only
+        pos = t.arange(x.numel(), device=x.device).view(shape)[tuple(parts)]
         check_broadcast(op, "value", tuple(value.shape), tuple(pos.shape))
         vals = value.broadcast_to(pos.shape).reshape(-1)
         out = x.clone(memory_format=t.contiguous_format)
@@ -443,8 +425,7 @@ class TorchBackend(Backend):
                 return _check_ops(t)["index"](p, size, axis, op, list(shape))
             _raise_bad_index(p, size, axis, op, shape)  # a CPU tensor: no sync to save
             return p
-        t._assert_async(((p >= -size) & (p < size)).all(),
-                        f"{op}: an index tensor is out of bounds for axis {axis} with size {size} (shape {shape})")
+        t._assert_async(((p >= -size) & (p < size)).all(), str(index_out_of_range(op, None, axis, size)))
         return p.clamp(-size, size - 1)  # the device assert may come later: never write outside x
 
     def _positions(self, a, device):
@@ -619,8 +600,7 @@ class TorchBackend(Backend):
                 ids = _check_ops(t)["ids"](ids, V, pad_id)
             else:
                 t._assert_async((((ids >= 0) & (ids < V)) | (ids == pad_id)).all(),
-                                f"embedding_mean: an id is out of range for a table of {V} rows "
-                                f"(valid: 0..{V - 1}, pad_id={pad_id})")
+                                str(id_out_of_range("embedding_mean", None, V, pad_id)))
                 # the device assert may fire after the lookup is queued: every
                 # read stays inside the table (a pad id stays what it is)
                 ids = t.where(ids == pad_id, ids, ids.clamp(0, V - 1))

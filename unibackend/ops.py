@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from . import _checks as C
+from . import _errors as E
 from . import _registry as R
 from ._registry import _fast_dot, resolve
 from .plugin import Tensor
@@ -29,9 +30,28 @@ __all__ = [
 ]
 
 
-def _float_args(op, B, *xs):
-    """Native tensors of ``xs`` in their common float dtype."""
-    native = [B.asarray(x) for x in xs]
+def _tensor(op, arg, B, x):
+    """Native tensor of argument ``arg``, once it is known to hold numbers
+    (TypeError naming ``arg`` before any plugin sees it)."""
+    C.check_numeric(op, arg, x, R.owner(x) is not None)
+    t = B.asarray(x)
+    C.check_number_dtype(op, arg, t, B.dtype(t))
+    return t
+
+
+def _mask(op, arg, B, m):
+    """Native tensor of mask ``m``: boolean or integer (TypeError otherwise)."""
+    if m is None:
+        raise E.bad_mask(op, arg, "None")
+    C.check_numeric(op, arg, m, R.owner(m) is not None, E.bad_mask)
+    t = B.asarray(m)
+    C.check_mask(op, arg, t, B.dtype(t))
+    return t
+
+
+def _float_args(op, B, args):
+    """Native tensors of ``args`` (name -> value) in their common float dtype."""
+    native = [_tensor(op, name, B, x) for name, x in args.items()]
     dts = [B.dtype(x) for x in native]
     dt = C.result_float(op, *dts)
     # cast only what differs (the common case asks the plugin nothing more)
@@ -68,7 +88,7 @@ def dot(a: ArrayLike, b: ArrayLike) -> Tensor:
             return B.dot(a, b)
     if C.is_scipy_sparse(a) or B.is_sparse(a):
         return sparse_dot(a, b)
-    a, b = _float_args("dot", B, a, b)
+    a, b = _float_args("dot", B, {"a": a, "b": b})
     sa, sb = tuple(B.shape(a)), tuple(B.shape(b))
     if len(sa) < 1:
         raise ValueError(f"dot: a must have at least 1 dim, got shape {sa}")
@@ -93,7 +113,8 @@ def sparse_dot(x: Any, w: ArrayLike) -> Tensor:
             raise CapabilityError(f"{op}: backend {B.name!r} has no sparse support")
         if x.ndim != 2:
             raise ValueError(f"{op}: x must be a 2-D sparse matrix, got shape {x.shape}")
-        w = B.asarray(w)
+        C.check_number_dtype(op, "x", x, x.dtype)
+        w = _tensor(op, "w", B, w)
         dt = C.result_float(op, x.dtype, B.dtype(w))
         w = B.asarray(w, dt)
         xshape = x.shape
@@ -101,6 +122,7 @@ def sparse_dot(x: Any, w: ArrayLike) -> Tensor:
         xs = B.sparse_from_scipy(C.canonical_csr(op, x, dt))
     else:
         B = resolve(op, x, w)
+        C.check_numeric(op, "x", x, R.owner(x) is not None)
         if not B.is_sparse(x):
             raise TypeError(
                 f"{op}: x must be sparse (scipy.sparse CSR/CSC/COO or the backend's "
@@ -109,7 +131,8 @@ def sparse_dot(x: Any, w: ArrayLike) -> Tensor:
         xshape, xdt = B.sparse_info(x)
         if len(xshape) != 2:
             raise ValueError(f"{op}: x must be a 2-D sparse matrix, got shape {tuple(xshape)}")
-        w = B.asarray(w)
+        C.check_number_dtype(op, "x", x, xdt)
+        w = _tensor(op, "w", B, w)
         dt = C.result_float(op, xdt, B.dtype(w))
         w = B.asarray(w, dt)
         _check_sparse_dot_shapes(xshape, tuple(B.shape(w)))
@@ -132,7 +155,7 @@ def argsort(x: ArrayLike, axis: int = -1, descending: bool = False) -> Tensor:
     Result int64."""
     op = "argsort"
     B = resolve(op, x)
-    x = B.asarray(x)
+    x = _tensor(op, "x", B, x)
     C.check_real(op, "x", B.dtype(x))
     shape = tuple(B.shape(x))
     if len(shape) < 1:
@@ -146,18 +169,26 @@ def argsort(x: ArrayLike, axis: int = -1, descending: bool = False) -> Tensor:
 def _subtensor(op, x, index, value, accumulate):
     parts = index if isinstance(index, tuple) else (index,)
     B = resolve(op, x, value, *parts)
-    x = B.asarray(x)
-    value = B.asarray(value)
+    x = _tensor(op, "x", B, x)
+    value = _tensor(op, "value", B, value)
     xdt = B.dtype(x)
     xshape = tuple(B.shape(x))
+    native = _native_part
     # symbolic, traced by a compiler, or index tensors whose values must not
     # be read on the host (sync-free): the plugin checks them in its graph
     if (any(d is None for d in xshape) or any(B.is_symbolic(p) for p in parts) or B.is_tracing(x)
-            or (C.sync_free_checks() and any(R.owner(p) is not None for p in parts))):
-        return B.set_subtensor(x, index, B.asarray(value, xdt), accumulate)
-    sub = C.subtensor(op, xshape, index, B.to_numpy)
+            or (C.sync_free_checks() and any(native(p) for p in parts))):
+        gi = C.graph_index(op, B, index, xshape, native)
+        return B.set_subtensor(x, gi, B.asarray(value, xdt), accumulate)
+    sub = C.subtensor(op, xshape, index, B.to_numpy, B, native)
     C.check_broadcast(op, "value", tuple(B.shape(value)), sub.shape)
     return B.set_subtensor(x, sub, B.asarray(value, xdt), accumulate)
+
+
+def _native_part(p):
+    """Whether index part ``p`` is a tensor of some backend (a numpy array
+    counts only for a backend whose tensors are numpy arrays)."""
+    return R.owner(p) is not None
 
 
 def set_subtensor(x: ArrayLike, index: Any, value: ArrayLike) -> Tensor:
@@ -178,25 +209,25 @@ def masked_mean(x: ArrayLike, mask: ArrayLike, axis: int | tuple[int, ...] | Non
     touch the result, NaN and inf included."""
     op = "masked_mean"
     B = resolve(op, x, mask)
-    (x,) = _float_args(op, B, x)
-    mask = B.asarray(mask)
+    (x,) = _float_args(op, B, {"x": x})
+    mask = _mask(op, "mask", B, mask)
     shape = tuple(B.shape(x))
     C.check_broadcast(op, "mask", tuple(B.shape(mask)), shape)
     axes = C.axes_tuple(op, "axis", axis, len(shape))
     return B.masked_mean(x, mask, axes)
 
 
-def _topk_args(op, B, x, k, axis):
-    (x,) = _float_args(op, B, x)
-    C.check_real(op, "x", B.dtype(x))
+def _topk_args(op, B, arg, x, k, axis):
+    (x,) = _float_args(op, B, {arg: x})
+    C.check_real(op, arg, B.dtype(x))
     shape = tuple(B.shape(x))
     if len(shape) < 1:
-        raise ValueError(f"{op}: x must have at least 1 dim, got a scalar")
+        raise ValueError(f"{op}: {arg} must have at least 1 dim, got a scalar")
     axis = C.axis_index(op, "axis", axis, len(shape))
     k = C.check_int(op, "k", k)
     n = shape[axis]
     if k < 0 or (n is not None and k > n):
-        raise ValueError(f"{op}: k={k} is out of range: need 0 <= k <= {n} (the size of axis {axis})")
+        raise E.k_out_of_range(op, k, n, axis)
     return x, k, axis
 
 
@@ -205,7 +236,7 @@ def keep_topk(x: ArrayLike, k: int, axis: int = -1, fill: float = -math.inf) -> 
     Among equal values the lower index stays; NaN counts as largest."""
     op = "keep_topk"
     B = resolve(op, x)
-    x, k, axis = _topk_args(op, B, x, k, axis)
+    x, k, axis = _topk_args(op, B, "x", x, k, axis)
     fill = _check_fill(op, fill)
     return B.keep_topk(x, k, axis, fill)
 
@@ -222,7 +253,7 @@ def softmax(x: ArrayLike, axis: int = -1) -> Tensor:
     gives all 0s, not NaN."""
     op = "softmax"
     B = resolve(op, x)
-    (x,) = _float_args(op, B, x)
+    (x,) = _float_args(op, B, {"x": x})
     C.check_real(op, "x", B.dtype(x))
     shape = tuple(B.shape(x))
     if len(shape) < 1:
@@ -235,7 +266,7 @@ def topk_gate(logits: ArrayLike, k: int, axis: int = -1) -> Tensor:
     summing to 1 (k >= 1).  The gate of arXiv:1701.06538."""
     op = "topk_gate"
     B = resolve(op, logits)
-    x, k, axis = _topk_args(op, B, logits, k, axis)
+    x, k, axis = _topk_args(op, B, "logits", logits, k, axis)
     if k < 1:
         raise ValueError(f"{op}: k={k} must be at least 1 (a gate keeps at least one expert)")
     return B.softmax(B.keep_topk(x, k, axis, -math.inf), axis)
@@ -246,14 +277,14 @@ def embedding_mean(table: ArrayLike, ids: ArrayLike, pad_id: int = 0) -> Tensor:
     are not ``pad_id``; a row of only padding gives zeros."""
     op = "embedding_mean"
     B = resolve(op, table, ids)
-    (table,) = _float_args(op, B, table)
-    ids = B.asarray(ids)
+    (table,) = _float_args(op, B, {"table": table})
+    ids = _tensor(op, "ids", B, ids)
     tshape, ishape = tuple(B.shape(table)), tuple(B.shape(ids))
     C.check_ndim(op, "table", tshape, (2,))
     C.check_ndim(op, "ids", ishape, (2,))
     idt = B.dtype(ids)
     if not (isinstance(idt, np.dtype) and idt.kind in "iu"):
-        raise TypeError(f"{op}: ids must be integers, got dtype {idt}")
+        raise E.not_integer_ids(op, "ids", idt)
     pad_id = C.check_int(op, "pad_id", pad_id)
     bounds = B.id_bounds(ids, pad_id)
     V = tshape[0]
@@ -261,9 +292,7 @@ def embedding_mean(table: ArrayLike, ids: ArrayLike, pad_id: int = 0) -> Tensor:
         lo, hi = bounds
         if lo < 0 or hi >= V:
             bad = lo if lo < 0 else hi
-            raise IndexError(
-                f"{op}: id {bad} is out of range for a table of {V} rows (valid: 0..{V - 1}, pad_id={pad_id})"
-            )
+            raise E.id_out_of_range(op, bad, V, pad_id)
     return B.embedding_mean(table, ids, pad_id)
 
 
@@ -320,4 +349,5 @@ def to_numpy(x: Any) -> Any:
 def asarray(x: ArrayLike, dtype: DTypeLike = None) -> Tensor:
     """A native tensor of the backend that ``x`` selects (or the one in force)."""
     B = resolve("asarray", x)
+    C.check_numeric("asarray", "x", x, R.owner(x) is not None)
     return B.asarray(x, None if dtype is None else np.dtype(dtype))
