@@ -352,7 +352,7 @@ def test_bad_index_inside_function_is_an_index_error_and_duplicates_keep_the_las
     with ub.use_backend("jax"):
         np.testing.assert_array_equal(np.asarray(F(np.zeros(4), np.array([1, 1, 2]), np.array([5.0, 6.0, 7.0]))),
                                       [0, 6, 7, 0])
-        with pytest.raises(IndexError, match="set_subtensor: index 7 is out of range for axis 0 with size 4"):
+        with pytest.raises(IndexError, match="set_subtensor: index 7 is out of bounds for axis 0 with size 4"):
             F(np.zeros(4), np.array([1, 7]), np.array([5.0, 6.0]))
 
 
@@ -406,7 +406,7 @@ def test_model_trained_on_jax_predicts_the_same_on_numpy_and_jax(tmp_path):
 def test_inside_a_users_jax_jit_duplicate_writes_keep_the_last_and_a_bad_static_index_raises():
     J = jax.jit(lambda x, v: ub.set_subtensor(x, np.array([1, 3, 1]), v))
     np.testing.assert_array_equal(np.asarray(J(jnp.zeros(4), jnp.array([1.0, 2.0, 3.0]))), [0, 3, 0, 2])
-    with pytest.raises(IndexError, match="set_subtensor: index 4 is out of range for axis 0 with size 4"):
+    with pytest.raises(IndexError, match="set_subtensor: index 4 is out of bounds for axis 0 with size 4"):
         jax.jit(lambda x: ub.set_subtensor(x, np.array([4]), 1.0))(jnp.zeros(4))
 
 
@@ -421,7 +421,7 @@ def test_sync_free_mode_checks_ids_and_indices_in_the_graph_with_the_same_answer
                                       [0, 6, 0, 0])
         with pytest.raises(jax.errors.JaxRuntimeError, match="embedding_mean: id 7 is out of range"):
             np.asarray(ub.embedding_mean(table, jnp.array([[1, 7, 0]])))
-        with pytest.raises(jax.errors.JaxRuntimeError, match="inc_subtensor: index 9 is out of range"):
+        with pytest.raises(jax.errors.JaxRuntimeError, match="inc_subtensor: index 9 is out of bounds"):
             np.asarray(ub.inc_subtensor(jnp.zeros(4), jnp.array([9]), 1.0))
 
 
