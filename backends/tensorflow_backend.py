@@ -34,7 +34,8 @@ from unibackend.plugin import (
 # a tag; ub.function turns it back into the named Python exception.
 _TAG = "[unibackend {}] "
 _TAGGED = re.compile(r"\[unibackend (IndexError|ValueError)\] ([^\]]*)")
-_KINDS = {"IndexError": IndexError, "ValueError": ValueError}
+_KINDS = {"IndexError": IndexError, "ValueError": ValueError, "TypeError": TypeError}
+_TRACED = re.compile(r"(IndexError|ValueError|TypeError): (.*)\Z", re.S)
 
 
 class TensorflowBackend(Backend):
@@ -724,6 +725,16 @@ class TensorflowBackend(Backend):
                 if found is None:
                     raise
                 raise _KINDS[found.group(1)](found.group(2).strip()) from None
+            except Exception as e:
+                # AutoGraph rewrites an error raised while tracing f (the
+                # core's check of a bad argument) to start "in user code:",
+                # an IndexError even into a StagingError; the check's own
+                # words are kept in its metadata ("IndexError: ...").
+                cause = getattr(getattr(e, "ag_error_metadata", None), "cause_message", None)
+                found = _TRACED.match(cause.strip()) if isinstance(cause, str) else None
+                if found is None:
+                    raise
+                raise _KINDS[found.group(1)](found.group(2)) from None
 
         return run
 

@@ -36,6 +36,8 @@ from unibackend.plugin import (
     id_bounds,
     id_out_of_range,
     index_out_of_range,
+    k_out_of_range,
+    mask_shape_mismatch,
     stable_descending,
 )
 
@@ -608,29 +610,35 @@ class TheanoBackend(Backend):
             lo, hi = T.min(p), T.max(p)
             x = self._check(IndexError, str(index_out_of_range(op, "{bad}", axis, "{size}")), x, ok,
                             bad=T.switch(T.lt(lo, -n), lo, hi), size=n)
-        masks = [T.eq(p.shape[i], x.shape[axis + i])
-                 for p, axis in zip(parts, index.axes)
-                 if isinstance(p, self._Var) and p.dtype == "bool" for i in range(p.ndim)]
-        if masks:
-            x = self._check(IndexError, f"{op}: a boolean index does not match the array's shape", x, *masks)
+        for p, axis in zip(parts, index.axes):
+            if getattr(p, "dtype", None) is None or np.dtype(str(p.dtype)) != np.bool_:
+                continue
+            for i in range(p.ndim):
+                got, size = T.as_tensor_variable(p.shape[i]), x.shape[axis + i]
+                msg = str(mask_shape_mismatch(op, axis + i, "{got}", "{size}"))
+                x = self._check(IndexError, msg, x, T.eq(got, size), got=got, size=size)
         sub = x[tuple(parts)]
-        if value.ndim > sub.ndim:
-            raise does_not_broadcast(op, "value", f"of {value.ndim} dims", f"of {sub.ndim} dims")
         fits = [T.or_(T.eq(value.shape[-i], 1), T.eq(value.shape[-i], sub.shape[-i]))
-                for i in range(1, value.ndim + 1)]
+                for i in range(1, min(value.ndim, sub.ndim) + 1)]
+        if value.ndim > sub.ndim:
+            fits.append(T.eq(0, 1))  # more dims than the selection: never broadcasts
         if fits:
-            value = self._check(ValueError, f"{op}: value does not broadcast to the selection's shape", value, *fits)
+            msg = str(does_not_broadcast(op, "value", "{shape}", "{target}"))
+            value = self._check(ValueError, msg, value, *fits, shape=T.as_tensor_variable(value.shape),
+                                target=T.as_tensor_variable(sub.shape))
         return self._g_write(sub, value, accumulate)
 
     def _g_masked_mean(self, x, mask, axes, checks):
         T = self.T
         if checks:
-            if mask.ndim > x.ndim:
-                raise ValueError(f"masked_mean: mask of {mask.ndim} dims does not broadcast to x of {x.ndim} dims")
             fits = [T.or_(T.eq(mask.shape[-i], 1), T.eq(mask.shape[-i], x.shape[-i]))
-                    for i in range(1, mask.ndim + 1)]
+                    for i in range(1, min(mask.ndim, x.ndim) + 1)]
+            if mask.ndim > x.ndim:
+                fits.append(T.eq(0, 1))  # more dims than x: never broadcasts
             if fits:
-                mask = self._check(ValueError, "masked_mean: mask does not broadcast to x's shape", mask, *fits)
+                msg = str(does_not_broadcast("masked_mean", "mask", "{shape}", "{target}"))
+                mask = self._check(ValueError, msg, mask, *fits, shape=T.as_tensor_variable(mask.shape),
+                                   target=T.as_tensor_variable(x.shape))
         # switch, not multiply: a masked-out NaN or inf never reaches the sum.
         keep = T.neq(mask, 0)
         zero = T.zeros_like(x)
@@ -642,7 +650,7 @@ class TheanoBackend(Backend):
         T = self.T
         n = x.shape[axis]
         if checks:
-            x = self._check(ValueError, f"keep_topk: k is larger than the size of axis {axis}", x, T.le(k, n))
+            x = self._check(ValueError, str(k_out_of_range("keep_topk", "{k}", "{n}", axis)), x, T.le(k, n), k=k, n=n)
         # The k-th largest value t per slice (sort puts NaN last, so NaN
         # counts as largest).  Entries above t stay; among the entries equal
         # to t the first ones by index fill the remaining places.  k = 0
@@ -781,7 +789,9 @@ def _theano_check_op(impl="theano"):
         def perform(self, node, inputs, out):
             k = len(inputs) - 1 - len(self.names)
             if not all(bool(c) for c in inputs[1:1 + k]):
-                values = {n: np.asarray(v).tolist() for n, v in zip(self.names, inputs[1 + k:])}
+                # a shape (a 1-d array) reads as numpy writes shapes: (3,)
+                values = {n: tuple(v.tolist()) if np.ndim(v) == 1 else np.asarray(v).tolist()
+                          for n, v in zip(self.names, inputs[1 + k:])}
                 raise self.exc_type(self.msg.format(**values) if values else self.msg)
             out[0][0] = inputs[0]
 

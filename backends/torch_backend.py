@@ -7,7 +7,9 @@ torch.topk or a CUDA sort happens to break ties).
 """
 from __future__ import annotations
 
+import ast
 import math
+import re
 
 import numpy as np
 
@@ -73,6 +75,26 @@ def _raise_bad_index(index, size, axis, op, shape):
         lo, hi = int(index.min()), int(index.max())
         if lo < -size or hi >= size:
             raise index_out_of_range(op, lo if lo < -size else hi, axis, size)
+
+
+_OBSERVED = re.compile(r"raised exception (TypeError|ValueError|IndexError)\((.*)\)\s*$", re.S)
+_OBSERVED_KINDS = {"TypeError": TypeError, "ValueError": ValueError, "IndexError": IndexError}
+
+
+def _observed(e):
+    """The contract's exception that Dynamo observed while tracing, rebuilt
+    from the text of the Unsupported error it raised instead (None: none)."""
+    cause = e.__cause__
+    if cause is None or not type(cause).__name__.startswith("Observed"):
+        return None
+    found = _OBSERVED.match(str(cause.args[0]) if cause.args else "")
+    if found is None:
+        return None
+    try:
+        msg = ast.literal_eval(found.group(2))
+    except (ValueError, SyntaxError):
+        return None
+    return _OBSERVED_KINDS[found.group(1)](msg) if isinstance(msg, str) else None
 
 
 class TorchBackend(Backend):
@@ -677,4 +699,20 @@ class TorchBackend(Backend):
         import os
 
         compiler = os.environ.get("UNIBACKEND_TORCH_COMPILER", "").strip() or "inductor"
-        return self.torch.compile(f, fullgraph=True, backend=compiler)
+        compiled = self.torch.compile(f, fullgraph=True, backend=compiler)
+        unsupported = self.torch._dynamo.exc.Unsupported
+
+        def run(*args, **kwargs):
+            try:
+                return compiled(*args, **kwargs)
+            except unsupported as e:
+                # fullgraph=True turns an exception raised while tracing (the
+                # core's check of a bad argument) into Unsupported("Observed
+                # exception"), with the original only as text: raise that.
+                found = _observed(e)
+                if found is None:
+                    raise
+                raise found from None
+
+        run.compiled = compiled  # for tests: torch's own compiled function
+        return run

@@ -117,14 +117,16 @@ def dtype_text(x, dt):
     own name when numpy's would hide it: a TF string tensor is ``string``, not
     ``object``)."""
     own = getattr(x, "dtype", None)
-    if own is None or isinstance(own, np.dtype):
+    if own is None or isinstance(own, np.dtype) or not (isinstance(dt, np.dtype) and dt.kind == "O"):
         return f"dtype {dt}"
     return f"dtype {getattr(own, 'name', own)}"
 
 
 def neutral_kind(x):
-    """The dtype kind numpy gives neutral ``x`` (a list, a scalar, an array),
-    or its type name when it is no array at all."""
+    """The dtype numpy gives neutral ``x`` (a list, a scalar, an array), its
+    type name when it is no array at all, None for a Python number.  Its
+    answer depends on ``x`` alone: a tracing compiler calls it rather than
+    follow it (``Backend.trace_constant``; torch.compile reads no ndarray.dtype)."""
     t = type(x)
     if t is np.ndarray or isinstance(x, np.generic):
         return x.dtype
@@ -216,12 +218,12 @@ def check_broadcast(op, arg, shape, target):
     """``shape`` must broadcast to exactly ``target`` (numpy's assignment rule)."""
     if any(d is None for d in tuple(shape) + tuple(target)):
         return
-    try:
-        out = np.broadcast_shapes(tuple(shape), tuple(target))
-    except ValueError:
-        out = None
-    if out != tuple(target):
-        raise E.does_not_broadcast(op, arg, tuple(shape), tuple(target))
+    shape, target = tuple(shape), tuple(target)
+    # by hand, not np.broadcast_shapes: torch.compile maps that to its own,
+    # which raises its RuntimeError while tracing
+    fits = len(shape) <= len(target) and all(a == 1 or a == b for a, b in zip(reversed(shape), reversed(target)))
+    if not fits:
+        raise E.does_not_broadcast(op, arg, shape, target)
 
 
 def canonical_csr(op, x, dtype=None):
@@ -352,12 +354,13 @@ def _shape_of(B, p, native):
     return tuple(B.shape(p)) if B is not None else tuple(p.shape)
 
 
-def index_walk(op, B, index, xshape, owner, to_numpy=None):
+def index_walk(op, B, index, xshape, owner, to_numpy=None, readable=None):
     """Check ``index`` for ``x`` of shape ``xshape`` (None: an open dim) as far
     as its values are known, numpy's rules and words (IndexError).  Returns
     (parts, kinds, axes, unchecked): ``unchecked`` lists the int parts whose
     range only a graph can check.  ``owner(p)``: whether p is a native tensor;
-    ``to_numpy``: reads a native part's values (None: they stay unread)."""
+    ``to_numpy``: reads a native part's values (None: they stay unread);
+    ``readable(p)``: whether native part p's values may be read (default: all)."""
     raw = index if isinstance(index, tuple) else (index,)
     parts, kinds = [], []
     for p in raw:
@@ -395,7 +398,7 @@ def index_walk(op, B, index, xshape, owner, to_numpy=None):
         elif kind in ("int", "ints"):
             size = xshape[axis]
             native = owner(p)
-            if size is None or (native and to_numpy is None):
+            if size is None or (native and (to_numpy is None or (readable is not None and not readable(p)))):
                 unchecked.append(j)
             else:
                 vals = np.asarray(to_numpy(p) if native else p)
@@ -406,9 +409,10 @@ def index_walk(op, B, index, xshape, owner, to_numpy=None):
     return tuple(parts), tuple(kinds), tuple(axes), tuple(unchecked)
 
 
-def graph_index(op, B, index, xshape, owner):
-    """The :class:`GraphIndex` of ``index`` (see :func:`index_walk`)."""
-    parts, _, axes, unchecked = index_walk(op, B, index, xshape, owner)
+def graph_index(op, B, index, xshape, owner, readable):
+    """The :class:`GraphIndex` of ``index`` (see :func:`index_walk`): native
+    parts whose values are ``readable`` are checked here too."""
+    parts, _, axes, unchecked = index_walk(op, B, index, xshape, owner, B.to_numpy, readable)
     return GraphIndex(op, parts, axes, tuple(xshape), unchecked)
 
 

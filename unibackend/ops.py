@@ -69,10 +69,10 @@ def dot(a: ArrayLike, b: ArrayLike) -> Tensor:
     # then the full path below checks, converts and explains.
     t = type(a)
     fast = _fast_dot.get(t)
-    if fast is None and R._type_cache.get(t, 0) is None:
+    if fast is None and t is np.ndarray:
         # only a neutral type reads the backend in force (a context variable,
         # which torch.compile cannot trace)
-        fast = _fast_dot.get((t, R._current.get() or R._default))
+        fast = _fast_dot.get((t, R._in_force_key()))
     if fast is not None and type(b) is t:
         out = fast(a, b)
         if out is not None:
@@ -178,7 +178,14 @@ def _subtensor(op, x, index, value, accumulate):
     # be read on the host (sync-free): the plugin checks them in its graph
     if (any(d is None for d in xshape) or any(B.is_symbolic(p) for p in parts) or B.is_tracing(x)
             or (C.sync_free_checks() and any(native(p) for p in parts))):
-        gi = C.graph_index(op, B, index, xshape, native)
+        if B.is_tracing(x):  # a tracer may not read numpy arrays (torch.compile): index arrays become tensors
+            index = tuple(B.asarray(p) if isinstance(p, np.ndarray) else p for p in parts)
+        sync_free = C.sync_free_checks()
+
+        def readable(p):  # values known now, and allowed to be read on the host
+            return not (sync_free or B.is_symbolic(p) or B.is_tracing(p))
+
+        gi = C.graph_index(op, B, index, xshape, native, readable)
         return B.set_subtensor(x, gi, B.asarray(value, xdt), accumulate)
     sub = C.subtensor(op, xshape, index, B.to_numpy, B, native)
     C.check_broadcast(op, "value", tuple(B.shape(value)), sub.shape)

@@ -35,6 +35,7 @@ from ._errors import (
     id_out_of_range,
     index_out_of_range,
     k_out_of_range,
+    mask_shape_mismatch,
     mask_traced,
 )
 
@@ -51,7 +52,7 @@ __all__ = [
     "Backend", "Capabilities", "CapabilityError", "GraphIndex", "Shape", "Subtensor", "Tensor",
     "check_broadcast", "check_scalar_output", "check_subtensor", "does_not_broadcast", "fill",
     "id_bounds", "id_out_of_range", "index_out_of_range", "is_scipy_sparse", "k_out_of_range",
-    "mask_traced", "missing_primitives", "scipy_grad_input", "stable_descending", "sync_free_checks",
+    "mask_shape_mismatch", "mask_traced", "missing_primitives", "scipy_grad_input", "stable_descending", "sync_free_checks",
 ]
 
 
