@@ -620,8 +620,9 @@ class TheanoBackend(Backend):
         sub = x[tuple(parts)]
         fits = [T.or_(T.eq(value.shape[-i], 1), T.eq(value.shape[-i], sub.shape[-i]))
                 for i in range(1, min(value.ndim, sub.ndim) + 1)]
-        if value.ndim > sub.ndim:
-            fits.append(T.eq(0, 1))  # more dims than the selection: never broadcasts
+        if value.ndim > sub.ndim:  # more dims than the selection: known now
+            vshape = tuple(value.data.shape) if hasattr(value, "data") else f"<{value.ndim} dims>"
+            raise does_not_broadcast(op, "value", vshape, f"<{sub.ndim} dims>")
         if fits:
             msg = str(does_not_broadcast(op, "value", "{shape}", "{target}"))
             value = self._check(ValueError, msg, value, *fits, shape=T.as_tensor_variable(value.shape),

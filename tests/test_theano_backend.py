@@ -531,7 +531,7 @@ def test_subtensor_of_a_symbolic_mask_of_the_wrong_shape_raises_index_error_when
 def test_subtensor_of_a_symbolic_value_that_does_not_broadcast_raises_value_error_when_run():
     x, v = T.matrix("x", dtype="float64"), T.vector("v", dtype="float64")
     f = th.function([x, v], ub.set_subtensor(x, 0, v))
-    with pytest.raises(ValueError, match="value does not broadcast"):
+    with pytest.raises(ValueError, match=r"set_subtensor: value of shape \(5,\) does not broadcast to shape \(6,\)"):
         f(X, np.ones(5))
 
 
@@ -573,7 +573,7 @@ def test_masked_mean_gradient_is_zero_and_finite_at_masked_nan():
 def test_masked_mean_of_a_symbolic_mask_that_does_not_broadcast_raises_value_error_when_run():
     x, m = T.matrix("x", dtype="float64"), T.vector("m", dtype="bool")
     f = th.function([x, m], ub.masked_mean(x, m, axis=1))
-    with pytest.raises(ValueError, match="masked_mean: mask does not broadcast"):
+    with pytest.raises(ValueError, match=r"masked_mean: mask of shape \(4,\) does not broadcast to shape \(2, 3\)"):
         f(np.ones((2, 3)), np.ones(4, bool))
 
 
@@ -623,7 +623,7 @@ def test_keep_topk_k_out_of_range_is_value_error_eager_and_when_a_symbolic_graph
     x = T.vector("x", dtype="float64")
     f = th.function([x], ub.keep_topk(x, 4))
     np.testing.assert_array_equal(f(np.arange(5.0)), [-np.inf, 1.0, 2.0, 3.0, 4.0])
-    with pytest.raises(ValueError, match="keep_topk: k is larger than the size"):
+    with pytest.raises(ValueError, match=r"keep_topk: k=4 is out of range: need 0 <= k <= 3 \(the size of axis 0\)"):
         f(np.ones(3))
 
 
