@@ -179,7 +179,7 @@ def _subtensor(op, x, index, value, accumulate):
     if (any(d is None for d in xshape) or any(B.is_symbolic(p) for p in parts) or B.is_tracing(x)
             or (C.sync_free_checks() and any(native(p) for p in parts))):
         if B.is_tracing(x):  # a tracer may not read numpy arrays (torch.compile): index arrays become tensors
-            index = tuple(B.asarray(p) if isinstance(p, np.ndarray) else p for p in parts)
+            index = tuple(B.asarray(p) if isinstance(p, (np.ndarray, list)) else p for p in parts)
         sync_free = C.sync_free_checks()
 
         def readable(p):  # values known now, and allowed to be read on the host
