@@ -146,7 +146,7 @@ def check_numeric(op, arg, x, native, error=E.not_numeric):
     """TypeError unless ``x`` holds numbers; ``native``: whether ``x`` is a
     tensor of the backend (then its dtype is read later, nothing is
     converted here); ``error``: the builder of the TypeError."""
-    if native:
+    if native or isinstance(x, _NUMBERS):  # (a number a compiler traces as symbolic stays out of neutral_kind)
         return
     got = neutral_kind(x)
     if got is None or (isinstance(got, np.dtype) and is_number_dtype(got)):
