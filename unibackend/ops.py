@@ -178,7 +178,9 @@ def _subtensor(op, x, index, value, accumulate):
     # be read on the host (sync-free): the plugin checks them in its graph
     if (any(d is None for d in xshape) or any(B.is_symbolic(p) for p in parts) or B.is_tracing(x)
             or (C.sync_free_checks() and any(native(p) for p in parts))):
-        if B.is_tracing(x):  # a tracer may not read numpy arrays (torch.compile): index arrays become tensors
+        if B.is_tracing(x) and not B.is_symbolic(x):
+            # a compiler that traces Python reading no numpy (torch.compile):
+            # index arrays become its tensors (checked in its graph)
             index = tuple(B.asarray(p) if isinstance(p, (np.ndarray, list)) else p for p in parts)
         sync_free = C.sync_free_checks()
 
