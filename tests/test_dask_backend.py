@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import numpy_ref
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -23,11 +24,6 @@ sp = pytest.importorskip("scipy.sparse")
 from unibackend.plugins.dask_backend import LargeChunkWarning, chunking  # noqa: E402
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
-
-
-def numpy_ref(fn, *args, **kwargs):
-    with ub.use_backend("numpy"):
-        return fn(*args, **kwargs)
 
 
 def on_dask(fn, *args, **kwargs):
