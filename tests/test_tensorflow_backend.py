@@ -659,14 +659,14 @@ def test_a_symbolic_index_on_a_static_shape_is_checked_in_graph_and_ub_function_
 def test_ops_on_unknown_dims_in_a_graph_match_numpy():
     """With None dims (an input_signature) every op still gives numpy's
     answer; a mask that broadcasts along a None dim is counted once per row."""
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float64), tf.TensorSpec([None, None], tf.float64),
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float64), tf.TensorSpec([None, None], tf.int64),
                                   tf.TensorSpec([None, None], tf.int64)])
     def many(x, mask, ids):
         return (ub.softmax(x), ub.keep_topk(x, 2), ub.argsort(x, axis=0), ub.masked_mean(x, mask, axis=0),
                 ub.dot(x, tf.transpose(x)), ub.embedding_mean(x, ids))
 
     x = np.array([[1.0, nan, 2.0, 2.0], [0.5, -0.0, 0.0, -inf], [3.0, 3.0, -1.0, 0.0]])
-    mask = np.array([[1.0, 0.0, 1.0, 1.0]])
+    mask = np.array([[1, 0, 1, 1]])
     ids = np.array([[1, 2, 0], [0, 0, 0]])
     got = many(x, mask, ids)
     want = (ref(ub.softmax, x), ref(ub.keep_topk, x, 2), ref(ub.argsort, x, axis=0),
