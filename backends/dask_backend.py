@@ -19,8 +19,7 @@ import warnings
 
 import numpy as np
 
-from unibackend._errors import CapabilityError
-from unibackend.plugin import Backend, Capabilities
+from unibackend.plugin import Backend, Capabilities, CapabilityError, GraphIndex, check_subtensor, id_out_of_range
 
 __all__ = ["DaskBackend", "LargeChunkWarning", "chunking"]
 
@@ -125,11 +124,7 @@ def _embedding_block(ids, table, pad_id):
         hi = int(ids.max(where=real, initial=info.min))
         if lo <= hi and (lo < 0 or hi >= V):
             bad = lo if lo < 0 else hi
-            # the same message as ops.embedding_mean's call-time check
-            raise IndexError(
-                f"embedding_mean: id {bad} is out of range for a table of {V} rows "
-                f"(valid: 0..{V - 1}, pad_id={pad_id})"
-            )
+            raise id_out_of_range("embedding_mean", bad, V, pad_id)
     return _numpy_backend().embedding_mean(table, ids, pad_id)
 
 
@@ -280,12 +275,9 @@ class DaskBackend(Backend):
         return x.map_blocks(_argsort_block, axis, descending, dtype=np.int64)
 
     def set_subtensor(self, x, index, value, accumulate):
-        if not hasattr(index, "xshape"):  # unknown chunk sizes: learn them, then check as usual
-            from unibackend._checks import subtensor
-
-            op = "inc_subtensor" if accumulate else "set_subtensor"
+        if isinstance(index, GraphIndex):  # unknown chunk sizes: learn them, then check as usual
             x = x.compute_chunk_sizes()
-            index = subtensor(op, x.shape, index, self.to_numpy)
+            index = check_subtensor(index.op, x.shape, index.parts, self.to_numpy)
         if 0 in index.shape:  # nothing selected (dask's setitem refuses an empty value)
             return x.copy()
         if index.basic:

@@ -26,9 +26,19 @@ import sys
 
 import numpy as np
 
-from unibackend._checks import check_broadcast, sync_free_checks
-from unibackend._errors import unsupported_in_mode
-from unibackend.plugin import Backend, Capabilities, check_scalar_output, scipy_grad_input, stable_descending
+from unibackend.plugin import (
+    Backend,
+    Capabilities,
+    GraphIndex,
+    check_broadcast,
+    check_scalar_output,
+    id_out_of_range,
+    index_out_of_range,
+    scipy_grad_input,
+    stable_descending,
+    sync_free_checks,
+    unsupported_in_mode,
+)
 
 # Inside ub.function the user's f is traced under checkify: value checks are
 # checkify.check calls (a check that no checkify functionalises fails to trace).
@@ -196,8 +206,8 @@ class JaxBackend(Backend):
 
     def set_subtensor(self, x, sub, value, accumulate):
         jnp = self.jnp
-        if not hasattr(sub, "basic"):  # a raw index with traced parts
-            return self._set_traced(x, sub, value, accumulate)
+        if isinstance(sub, GraphIndex):  # traced parts: checked in the graph
+            return self._set_in_graph(x, sub, value, accumulate)
         if sub.basic:
             at = x.at[sub.index]
             return at.add(value) if accumulate else at.set(value)
@@ -214,13 +224,13 @@ class JaxBackend(Backend):
             out = flat.at[pos].set(vals, unique_indices=True)
         return out.reshape(x.shape)
 
-    def _set_traced(self, x, index, value, accumulate):
-        """set/inc_subtensor with traced index parts: the index applies to the
-        flat positions of x, with in-graph range checks of every int part."""
+    def _set_in_graph(self, x, index, value, accumulate):
+        """set/inc_subtensor with a GraphIndex (traced index parts): the index
+        applies to the flat positions of x, with in-graph range checks of
+        every part the core could not check."""
         jnp = self.jnp
-        op = "inc_subtensor" if accumulate else "set_subtensor"
-        parts = index if isinstance(index, tuple) else (index,)
-        parts = tuple(np.asarray(p) if isinstance(p, list) else p for p in parts)
+        op = index.op
+        parts = index.parts
         for p in parts:
             if isinstance(p, self._Tracer) and _is_mask(p):
                 # (jax 0.10 exports no BatchTracer class: its name tells vmap from jit)
@@ -228,9 +238,16 @@ class JaxBackend(Backend):
                 raise unsupported_in_mode(op, "jax.vmap" if vmapped else "jax.jit",
                                           "a traced boolean mask index selects a number of positions known only "
                                           "from its values; pass the mask as a numpy array, or an integer index")
-        self._index_checks(x.shape, parts, op)
+        for j, axis, n in index.unchecked():
+            i = parts[j].astype(np.int64)
+            bad = (i < -n) | (i >= n)
+            if i.size:  # (min/max of nothing has no identity; nothing to check)
+                worst = jnp.where(jnp.any(bad & (i < 0)), jnp.min(jnp.where(bad, i, 0)),
+                                  jnp.max(jnp.where(bad, i, 0)))
+                self._value_check(~jnp.any(bad), "IndexError", str(index_out_of_range(op, "{bad}", axis, n)),
+                                  bad=worst)
         size = math.prod(x.shape)
-        pos = jnp.arange(size).reshape(x.shape)[parts if isinstance(index, tuple) else parts[0]]
+        pos = jnp.arange(size).reshape(x.shape)[parts]
         check_broadcast(op, "value", tuple(value.shape), tuple(pos.shape))
         sel = pos.reshape(-1)
         vals = jnp.broadcast_to(value, pos.shape).reshape(-1)
@@ -244,36 +261,6 @@ class JaxBackend(Backend):
             last = self.jax.ops.segment_max(jnp.arange(sel.size), sel, num_segments=size)
             out = jnp.where(last >= 0, vals[jnp.clip(last, 0)], flat)
         return out.reshape(x.shape)
-
-    def _index_checks(self, xshape, parts, op):
-        """Every int part in range of the axis it indexes: statically for
-        known values, in the graph for traced ones."""
-        jnp = self.jnp
-        nd = len(xshape)
-        used = sum(_dims_used(p) for p in parts if p is not Ellipsis)
-        axis = 0
-        for p in parts:
-            if p is Ellipsis:
-                axis += nd - used
-                continue
-            if p is None or isinstance(p, slice) or _is_mask(p):
-                axis += _dims_used(p)
-                continue
-            n = xshape[axis] if axis < nd else 0
-            if isinstance(p, self._Tracer) or (isinstance(p, self._Array) and sync_free_checks()):
-                i = p.astype(np.int64)
-                bad = (i < -n) | (i >= n)
-                if i.size:  # (min/max of nothing has no identity; nothing to check)
-                    worst = jnp.where(jnp.any(bad & (i < 0)), jnp.min(jnp.where(bad, i, 0)),
-                                      jnp.max(jnp.where(bad, i, 0)))
-                    self._value_check(~jnp.any(bad), "IndexError",
-                                      f"{op}: index {{bad}} is out of range for axis {axis} with size {n}", bad=worst)
-            else:
-                a = np.asarray(p)
-                bad = a[(a < -n) | (a >= n)]
-                if bad.size:
-                    raise IndexError(f"{op}: index {int(bad.flat[0])} is out of range for axis {axis} with size {n}")
-            axis += 1
 
     def _value_check(self, ok, kind, fmt, **values):
         """A check on traced values: checkify's inside ub.function, else a host
@@ -319,9 +306,8 @@ class JaxBackend(Backend):
         real = jnp.ones(ids.shape, bool) if pad is None else ids != pad
         bad = real & ((i < 0) | (i >= V))
         worst = jnp.where(jnp.any(bad & (i < 0)), jnp.min(jnp.where(bad, i, 0)), jnp.max(jnp.where(bad, i, 0)))
-        self._value_check(~jnp.any(bad), "IndexError",
-                          f"embedding_mean: id {{bad}} is out of range for a table of {V} rows "
-                          f"(valid: 0..{V - 1}, pad_id={pad_id})", bad=worst)
+        self._value_check(~jnp.any(bad), "IndexError", str(id_out_of_range("embedding_mean", "{bad}", V, pad_id)),
+                          bad=worst)
 
     # -- math for nn -------------------------------------------------------
     def tanh(self, x):
@@ -598,17 +584,6 @@ def _jax_device(jax, device):
         return jax.devices(kind)[int(num or 0)]
     except (RuntimeError, IndexError) as e:
         raise ValueError(f"jax backend: no device {device!r} ({e})") from None
-
-
-def _dims_used(p):
-    """How many axes of x an index part consumes."""
-    if p is None:
-        return 0
-    if isinstance(p, slice):
-        return 1
-    if _is_mask(p):
-        return len(p.shape)
-    return 1
 
 
 def _is_mask(p):

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unibackend._errors import CapabilityError
-from unibackend.plugin import Backend, Capabilities, stable_descending
+from unibackend.plugin import Backend, Capabilities, CapabilityError, stable_descending
 
 
 class NumpyBackend(Backend):

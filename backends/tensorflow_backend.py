@@ -18,14 +18,26 @@ import weakref
 
 import numpy as np
 
-from unibackend._errors import unsupported_in_mode
-from unibackend.plugin import Backend, Capabilities, check_scalar_output, id_bounds, scipy_grad_input
+from unibackend.plugin import (
+    Backend,
+    Capabilities,
+    GraphIndex,
+    check_broadcast,
+    check_scalar_output,
+    fill,
+    id_bounds,
+    id_out_of_range,
+    index_out_of_range,
+    scipy_grad_input,
+    unsupported_in_mode,
+)
 
 # An in-graph check that fails raises tf.errors.InvalidArgumentError carrying
 # a tag; ub.function turns it back into the named Python exception.
 _TAG = "[unibackend {}] "
 _TAGGED = re.compile(r"\[unibackend (IndexError|ValueError)\] ([^\]]*)")
-_KINDS = {"IndexError": IndexError, "ValueError": ValueError}
+_KINDS = {"IndexError": IndexError, "ValueError": ValueError, "TypeError": TypeError}
+_TRACED = re.compile(r"(IndexError|ValueError|TypeError): (.*)\Z", re.S)
 
 
 class TensorflowBackend(Backend):
@@ -318,8 +330,8 @@ class TensorflowBackend(Backend):
         return self.tf.transpose(x, perm), perm
 
     def set_subtensor(self, x, index, value, accumulate):
-        if not hasattr(index, "positions"):  # raw index: symbolic shape or index
-            return self._set_symbolic(x, index, value, accumulate)
+        if isinstance(index, GraphIndex):  # symbolic shape or index
+            return self._set_in_graph(x, index, value, accumulate)
         if 0 in index.shape or 0 in index.xshape:
             return self.tf.identity(x)  # nothing to write (TF's scatters refuse an empty x)
         parts, lead = _leading_parts(index.index, index.xshape)
@@ -372,24 +384,25 @@ class TensorflowBackend(Backend):
             out = tf.tensor_scatter_nd_update(x2, rows[:, None], vals)
         return tf.reshape(out, xshape)
 
-    def _set_symbolic(self, x, index, value, accumulate):
-        """set/inc_subtensor when x's shape is only known when the graph runs:
-        the index applies to a tensor of flat positions, with in-graph range checks."""
+    def _set_in_graph(self, x, index, value, accumulate):
+        """set/inc_subtensor with a GraphIndex (x's shape or an index known
+        only when the graph runs): the index applies to a tensor of flat
+        positions, with in-graph range checks of the parts the core left."""
         tf = self.tf
-        single = not isinstance(index, tuple)
-        parts = tuple(np.asarray(p) if isinstance(p, list) else p for p in ((index,) if single else index))
+        single = len(index.parts) == 1
         size = tf.size(x, out_type=tf.int64)
         pos = tf.reshape(tf.range(size), tf.shape(x, out_type=tf.int64))
-        op = "inc_subtensor" if accumulate else "set_subtensor"
+        op = index.op
         xla = self._in_xla()
-        if any(isinstance(p, tf.Tensor) and p.dtype == tf.bool for p in parts) and _in_vectorized_map(tf):
+        if any(isinstance(p, tf.Tensor) and p.dtype == tf.bool for p in index.parts) and _in_vectorized_map(tf):
             raise unsupported_in_mode(op, "tf.vectorized_map", "a boolean mask index selects a different number "
                                       "of positions in each example; batch an integer index instead")
-        checks, parts = self._index_checks(x, parts, op, xla)
+        checks, parts = self._index_checks(x, index, xla)
         if not xla:
             with tf.control_dependencies(checks):
                 pos = tf.identity(pos)
         sel = self._getitem(pos, parts[0] if single else parts)
+        check_broadcast(op, "value", self.shape(value), self.shape(sel))
         vals = tf.reshape(tf.broadcast_to(value, tf.shape(sel)), [-1])
         sel = tf.reshape(sel, [-1])
         if x.shape.is_fully_defined() and x.shape.num_elements() < 2**31:
@@ -418,56 +431,44 @@ class TensorflowBackend(Backend):
             return tf.fill(tf.shape(x), tf.constant(np.nan, x.dtype))
         return x
 
-    def _graph_check(self, ok, kind, *parts):
-        """An in-graph assert whose message is ``parts`` joined (tensors as
-        their values), tagged for ub.function."""
+    def _graph_check(self, ok, kind, msg, **values):
+        """An in-graph assert with message ``msg``, its placeholders filled
+        with the named tensors' values, tagged for ub.function."""
         tf = self.tf
-        strs = [p if isinstance(p, str) else tf.strings.as_string(p) for p in parts]
+        pieces = fill(msg)
+        strs = [p if i % 2 == 0 else tf.strings.as_string(values[p]) for i, p in enumerate(pieces)]
         msg = tf.strings.join([_TAG.format(kind)] + strs)
         # Under tf.vectorized_map the assert reports every example's message
         # (up to summarize of them): a passing example's is empty, so the
         # first tag names a bad value.
         return tf.debugging.Assert(ok, [tf.where(ok, "", msg)], summarize=1000)
 
-    def _index_checks(self, x, parts, op, xla=False):
-        """(checks, parts): in-graph asserts that every int / int-array part is
-        in range of its axis, naming the first bad value as numpy does.  Under
-        XLA (no runtime asserts) the checks are bool tensors and the bad
-        entries of the parts are replaced by 0."""
+    def _index_checks(self, x, index, xla=False):
+        """(checks, parts): in-graph asserts that every part the core could not
+        check is in range of its axis, naming the worst bad value.  Under XLA
+        (no runtime asserts) the checks are bool tensors and the bad entries
+        of the parts are replaced by 0."""
         tf = self.tf
-        parts = list(parts)
-        nd = x.shape.rank
-        used = sum(_dims_used(p) for p in parts if p is not Ellipsis)
+        parts = list(index.parts)
         dims = tf.shape(x, out_type=tf.int64)
-        checks, axis = [], 0
-        for j, p in enumerate(parts):
-            if p is Ellipsis:
-                axis += nd - used
-                continue
-            if isinstance(p, slice) or p is None:
-                axis += _dims_used(p)
-                continue
-            arr = p if isinstance(p, tf.Tensor) else np.asarray(p)
-            if arr.dtype == bool or (isinstance(arr, tf.Tensor) and arr.dtype == tf.bool):
-                axis += _dims_used(arr)
-                continue
-            if axis < nd:
-                n = dims[axis]
-                i = tf.cast(arr, tf.int64)
-                inside = (i >= -n) & (i < n)
-                ok = tf.reduce_all(inside)
-                if xla:
-                    checks.append(ok)
-                    if isinstance(p, tf.Tensor):
-                        parts[j] = tf.where(inside, p, tf.zeros((), p.dtype))
-                else:
-                    # numpy names the first bad index; the smallest one too
-                    # low, else the largest one too high, is as good a witness
-                    lo, hi = tf.reduce_min(i), tf.reduce_max(i)
-                    bad = tf.where(lo < -n, lo, hi)
-                    checks.append(self._graph_check(
-                        ok, "IndexError", f"{op}: index ", bad, f" is out of bounds for axis {axis} with size ", n))
-            axis += 1
+        checks = []
+        for j, axis, _ in index.unchecked():
+            p = parts[j]
+            n = dims[axis]
+            i = tf.cast(p, tf.int64)
+            inside = (i >= -n) & (i < n)
+            ok = tf.reduce_all(inside)
+            if xla:
+                checks.append(ok)
+                if isinstance(p, tf.Tensor):
+                    parts[j] = tf.where(inside, p, tf.zeros((), p.dtype))
+            else:
+                # numpy names the first bad index; the smallest one too
+                # low, else the largest one too high, is as good a witness
+                lo, hi = tf.reduce_min(i), tf.reduce_max(i)
+                bad = tf.where(lo < -n, lo, hi)
+                msg = str(index_out_of_range(index.op, "{bad}", axis, "{size}"))
+                checks.append(self._graph_check(ok, "IndexError", msg, bad=bad, size=n))
         return checks, tuple(parts)
 
     def masked_mean(self, x, mask, axes):
@@ -626,9 +627,9 @@ class TensorflowBackend(Backend):
             big = np.iinfo(np.int64)
             lo = tf.reduce_min(tf.where(real, ids, big.max))
             hi = tf.reduce_max(tf.where(real, ids, big.min))
-            check = self._graph_check(
-                (lo >= 0) & (hi < V), "IndexError", "embedding_mean: id ", tf.where(lo < 0, lo, hi),
-                " is out of range for a table of ", V, " rows (valid: 0..", V - 1, f", pad_id={pad_id})")
+            msg = str(id_out_of_range("embedding_mean", "{bad}", "{rows}", pad_id, "{last}"))
+            check = self._graph_check((lo >= 0) & (hi < V), "IndexError", msg,
+                                      bad=tf.where(lo < 0, lo, hi), rows=V, last=V - 1)
             with tf.control_dependencies([check]):
                 ids = tf.identity(ids)
         # A fused sparse segment mean: reads table rows in place, so memory is
@@ -772,6 +773,16 @@ class TensorflowBackend(Backend):
                 if found is None:
                     raise
                 raise _KINDS[found.group(1)](found.group(2).strip()) from None
+            except Exception as e:
+                # AutoGraph rewrites an error raised while tracing f (the
+                # core's check of a bad argument) to start "in user code:",
+                # an IndexError even into a StagingError; the check's own
+                # words are kept in its metadata ("IndexError: ...").
+                cause = getattr(getattr(e, "ag_error_metadata", None), "cause_message", None)
+                found = _TRACED.match(cause.strip()) if isinstance(cause, str) else None
+                if found is None:
+                    raise
+                raise _KINDS[found.group(1)](found.group(2)) from None
 
         return run
 

@@ -30,8 +30,19 @@ from typing import ClassVar
 
 import numpy as np
 
-from unibackend._checks import Subtensor
-from unibackend.plugin import Backend, Capabilities, check_scalar_output, id_bounds, stable_descending
+from unibackend.plugin import (
+    Backend,
+    Capabilities,
+    GraphIndex,
+    check_scalar_output,
+    does_not_broadcast,
+    id_bounds,
+    id_out_of_range,
+    index_out_of_range,
+    k_out_of_range,
+    mask_shape_mismatch,
+    stable_descending,
+)
 
 ENV = "UNIBACKEND_THEANO"
 IMPLEMENTATIONS = {"pytensor": "pytensor", "theano": "Theano"}  # module -> distribution
@@ -109,6 +120,7 @@ class TheanoBackend(Backend):
         self.implementation = ""
         self._cheap = None  # the first tier's mode, made at the first eager compile
         self._building_cheap = False  # a first-tier graph is being built (see _g_softmax)
+        self._value_check_op = None  # the check whose message names values, built on first use
 
     # -- set-up ------------------------------------------------------------
     def _choice(self):
@@ -159,7 +171,7 @@ class TheanoBackend(Backend):
             from theano.sparse.type import SparseType
 
             self._tensor = lambda dtype, bc: T.TensorType(dtype, tuple(bc))()
-            self._check_op = _theano_check_op()
+            self._check_op = _theano_check_op("theano")
             self._sparse_type = SparseType
             from theano.gof.graph import inputs as graph_inputs
 
@@ -285,8 +297,8 @@ class TheanoBackend(Backend):
 
     def set_subtensor(self, x, index, value, accumulate):
         op = "inc_subtensor" if accumulate else "set_subtensor"
-        if not isinstance(index, Subtensor):  # x or an index part is symbolic
-            return self._g_subtensor_raw(op, self._sym(x), index, self._sym(value), accumulate)
+        if isinstance(index, GraphIndex):  # x or an index part is symbolic
+            return self._set_in_graph(self._sym(x), index, self._sym(value), accumulate)
         if not self._symbolic(x, value):
             return self._eager_subtensor(op, x, index, value, accumulate)
         # x or value symbolic, the index normalised by the core.
@@ -499,10 +511,16 @@ class TheanoBackend(Backend):
             a = cls((a.data, a.indices.astype(np.int32), a.indptr.astype(np.int32)), shape=a.shape)
         return a
 
-    def _check(self, exc, msg, value, *conds):
+    def _check(self, exc, msg, value, *conds, **values):
         """``value``, passed through a check that raises ``exc(msg)`` at run
-        time unless every condition holds."""
+        time unless every condition holds; ``values`` fill ``msg``'s
+        placeholders of the same names."""
         conds = [self.T.all(c) if c.ndim else c for c in conds]
+        if values:
+            if self._value_check_op is None:
+                self._value_check_op = _theano_check_op(self.implementation)
+            names = sorted(values)
+            return self._value_check_op(_KINDS[exc], msg, names)(value, *conds, *[values[n] for n in names])
         return self._check_op(_KINDS[exc], msg)(value, *conds)
 
     def _eager_subtensor(self, op, x, sub, value, accumulate):
@@ -656,61 +674,48 @@ class TheanoBackend(Backend):
     def _g_scatter(self, flat, pos, vals, accumulate):
         return self._g_write(flat[pos], vals, accumulate)
 
-    def _g_subtensor_raw(self, op, x, index, value, accumulate):
-        """``x[index] = value`` (or ``+=``) for a symbolic ``x`` of unknown
-        shape: numpy's index rules checked here where static, in the graph
-        where not."""
+    def _set_in_graph(self, x, index, value, accumulate):
+        """``x[index] = value`` (or ``+=``) for a symbolic ``x`` or index: the
+        core checked what it could; the rest is checked in the graph."""
         T = self.T
-        parts = []
-        for p in index if isinstance(index, tuple) else (index,):
-            if isinstance(p, list):
-                p = np.asarray(p)
-            if isinstance(p, (np.ndarray, self._Var)):
-                if np.dtype(p.dtype).kind not in "biu":
-                    raise IndexError(f"{op}: index arrays must be of integer or boolean type, got {p.dtype}")
-            elif isinstance(p, (bool, np.bool_)) or not (
-                p is Ellipsis or isinstance(p, (slice, numbers.Integral))
-            ):
-                raise IndexError(f"{op}: unsupported index {p!r} (use ints, slices, ..., integer or boolean arrays)")
-            parts.append(p)
-        is_mask = [getattr(p, "dtype", None) is not None and np.dtype(p.dtype).kind == "b" for p in parts]
-        width = [p.ndim if m else (0 if p is Ellipsis else 1) for p, m in zip(parts, is_mask)]
-        if sum(p is Ellipsis for p in parts) > 1:
-            raise IndexError(f"{op}: an index can only have a single ellipsis ('...')")
-        if sum(width) > x.ndim:
-            raise IndexError(f"{op}: too many indices: {sum(width)} for an array of {x.ndim} dims")
-        in_range, masks, d = [], [], 0
-        for p, m, w in zip(parts, is_mask, width):
-            if p is Ellipsis:
-                d += x.ndim - sum(width)
-            elif m:
-                masks += [T.eq(p.shape[i], x.shape[d + i]) for i in range(w)]
-            elif not isinstance(p, slice):
-                n = x.shape[d]
-                in_range.append(T.and_(T.all(T.ge(p, -n)), T.all(T.lt(p, n))))
-            d += w
-        if in_range:
-            x = self._check(IndexError, f"{op}: an index is out of range for the array's shape", x, *in_range)
-        if masks:
-            x = self._check(IndexError, f"{op}: a boolean index does not match the array's shape", x, *masks)
+        op = index.op
+        parts = list(index.parts)
+        for j, axis, _ in index.unchecked():
+            p, n = parts[j], x.shape[axis]
+            ok = T.and_(T.all(T.ge(p, -n)), T.all(T.lt(p, n)))
+            lo, hi = T.min(p), T.max(p)
+            x = self._check(IndexError, str(index_out_of_range(op, "{bad}", axis, "{size}")), x, ok,
+                            bad=T.switch(T.lt(lo, -n), lo, hi), size=n)
+        for p, axis in zip(parts, index.axes):
+            if getattr(p, "dtype", None) is None or np.dtype(str(p.dtype)) != np.bool_:
+                continue
+            for i in range(p.ndim):
+                got, size = T.as_tensor_variable(p.shape[i]), x.shape[axis + i]
+                msg = str(mask_shape_mismatch(op, axis + i, "{got}", "{size}"))
+                x = self._check(IndexError, msg, x, T.eq(got, size), got=got, size=size)
         sub = x[tuple(parts)]
-        if value.ndim > sub.ndim:
-            raise ValueError(f"{op}: value of {value.ndim} dims does not broadcast to the {sub.ndim}-dim selection")
         fits = [T.or_(T.eq(value.shape[-i], 1), T.eq(value.shape[-i], sub.shape[-i]))
-                for i in range(1, value.ndim + 1)]
+                for i in range(1, min(value.ndim, sub.ndim) + 1)]
+        if value.ndim > sub.ndim:  # more dims than the selection: known now
+            vshape = tuple(value.data.shape) if hasattr(value, "data") else f"<{value.ndim} dims>"
+            raise does_not_broadcast(op, "value", vshape, f"<{sub.ndim} dims>")
         if fits:
-            value = self._check(ValueError, f"{op}: value does not broadcast to the selection's shape", value, *fits)
+            msg = str(does_not_broadcast(op, "value", "{shape}", "{target}"))
+            value = self._check(ValueError, msg, value, *fits, shape=T.as_tensor_variable(value.shape),
+                                target=T.as_tensor_variable(sub.shape))
         return self._g_write(sub, value, accumulate)
 
     def _g_masked_mean(self, x, mask, axes, checks):
         T = self.T
         if checks:
-            if mask.ndim > x.ndim:
-                raise ValueError(f"masked_mean: mask of {mask.ndim} dims does not broadcast to x of {x.ndim} dims")
             fits = [T.or_(T.eq(mask.shape[-i], 1), T.eq(mask.shape[-i], x.shape[-i]))
-                    for i in range(1, mask.ndim + 1)]
+                    for i in range(1, min(mask.ndim, x.ndim) + 1)]
+            if mask.ndim > x.ndim:
+                fits.append(T.eq(0, 1))  # more dims than x: never broadcasts
             if fits:
-                mask = self._check(ValueError, "masked_mean: mask does not broadcast to x's shape", mask, *fits)
+                msg = str(does_not_broadcast("masked_mean", "mask", "{shape}", "{target}"))
+                mask = self._check(ValueError, msg, mask, *fits, shape=T.as_tensor_variable(mask.shape),
+                                   target=T.as_tensor_variable(x.shape))
         # switch, not multiply: a masked-out NaN or inf never reaches the sum.
         keep = T.neq(mask, 0)
         zero = T.zeros_like(x)
@@ -722,7 +727,7 @@ class TheanoBackend(Backend):
         T = self.T
         n = x.shape[axis]
         if checks:
-            x = self._check(ValueError, f"keep_topk: k is larger than the size of axis {axis}", x, T.le(k, n))
+            x = self._check(ValueError, str(k_out_of_range("keep_topk", "{k}", "{n}", axis)), x, T.le(k, n), k=k, n=n)
         # The k-th largest value t per slice (sort puts NaN last, so NaN
         # counts as largest).  Entries above t stay; among the entries equal
         # to t the first ones by index fill the remaining places.  k = 0
@@ -767,8 +772,13 @@ class TheanoBackend(Backend):
         real = T.neq(ids, pad)
         if checks:
             ok = T.or_(T.eq(ids, pad), T.and_(T.ge(ids, 0), T.lt(ids, V)))
-            ids = self._check(IndexError, "embedding_mean: an id is out of range for the table's rows "
-                              "(valid: 0..V-1, other than pad_id)", ids, ok)
+            big = np.iinfo(np.int64)
+            i64 = T.cast(ids, "int64")
+            lo = T.min(T.switch(real, i64, big.max))
+            hi = T.max(T.switch(real, i64, big.min))
+            msg = str(id_out_of_range("embedding_mean", "{bad}", "{rows}", "{pad}", "{last}"))
+            ids = self._check(IndexError, msg, ids, ok, bad=T.switch(T.lt(lo, 0), lo, hi), rows=V, last=V - 1,
+                              pad=pad)
             real = T.neq(ids, pad)
         n, L = ids.shape[0], ids.shape[1]
         counts = T.cast(real, "int64").sum(axis=1)
@@ -861,30 +871,42 @@ def _pytensor_cast_as_astype():
     return cast_as_astype
 
 
-def _theano_check_op():
-    """Theano 1.0.x's Assert raises AssertionError; this check raises the
-    contract's exception instead (PyTensor has CheckAndRaise built in)."""
-    import theano.tensor as T
-    from theano import gof
-    from theano.gradient import DisconnectedType
+def _theano_check_op(impl="theano"):
+    """A check that raises the contract's exception, its message's
+    placeholders filled with the values of named inputs (Theano 1.0.x's Assert
+    raises AssertionError, and PyTensor's CheckAndRaise has a fixed message)."""
+    if impl == "pytensor":
+        import pytensor.tensor as T
+        from pytensor.gradient import DisconnectedType
+        from pytensor.graph.basic import Apply
+        from pytensor.graph.op import Op
+    else:
+        import theano.tensor as T
+        from theano.gof import Apply, Op
+        from theano.gradient import DisconnectedType
 
-    class CheckAndRaise(gof.Op):
+    class CheckAndRaise(Op):
         """Passes ``value`` through; raises ``exc_type(msg)`` unless every
-        condition holds.  Python only, so no C compile per message."""
+        condition holds, ``msg`` filled with the inputs after the conditions
+        (by ``names``).  Python only, so no C compile per message."""
 
-        __props__ = ("exc_type", "msg")
+        __props__ = ("exc_type", "msg", "names")
         view_map = {0: [0]}
 
-        def __init__(self, exc_type, msg):
-            self.exc_type, self.msg = exc_type, msg
+        def __init__(self, exc_type, msg, names=()):
+            self.exc_type, self.msg, self.names = exc_type, msg, tuple(names)
 
         def make_node(self, value, *conds):
             conds = [T.as_tensor_variable(c) for c in conds]
-            return gof.Apply(self, [value] + conds, [value.type()])
+            return Apply(self, [value] + conds, [value.type()])
 
         def perform(self, node, inputs, out):
-            if not all(bool(c) for c in inputs[1:]):
-                raise self.exc_type(self.msg)
+            k = len(inputs) - 1 - len(self.names)
+            if not all(bool(c) for c in inputs[1:1 + k]):
+                # a shape (a 1-d array) reads as numpy writes shapes: (3,)
+                values = {n: tuple(v.tolist()) if np.ndim(v) == 1 else np.asarray(v).tolist()
+                          for n, v in zip(self.names, inputs[1 + k:])}
+                raise self.exc_type(self.msg.format(**values) if values else self.msg)
             out[0][0] = inputs[0]
 
         def grad(self, inputs, grads):
@@ -893,10 +915,10 @@ def _theano_check_op():
         def connection_pattern(self, node):
             return [[True]] + [[False]] * (len(node.inputs) - 1)
 
-        def infer_shape(self, node, shapes):
-            return [shapes[0]]
+        def infer_shape(self, *args):
+            return [args[-1][0]]  # (node, shapes), and PyTensor's (fgraph, node, shapes)
 
-        def do_constant_folding(self, node):
+        def do_constant_folding(self, *args):
             return False  # a failing check must fail when the function runs
 
     return CheckAndRaise

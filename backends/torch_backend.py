@@ -7,13 +7,26 @@ torch.topk or a CUDA sort happens to break ties).
 """
 from __future__ import annotations
 
+import ast
 import math
+import re
 
 import numpy as np
 
-from unibackend._checks import Subtensor, check_broadcast, is_scipy_sparse, slice_bounds, sync_free_checks
-from unibackend._errors import unsupported_in_mode
-from unibackend.plugin import Backend, Capabilities, check_scalar_output, scipy_grad_input
+from unibackend.plugin import (
+    Backend,
+    Capabilities,
+    GraphIndex,
+    check_broadcast,
+    check_scalar_output,
+    id_out_of_range,
+    index_out_of_range,
+    is_scipy_sparse,
+    scipy_grad_input,
+    slice_bounds,
+    sync_free_checks,
+    unsupported_in_mode,
+)
 
 _CHECK_OPS: dict = {}
 
@@ -67,10 +80,7 @@ def _raise_bad_id(ids, rows, pad_id):
     if real.numel():
         lo, hi = int(real.min()), int(real.max())
         if lo < 0 or hi >= rows:
-            raise IndexError(
-                f"embedding_mean: id {lo if lo < 0 else hi} is out of range for a table of {rows} rows "
-                f"(valid: 0..{rows - 1}, pad_id={pad_id})"
-            )
+            raise id_out_of_range("embedding_mean", lo if lo < 0 else hi, rows, pad_id)
 
 
 _on_device: dict = {}   # "torch@cuda:1" -> the plugin instance for that device
@@ -96,10 +106,27 @@ def _raise_bad_index(index, size, axis, op, shape):
     if index.numel():
         lo, hi = int(index.min()), int(index.max())
         if lo < -size or hi >= size:
-            raise IndexError(
-                f"{op}: index tensor is invalid for shape {tuple(shape)}: index {lo if lo < -size else hi} "
-                f"is out of bounds for axis {axis} with size {size}"
-            )
+            raise index_out_of_range(op, lo if lo < -size else hi, axis, size)
+
+
+_OBSERVED = re.compile(r"raised exception (TypeError|ValueError|IndexError)\((.*)\)\s*$", re.S)
+_OBSERVED_KINDS = {"TypeError": TypeError, "ValueError": ValueError, "IndexError": IndexError}
+
+
+def _observed(e):
+    """The contract's exception that Dynamo observed while tracing, rebuilt
+    from the text of the Unsupported error it raised instead (None: none)."""
+    cause = e.__cause__
+    if cause is None or not type(cause).__name__.startswith("Observed"):
+        return None
+    found = _OBSERVED.match(str(cause.args[0]) if cause.args else "")
+    if found is None:
+        return None
+    try:
+        msg = ast.literal_eval(found.group(2))
+    except (ValueError, SyntaxError):
+        return None
+    return _OBSERVED_KINDS[found.group(1)](msg) if isinstance(msg, str) else None
 
 
 class TorchBackend(Backend):
@@ -443,9 +470,9 @@ class TorchBackend(Backend):
             # torch's index_put has no uint16/32/64 kernel; the same bits as
             # signed ints give the same writes and (modular) additions.
             return self.set_subtensor(x.view(signed), index, value.view(signed), accumulate).view(x.dtype)
-        if not isinstance(index, Subtensor):
-            return self._set_raw(x, index, value, accumulate)
-        if self._transformed(value):  # (x is not: the core sent it raw) no in-place write of a batched value
+        if isinstance(index, GraphIndex):
+            return self._set_in_graph(x, index, value, accumulate)
+        if self._transformed(value):  # no in-place write of a value batched by torch.func
             return self._write_flat(x, self._positions(index.positions(), x.device), value, accumulate)
         if index.basic:
             out = x.clone()
@@ -467,45 +494,23 @@ class TorchBackend(Backend):
             flat.index_put_((self._positions(pos, x.device),), vals)
         return out
 
-    def _set_raw(self, x, index, value, accumulate):
-        """set/inc_subtensor with a raw index (traced, or sync-free index
+    def _set_in_graph(self, x, index, value, accumulate):
+        """set/inc_subtensor with a GraphIndex (traced, or sync-free index
         tensors): positions found and index tensors checked in the graph."""
         t = self.torch
-        op = "inc_subtensor" if accumulate else "set_subtensor"
-        parts = index if isinstance(index, tuple) else (index,)
-        parts = [t.as_tensor(p, device=x.device) if isinstance(p, (list, np.ndarray)) else p for p in parts]
+        op = index.op
+        parts = [t.as_tensor(p, device=x.device) if isinstance(p, np.ndarray) else p for p in index.parts]
         shape = tuple(x.shape)
-
-        def dims(p):  # how many axes of x an index part consumes
-            if p is None or p is Ellipsis:
-                return 0
-            return p.dim() if isinstance(p, self._Tensor) and p.dtype is t.bool else 1
-
-        used = sum(dims(p) for p in parts)
-        if used > len(shape):
-            raise IndexError(f"{op}: too many indices for shape {shape}: {used} were indexed")
-        conv, d = [], 0
-        for p in parts:
-            if p is Ellipsis:
-                d += len(shape) - used
-            elif isinstance(p, self._Tensor) and p.dtype is not t.bool:
-                if p.is_floating_point() or p.is_complex():
-                    raise IndexError(f"{op}: index arrays must be of integer or boolean type, got {self.dtype(p)}")
-                p = self._checked_index(op, p, shape[d], d, shape)
-            elif isinstance(p, (bool, np.bool_)):
-                raise IndexError(f"{op}: a bool index part is not supported here; use a mask tensor")
-            elif isinstance(p, self._Tensor) and self._batched(p):
+        for j, axis, _ in index.unchecked():
+            if isinstance(parts[j], self._Tensor):
+                parts[j] = self._checked_index(op, parts[j], shape[axis], axis, shape)
+        for j, (p, axis) in enumerate(zip(parts, index.axes)):
+            if isinstance(p, self._Tensor) and p.dtype is t.bool and self._batched(p):
                 raise unsupported_in_mode(op, "torch.func.vmap", "a boolean mask index selects a different number "
                                           "of positions in each example; batch an integer index instead")
-            elif isinstance(p, slice) and p.step is not None and p.step < 0:
-                p = t.arange(*slice_bounds(p, shape[d]), device=x.device)  # torch slices step forward only
-            elif isinstance(p, (int, np.integer)) and not -shape[d] <= p < shape[d]:
-                raise IndexError(f"{op}: index {int(p)} is out of bounds for axis {d} with size {shape[d]}")
-            elif not (p is None or isinstance(p, (int, np.integer, slice, self._Tensor))):
-                raise IndexError(f"{op}: index part {p!r} is not an int, slice, None, ... or tensor")
-            d += dims(p)
-            conv.append(p)
-        pos = t.arange(x.numel(), device=x.device).view(shape)[tuple(conv)]
+            if isinstance(p, slice) and p.step is not None and p.step < 0:
+                parts[j] = t.arange(*slice_bounds(p, shape[axis]), device=x.device)  # torch slices step forward only
+        pos = t.arange(x.numel(), device=x.device).view(shape)[tuple(parts)]
         check_broadcast(op, "value", tuple(value.shape), tuple(pos.shape))
         return self._write_flat(x, pos, value, accumulate)
 
@@ -530,8 +535,7 @@ class TorchBackend(Backend):
                 return _check_ops(t)["index"](p, size, axis, op, list(shape))
             _raise_bad_index(p, size, axis, op, shape)  # a CPU tensor: no sync to save
             return p
-        t._assert_async(((p >= -size) & (p < size)).all(),
-                        f"{op}: an index tensor is out of bounds for axis {axis} with size {size} (shape {shape})")
+        t._assert_async(((p >= -size) & (p < size)).all(), str(index_out_of_range(op, None, axis, size)))
         return p.clamp(-size, size - 1)  # the device assert may come later: never write outside x
 
     def _positions(self, a, device):
@@ -706,8 +710,7 @@ class TorchBackend(Backend):
                 ids = _check_ops(t)["ids"](ids, V, pad_id)
             else:
                 t._assert_async((((ids >= 0) & (ids < V)) | (ids == pad_id)).all(),
-                                f"embedding_mean: an id is out of range for a table of {V} rows "
-                                f"(valid: 0..{V - 1}, pad_id={pad_id})")
+                                str(id_out_of_range("embedding_mean", None, V, pad_id)))
                 # the device assert may fire after the lookup is queued: every
                 # read stays inside the table (a pad id stays what it is)
                 ids = t.where(ids == pad_id, ids, ids.clamp(0, V - 1))
@@ -784,4 +787,20 @@ class TorchBackend(Backend):
         import os
 
         compiler = os.environ.get("UNIBACKEND_TORCH_COMPILER", "").strip() or "inductor"
-        return self.torch.compile(f, fullgraph=True, backend=compiler)
+        compiled = self.torch.compile(f, fullgraph=True, backend=compiler)
+        unsupported = self.torch._dynamo.exc.Unsupported
+
+        def run(*args, **kwargs):
+            try:
+                return compiled(*args, **kwargs)
+            except unsupported as e:
+                # fullgraph=True turns an exception raised while tracing (the
+                # core's check of a bad argument) into Unsupported("Observed
+                # exception"), with the original only as text: raise that.
+                found = _observed(e)
+                if found is None:
+                    raise
+                raise found from None
+
+        run.compiled = compiled  # for tests: torch's own compiled function
+        return run

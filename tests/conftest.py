@@ -19,6 +19,50 @@ def installed_backends(names=BUILTIN):
         out.append(name)
     return out
 
+def numpy_ref(fn, *args, **kw):
+    """The numpy reference's answer of ``fn(*args, **kw)`` (numpy arrays)."""
+    import unibackend as ub
+
+    with ub.use_backend("numpy"):
+        return fn(*args, **kw)
+
+
+def agree(backend, fn, *args, exact=False, device=None, native=None, **kw):
+    """The one comparison with the reference: ``fn`` on ``backend`` (on
+    ``device``) gives what it gives on numpy -- same shape and dtype, values
+    equal (``exact``) or within the conformance suite's float bound -- and
+    leaves its numpy inputs unchanged.  ``native``: the type the result must
+    have (default: the type of the backend's own tensors, as ``ub.asarray``
+    makes them).  Returns the backend's result."""
+    import numpy as np
+
+    import unibackend as ub
+    from unibackend.conformance.tolerances import assert_within, terms_bound
+
+    copies = [a.copy() if isinstance(a, np.ndarray) else None for a in args]
+    want = numpy_ref(fn, *args, **kw)
+    with ub.use_backend(backend, device):
+        out = fn(*args, **kw)
+        if native is None:
+            native = type(ub.asarray(np.zeros(1)))
+    assert isinstance(out, native), type(out)
+    got = np.asarray(ub.to_numpy(out))
+    want = np.asarray(want)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    assert got.dtype == want.dtype, (got.dtype, want.dtype)
+    if exact:
+        np.testing.assert_array_equal(got, want)
+    elif got.dtype.kind == "c":  # assert_within reads real values: each part on its own
+        for g, w in ((got.real, want.real), (got.imag, want.imag)):
+            assert_within(g, w, n_terms=terms_bound(*args), abs_sum=np.abs(want).max(initial=0.0))
+    else:
+        assert_within(got, want, n_terms=terms_bound(*args), dtype=want.dtype if want.dtype.kind == "f" else None)
+    for a, c in zip(args, copies):
+        if c is not None:
+            np.testing.assert_array_equal(a, c)
+    return out
+
+
 def special_rows(special, rows):
     """``rows`` copies of one softmax row with ``special`` (NaN, +inf or -inf)
     in the first one: the NaN/inf rules with one slice and with many."""

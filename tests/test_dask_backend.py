@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import numpy_ref
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -23,11 +24,6 @@ sp = pytest.importorskip("scipy.sparse")
 from unibackend.plugins.dask_backend import LargeChunkWarning, chunking  # noqa: E402
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
-
-
-def numpy_ref(fn, *args, **kwargs):
-    with ub.use_backend("numpy"):
-        return fn(*args, **kwargs)
 
 
 def on_dask(fn, *args, **kwargs):
@@ -314,7 +310,7 @@ def test_padding_is_never_checked_against_the_table():
 
 def test_an_index_out_of_bounds_raises_index_error_when_called():
     x = da.from_array(np.zeros((4, 3)), chunks=2)
-    with pytest.raises(IndexError, match="set_subtensor: index .* is invalid for shape"):
+    with pytest.raises(IndexError, match="set_subtensor: index 4 is out of bounds for axis 0 with size 4"):
         ub.set_subtensor(x, (da.from_array(np.array([0, 4])), 0), 1.0)
     with pytest.raises(IndexError, match="inc_subtensor"):
         ub.inc_subtensor(x, (slice(None), 3), 1.0)

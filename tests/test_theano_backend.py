@@ -566,32 +566,33 @@ def test_subtensor_eager_errors_are_raised_before_compiling():
     assert count() == before
 
 
-@pytest.mark.parametrize("index", [7, -5, (0, 6), np.array([0, 4]), (slice(None), np.array([-7]))])
-def test_subtensor_of_a_symbolic_x_out_of_range_raises_index_error_when_run(index):
+@pytest.mark.parametrize("index,bad,axis,size", [(7, 7, 0, 4), (-5, -5, 0, 4), ((0, 6), 6, 1, 6),
+                                                 (np.array([0, 4]), 4, 0, 4), ((slice(None), np.array([-7])), -7, 1, 6)])
+def test_subtensor_of_a_symbolic_x_out_of_range_raises_index_error_when_run(index, bad, axis, size):
     x = T.matrix("x", dtype="float64")
     f = th.function([x], ub.set_subtensor(x, index, 1.0))
-    with pytest.raises(IndexError, match="set_subtensor: an index is out of range"):
+    with pytest.raises(IndexError, match=f"^set_subtensor: index {bad} is out of bounds for axis {axis} with size {size}"):
         f(X)
 
 
 def test_subtensor_of_a_symbolic_index_out_of_range_raises_index_error_when_run():
     r = T.lvector("r")
     f = th.function([r], ub.inc_subtensor(X, r, 1.0))
-    with pytest.raises(IndexError, match="inc_subtensor: an index is out of range"):
+    with pytest.raises(IndexError, match="^inc_subtensor: index 4 is out of bounds for axis 0 with size 4"):
         f(np.array([0, 4]))
 
 
 def test_subtensor_of_a_symbolic_mask_of_the_wrong_shape_raises_index_error_when_run():
     x, m = T.matrix("x", dtype="float64"), T.matrix("m", dtype="bool")
     f = th.function([x, m], ub.set_subtensor(x, m, 0.0))
-    with pytest.raises(IndexError, match="a boolean index does not match"):
+    with pytest.raises(IndexError, match="set_subtensor: a boolean index of size 5 does not match axis 1 of size 6"):
         f(X, np.ones((4, 5), bool))
 
 
 def test_subtensor_of_a_symbolic_value_that_does_not_broadcast_raises_value_error_when_run():
     x, v = T.matrix("x", dtype="float64"), T.vector("v", dtype="float64")
     f = th.function([x, v], ub.set_subtensor(x, 0, v))
-    with pytest.raises(ValueError, match="value does not broadcast"):
+    with pytest.raises(ValueError, match=r"set_subtensor: value of shape \(5,\) does not broadcast to shape \(6,\)"):
         f(X, np.ones(5))
 
 
@@ -633,7 +634,7 @@ def test_masked_mean_gradient_is_zero_and_finite_at_masked_nan():
 def test_masked_mean_of_a_symbolic_mask_that_does_not_broadcast_raises_value_error_when_run():
     x, m = T.matrix("x", dtype="float64"), T.vector("m", dtype="bool")
     f = th.function([x, m], ub.masked_mean(x, m, axis=1))
-    with pytest.raises(ValueError, match="masked_mean: mask does not broadcast"):
+    with pytest.raises(ValueError, match=r"masked_mean: mask of shape \(4,\) does not broadcast to shape \(2, 3\)"):
         f(np.ones((2, 3)), np.ones(4, bool))
 
 
@@ -683,7 +684,7 @@ def test_keep_topk_k_out_of_range_is_value_error_eager_and_when_a_symbolic_graph
     x = T.vector("x", dtype="float64")
     f = th.function([x], ub.keep_topk(x, 4))
     np.testing.assert_array_equal(f(np.arange(5.0)), [-np.inf, 1.0, 2.0, 3.0, 4.0])
-    with pytest.raises(ValueError, match="keep_topk: k is larger than the size"):
+    with pytest.raises(ValueError, match=r"keep_topk: k=4 is out of range: need 0 <= k <= 3 \(the size of axis 0\)"):
         f(np.ones(3))
 
 
@@ -788,7 +789,8 @@ def test_embedding_mean_of_symbolic_ids_out_of_range_raises_index_error_when_run
     table, ids = T.matrix("t", dtype="float64"), T.lmatrix("i")
     f = th.function([table, ids], ub.embedding_mean(table, ids, pad_id=-1))
     np.testing.assert_array_equal(f(np.ones((5, 2)), np.array([[-1, 4]])), [[1.0, 1.0]])
-    with pytest.raises(IndexError, match="embedding_mean: an id is out of range"):
+    msg = rf"^embedding_mean: id {bad} is out of range for a table of 5 rows \(valid: 0\.\.4, pad_id=-1\)"
+    with pytest.raises(IndexError, match=msg):
         f(np.ones((5, 2)), np.array([[1, bad]]))
 
 
@@ -864,7 +866,7 @@ def test_function_raises_the_in_graph_errors_with_a_clean_message():
     f(np.ones((3, 2)), np.array([[1, 2]]))
     with pytest.raises(IndexError) as e:
         f(np.ones((3, 2)), np.array([[1, 3]]))
-    assert str(e.value).startswith("embedding_mean: an id is out of range") and "\n" not in str(e.value)
+    assert str(e.value) == "embedding_mean: id 3 is out of range for a table of 3 rows (valid: 0..2, pad_id=0)"
 
 
 def test_value_and_grad_matches_the_analytic_gradient_and_compiles_once():

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import _errors as E
+
 # --------------------------------------------------------------------------
 # Sync-free value checks
 
@@ -124,13 +126,83 @@ def result_float(op, *dtypes):
             try:
                 out = np.result_type(*dts)
             except TypeError as e:
-                raise TypeError(f"{op}: cannot combine dtypes {', '.join(map(str, dts))}: {e}") from None
-    if isinstance(out, np.dtype):
-        if out.kind in "biu":
-            return np.dtype(np.float64)
-        if out.kind not in "fc" and out.name != "bfloat16":  # ml_dtypes' bfloat16 is kind "V"
-            raise TypeError(f"{op}: dtype {out} is not a number type")
+                raise E.no_common_dtype(op, dts, e) from None
+    if isinstance(out, np.dtype) and out.kind in "biu":
+        return np.dtype(np.float64)
     return out
+
+
+# --------------------------------------------------------------------------
+# What a tensor argument may be
+
+#: Python types that never hold numbers (a str is a sequence, a dict iterable).
+_NOT_NUMBERS = (str, bytes, bytearray, dict, set, frozenset, type(None))
+#: Neutral types that always hold numbers: no conversion needed to know.
+_NUMBERS = (bool, int, float, complex)
+
+
+def is_number_dtype(dt):
+    """Whether numpy dtype ``dt`` holds numbers (a framework dtype without a
+    numpy twin, torch's bfloat16 without ml_dtypes, counts as a number)."""
+    if not isinstance(dt, np.dtype):
+        return True
+    return dt.kind in "biufc" or dt.name == "bfloat16"  # ml_dtypes' bfloat16 is kind "V"
+
+
+def dtype_text(x, dt):
+    """How an error names the dtype of native tensor ``x`` (its framework's
+    own name when numpy's would hide it: a TF string tensor is ``string``, not
+    ``object``)."""
+    own = getattr(x, "dtype", None)
+    if own is None or isinstance(own, np.dtype) or not (isinstance(dt, np.dtype) and dt.kind == "O"):
+        return f"dtype {dt}"
+    return f"dtype {getattr(own, 'name', own)}"
+
+
+def neutral_kind(x):
+    """The dtype numpy gives neutral ``x`` (a list, a scalar, an array), its
+    type name when it is no array at all, None for a Python number.  Its
+    answer depends on ``x`` alone: a tracing compiler calls it rather than
+    follow it (``Backend.trace_constant``; torch.compile reads no ndarray.dtype)."""
+    t = type(x)
+    if t is np.ndarray or isinstance(x, np.generic):
+        return x.dtype
+    if isinstance(getattr(x, "dtype", None), np.dtype):  # scipy.sparse, and other array types
+        return x.dtype
+    if isinstance(x, _NOT_NUMBERS):
+        return t.__name__
+    if isinstance(x, _NUMBERS):
+        return None
+    try:
+        return np.asarray(x).dtype
+    except (ValueError, TypeError):  # a ragged list: numpy refuses it
+        return f"a ragged {t.__name__}"
+
+
+def check_numeric(op, arg, x, native, error=E.not_numeric):
+    """TypeError unless ``x`` holds numbers; ``native``: whether ``x`` is a
+    tensor of the backend (then its dtype is read later, nothing is
+    converted here); ``error``: the builder of the TypeError."""
+    if native or isinstance(x, _NUMBERS):  # (a number a compiler traces as symbolic stays out of neutral_kind)
+        return
+    got = neutral_kind(x)
+    if got is None or (isinstance(got, np.dtype) and is_number_dtype(got)):
+        return
+    raise error(op, arg, f"dtype {got}" if isinstance(got, np.dtype) else got)
+
+
+def check_number_dtype(op, arg, x, dt):
+    """TypeError unless the dtype ``dt`` of native tensor ``x`` holds numbers."""
+    if not is_number_dtype(dt):
+        raise E.not_numeric(op, arg, dtype_text(x, dt))
+
+
+def check_mask(op, arg, x, dt):
+    """A mask is boolean or integer: an integer mask counts 0 as False and any
+    other value as True (its values are never read to check they are 0/1, so
+    the rule is the same eager, traced and lazy).  Anything else: TypeError."""
+    if not (isinstance(dt, np.dtype) and dt.kind in "biu"):
+        raise E.bad_mask(op, arg, dtype_text(x, dt))
 
 
 def check_real(op, arg, dtype):
@@ -183,14 +255,12 @@ def check_broadcast(op, arg, shape, target):
     """``shape`` must broadcast to exactly ``target`` (numpy's assignment rule)."""
     if any(d is None for d in tuple(shape) + tuple(target)):
         return
-    try:
-        out = np.broadcast_shapes(tuple(shape), tuple(target))
-    except ValueError:
-        out = None
-    if out != tuple(target):
-        raise ValueError(
-            f"{op}: {arg} of shape {tuple(shape)} does not broadcast to shape {tuple(target)}"
-        )
+    shape, target = tuple(shape), tuple(target)
+    # by hand, not np.broadcast_shapes: torch.compile maps that to its own,
+    # which raises its RuntimeError while tracing
+    fits = len(shape) <= len(target) and all(a == 1 or a == b for a, b in zip(reversed(shape), reversed(target)))
+    if not fits:
+        raise E.does_not_broadcast(op, arg, shape, target)
 
 
 def canonical_csr(op, x, dtype=None):
@@ -212,7 +282,7 @@ def canonical_csr(op, x, dtype=None):
 
 
 # --------------------------------------------------------------------------
-# set_subtensor / inc_subtensor indices
+# set_subtensor / inc_subtensor indices: one walk for every backend
 
 _PROBE = np.zeros((), np.int8)
 
@@ -229,7 +299,8 @@ def _is_basic_part(p):
 
 @dataclass
 class Subtensor:
-    """A normalised ``x[index]``: what a plugin needs to write it.
+    """A normalised ``x[index]`` whose values are all known: what a plugin
+    needs to write it.
 
     ``basic``: the index is ints and forward slices only, given as ``index`` (a
     tuple with ints made non-negative and slices made explicit), so a plugin
@@ -259,30 +330,143 @@ class Subtensor:
         return uniq, (pos.size - 1 - first_rev).astype(np.int64)
 
 
-def subtensor(op, xshape, index, to_numpy):
-    """Check ``index`` against ``xshape`` with numpy's rules (IndexError)."""
-    parts = index if isinstance(index, tuple) else (index,)
-    conv = []
-    for p in parts:
-        if p is None or p is Ellipsis or isinstance(p, (slice, numbers.Integral, np.bool_)):
-            conv.append(p)
-        elif isinstance(p, (list, np.ndarray)):
-            conv.append(np.asarray(p) if isinstance(p, list) else p)
-        else:
-            conv.append(to_numpy(p))
-    for p in conv:
-        if isinstance(p, np.ndarray) and p.dtype.kind not in "biu":
-            raise IndexError(
-                f"{op}: index arrays must be of integer or boolean type, got {p.dtype}"
-            )
+@dataclass
+class GraphIndex:
+    """An index checked as far as its values are known, for a plugin to apply
+    to ``x`` in its graph (``x``'s shape or an index tensor's values exist only
+    when the graph runs, or must not be read on the host).
+
+    ``parts``: the index as a tuple (lists made numpy arrays; native tensors
+    as given).  ``axes[j]``: the axis of ``x`` that part j starts at (None for
+    ``None`` and ``...``).  ``xshape``: ``x``'s shape, None for an open dim.
+    Types, the number of axes, boolean shapes and every value known here are
+    checked; the plugin checks in its graph the parts :meth:`unchecked` names
+    (raising :func:`unibackend.plugin.index_out_of_range`'s error).
+    """
+
+    op: str
+    parts: tuple
+    axes: tuple
+    xshape: tuple
+    _unchecked: tuple = ()
+
+    def unchecked(self):
+        """(j, axis, size) of each int part whose range the plugin checks in
+        its graph (``size`` None: the axis' size is open)."""
+        return tuple((j, self.axes[j], self.xshape[self.axes[j]]) for j in self._unchecked)
+
+
+def _index_kind(op, B, p, native):
+    """The kind of index part ``p``: 'none', 'ellipsis', 'slice', 'int',
+    'bool' (a mask), 'ints' (an int array); IndexError for anything else."""
+    if p is None:
+        return "none"
+    if p is Ellipsis:
+        return "ellipsis"
+    if isinstance(p, slice):
+        return "slice"
+    if isinstance(p, (bool, np.bool_)):
+        return "bool"
+    if isinstance(p, numbers.Integral):
+        return "int"
+    if native:
+        dt = _dtype_of(B, p)
+        if isinstance(dt, np.dtype) and dt.kind in "biu":
+            return "bool" if dt.kind == "b" else "ints"
+        raise E.index_not_integer(op, dtype_text(p, dt)[len("dtype "):])
+    if isinstance(p, np.ndarray):
+        if p.dtype.kind in "biu":
+            return "bool" if p.dtype.kind == "b" else "ints"
+        raise E.index_not_integer(op, p.dtype)
+    raise E.index_part_invalid(op, p)
+
+
+def _dtype_of(B, p):
+    return B.dtype(p) if B is not None else np.dtype(p.dtype)
+
+
+def _shape_of(B, p, native):
+    if not native:
+        return tuple(p.shape)
+    return tuple(B.shape(p)) if B is not None else tuple(p.shape)
+
+
+def index_walk(op, B, index, xshape, owner, to_numpy=None, readable=None):
+    """Check ``index`` for ``x`` of shape ``xshape`` (None: an open dim) as far
+    as its values are known, numpy's rules and words (IndexError).  Returns
+    (parts, kinds, axes, unchecked): ``unchecked`` lists the int parts whose
+    range only a graph can check.  ``owner(p)``: whether p is a native tensor;
+    ``to_numpy``: reads a native part's values (None: they stay unread);
+    ``readable(p)``: whether native part p's values may be read (default: all)."""
+    raw = index if isinstance(index, tuple) else (index,)
+    parts, kinds = [], []
+    for p in raw:
+        native = owner(p)
+        if isinstance(p, list):
+            p = np.asarray(p)
+            if p.size == 0 and p.dtype.kind == "f":  # numpy reads x[[]] as an int index
+                p = p.astype(np.int64)
+        kinds.append(_index_kind(op, B, p, native))
+        parts.append(p)
+    if kinds.count("ellipsis") > 1:
+        raise E.index_invalid(op, index, xshape, "an index can only have a single ellipsis ('...')")
+
+    def width(p, kind):
+        if kind == "bool":
+            return 0 if isinstance(p, (bool, np.bool_)) else len(_shape_of(B, p, owner(p)))
+        return 0 if kind in ("none", "ellipsis") else 1
+
+    widths = [width(p, k) for p, k in zip(parts, kinds)]
+    nd = len(xshape)
+    if sum(widths) > nd:
+        raise E.too_many_indices(op, sum(widths), nd)
+    axes, unchecked, axis = [], [], 0
+    for j, (p, kind, w) in enumerate(zip(parts, kinds, widths)):
+        if kind == "ellipsis":
+            axes.append(None)
+            axis += nd - sum(widths)
+            continue
+        axes.append(None if kind == "none" else axis)
+        if kind == "bool" and w:
+            pshape = _shape_of(B, p, owner(p))
+            for i, (got, size) in enumerate(zip(pshape, xshape[axis:axis + w])):
+                if got is not None and size is not None and got != size:
+                    raise E.mask_shape_mismatch(op, axis + i, got, size)
+        elif kind in ("int", "ints"):
+            size = xshape[axis]
+            native = owner(p)
+            if size is None or (native and (to_numpy is None or (readable is not None and not readable(p)))):
+                unchecked.append(j)
+            else:
+                vals = np.asarray(to_numpy(p) if native else p)
+                bad = vals[(vals < -size) | (vals >= size)]
+                if bad.size:
+                    raise E.index_out_of_range(op, int(bad.flat[0]), axis, size)
+        axis += w
+    return tuple(parts), tuple(kinds), tuple(axes), tuple(unchecked)
+
+
+def graph_index(op, B, index, xshape, owner, readable):
+    """The :class:`GraphIndex` of ``index`` (see :func:`index_walk`): native
+    parts whose values are ``readable`` are checked here too."""
+    parts, _, axes, unchecked = index_walk(op, B, index, xshape, owner, B.to_numpy, readable)
+    return GraphIndex(op, parts, axes, tuple(xshape), unchecked)
+
+
+def subtensor(op, xshape, index, to_numpy, B=None, owner=None):
+    """Check ``index`` against the known ``xshape`` with numpy's rules
+    (IndexError) and normalise it: a :class:`Subtensor`."""
     xshape = tuple(int(d) for d in xshape)
-    idx = tuple(conv)
+    if owner is None:  # a plugin's call: every part's values are readable
+        owner = _readable
+    parts, _, _, _ = index_walk(op, B, index, xshape, owner, to_numpy)
+    idx = tuple(np.asarray(to_numpy(p)) if owner(p) else p for p in parts)
     basic = all(_is_basic_part(p) for p in idx)
     probe = np.broadcast_to(_PROBE, xshape)
     try:
         sel = probe[idx]
-    except IndexError as e:
-        raise IndexError(f"{op}: index {index!r} is invalid for shape {xshape}: {e}") from None
+    except (IndexError, TypeError, ValueError) as e:  # e.g. index arrays that do not broadcast together
+        raise E.index_invalid(op, index, xshape, e) from None
     if basic:
         # Expand the Ellipsis and make every int/slice explicit and non-negative.
         n_real = sum(1 for p in idx if p is not Ellipsis)
@@ -318,3 +502,10 @@ def slice_bounds(s, n):
         return max(v + n, lo) if v < 0 else min(v, hi)
 
     return clamp(s.start, lo if step > 0 else hi), clamp(s.stop, hi if step > 0 else lo), step
+
+
+def _readable(p):
+    """Without a backend: any array-like part other than numpy's own is a
+    tensor whose values ``to_numpy`` reads."""
+    return not isinstance(p, (np.ndarray, list, slice, numbers.Integral, np.bool_)) and p is not None \
+        and p is not Ellipsis and hasattr(p, "dtype")

@@ -1,4 +1,17 @@
-"""The exceptions unibackend raises itself (bad input raises numpy's kinds)."""
+"""The exceptions unibackend raises itself, and the words of every contract
+error (bad input raises numpy's kinds).
+
+Each builder returns the exception to raise; the core and the plugins raise
+what it returns and never compose the sentence themselves, so a bad input
+reads the same on every backend and in every mode.  A plugin that checks a
+value inside a graph, where the value is known only when the graph runs,
+passes a placeholder such as ``"{bad}"`` for it and fills it in there
+(:func:`fill`, or ``str.format``).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
 
 
 class BackendNotAvailable(ImportError):
@@ -14,3 +27,92 @@ def unsupported_in_mode(op: str, mode: str, why: str) -> TypeError:
     (a function transform, a compiler): which op, which mode, and why.
     docs/semantics.md ("Call modes") lists every pair that raises it."""
     return TypeError(f"{op}: not supported under {mode}: {why}")
+# --------------------------------------------------------------------------
+# Bad arguments (TypeError): the kind of thing passed is wrong.
+
+def not_numeric(op: str, arg: str, got: Any) -> TypeError:
+    """A tensor argument that holds no numbers: ``got`` is a type name or a dtype."""
+    return TypeError(f"{op}: {arg} must be a numeric tensor, got {got}")
+
+
+def bad_mask(op: str, arg: str, got: Any) -> TypeError:
+    """A mask that is neither boolean nor integer (``got``: its type or dtype)."""
+    return TypeError(f"{op}: {arg} must be a boolean or integer (0/1) mask, got {got}")
+
+
+def not_integer_ids(op: str, arg: str, dtype: Any) -> TypeError:
+    return TypeError(f"{op}: {arg} must be integers, got dtype {dtype}")
+
+
+def no_common_dtype(op: str, dtypes: Any, why: Any) -> TypeError:
+    return TypeError(f"{op}: cannot combine dtypes {', '.join(map(str, dtypes))}: {why}")
+
+
+# --------------------------------------------------------------------------
+# Bad values (IndexError): an id or an index outside what it indexes.
+
+def id_out_of_range(op: str, bad: Any, rows: Any, pad_id: Any, last: Any = None) -> IndexError:
+    """An id outside a table of ``rows`` rows (a graph passes placeholders
+    for ``rows`` and ``last``, the last valid id; ``bad`` None: a check that
+    cannot report the value, a device assert)."""
+    last = rows - 1 if last is None else last
+    what = "an id" if bad is None else f"id {bad}"
+    return IndexError(f"{op}: {what} is out of range for a table of {rows} rows (valid: 0..{last}, pad_id={pad_id})")
+
+
+def index_out_of_range(op: str, bad: Any, axis: Any, size: Any) -> IndexError:
+    """numpy's words for an int index outside ``-size <= i < size`` (``bad``
+    None: a check that cannot report the value)."""
+    what = "an index" if bad is None else f"index {bad}"
+    return IndexError(f"{op}: {what} is out of bounds for axis {axis} with size {size}")
+
+
+def index_not_integer(op: str, got: Any) -> IndexError:
+    """An index part that is not an int, slice, None, ``...`` or an integer
+    or boolean array (``got``: its value or its dtype)."""
+    return IndexError(f"{op}: index arrays must be of integer or boolean type, got {got}")
+
+
+def index_part_invalid(op: str, part: Any) -> IndexError:
+    """An index part of no index type (a float, a string, a dict, ...)."""
+    return IndexError(f"{op}: index part {part!r} is not valid: use ints, slices, ..., None, "
+                      "or integer or boolean arrays")
+
+
+def index_invalid(op: str, index: Any, xshape: Any, why: Any) -> IndexError:
+    """An index numpy refuses for another reason (``why``: numpy's words)."""
+    return IndexError(f"{op}: index {index!r} is invalid for shape {tuple(xshape)}: {why}")
+
+
+def too_many_indices(op: str, used: Any, ndim: Any) -> IndexError:
+    return IndexError(f"{op}: too many indices: {used} were indexed but the array has {ndim} dims")
+
+
+def mask_shape_mismatch(op: str, axis: Any, got: Any, size: Any) -> IndexError:
+    return IndexError(f"{op}: a boolean index of size {got} does not match axis {axis} of size {size}")
+
+
+def mask_traced(op: str) -> IndexError:
+    """A boolean index whose values are unknown where its count decides the shape."""
+    return IndexError(f"{op}: a boolean mask index must have values when the op is traced "
+                      "(its count decides the shape); pass it as a numpy array")
+
+
+# --------------------------------------------------------------------------
+# Bad shapes and sizes (ValueError).
+
+def does_not_broadcast(op: str, arg: str, shape: Any, target: Any) -> ValueError:
+    return ValueError(f"{op}: {arg} of shape {shape} does not broadcast to shape {target}")
+
+
+def k_out_of_range(op: str, k: Any, n: Any, axis: Any) -> ValueError:
+    return ValueError(f"{op}: k={k} is out of range: need 0 <= k <= {n} (the size of axis {axis})")
+
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def fill(message: str) -> list[str]:
+    """``message`` cut at its placeholders: text, name, text, name, ..., text
+    (a graph joins the text with the values it names)."""
+    return _PLACEHOLDER.split(message)

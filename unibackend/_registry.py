@@ -404,9 +404,9 @@ def _prepare_tracers(cls):
     """Let plugin class ``cls`` mark, for its framework's tracer, the core
     functions whose answers are fixed for a trace: the first look at a type,
     the sync-free mode."""
-    from ._checks import sync_free_checks
+    from ._checks import neutral_kind, sync_free_checks
 
-    for fn in (_first_sight, sync_free_checks):
+    for fn in (_first_sight, sync_free_checks, _in_force_key, neutral_kind):
         try:
             cls.trace_constant(fn)
         except Exception:  # a third-party hook failing must not break dispatch
@@ -542,6 +542,11 @@ def unwrap(op: str, *args: Any) -> tuple:
             except TypeError as e:
                 raise TypeError(f"{op}: {e}") from None
     return tuple(out)
+def _in_force_key():
+    """(name, device) of the backend in force.  A tracing compiler calls it
+    once per trace (``trace_constant``): it reads a context variable, which
+    torch.compile cannot follow."""
+    return _current.get() or _default or _initial_default()
 
 
 def resolve(op: str, *args: Any) -> Backend:
@@ -574,10 +579,10 @@ def resolve(op: str, *args: Any) -> Backend:
                     f"convert one with ub.to_numpy() or ub.asarray()"
                 )
     if found is None:
-        cur = _current.get() or _default or _initial_default()
+        cur = _in_force_key()
         return _instances.get(cur) or backend(*cur)
     if _needs_force.get(found, True):
-        cur = _current.get() or _default or _initial_default()
+        cur = _in_force_key()
         if found == cur[0] or plugin_class(cur[0]).alias_of == found:
             inst = _instances.get(cur) or backend(*cur)
         else:

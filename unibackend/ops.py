@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from . import _checks as C
+from . import _errors as E
 from . import _registry as R
 from ._registry import _fast_dot, _unwrap, resolve
 from .plugin import Tensor
@@ -29,9 +30,28 @@ __all__ = [
 ]
 
 
-def _float_args(op, B, *xs):
-    """Native tensors of ``xs`` in their common float dtype."""
-    native = [B.asarray(x) for x in xs]
+def _tensor(op, arg, B, x):
+    """Native tensor of argument ``arg``, once it is known to hold numbers
+    (TypeError naming ``arg`` before any plugin sees it)."""
+    C.check_numeric(op, arg, x, R.owner(x) is not None)
+    t = B.asarray(x)
+    C.check_number_dtype(op, arg, t, B.dtype(t))
+    return t
+
+
+def _mask(op, arg, B, m):
+    """Native tensor of mask ``m``: boolean or integer (TypeError otherwise)."""
+    if m is None:
+        raise E.bad_mask(op, arg, "None")
+    C.check_numeric(op, arg, m, R.owner(m) is not None, E.bad_mask)
+    t = B.asarray(m)
+    C.check_mask(op, arg, t, B.dtype(t))
+    return t
+
+
+def _float_args(op, B, args):
+    """Native tensors of ``args`` (name -> value) in their common float dtype."""
+    native = [_tensor(op, name, B, x) for name, x in args.items()]
     dts = [B.dtype(x) for x in native]
     dt = C.result_float(op, *dts)
     # cast only what differs (the common case asks the plugin nothing more)
@@ -84,10 +104,10 @@ def dot(a: ArrayLike, b: ArrayLike) -> Tensor:
     # then the full path below checks, converts and explains.
     t = type(a)
     fast = _fast_dot.get(t)
-    if fast is None and R._type_cache.get(t, 0) is None:
+    if fast is None and t is np.ndarray:
         # only a neutral type reads the backend in force (a context variable,
         # which torch.compile cannot trace)
-        fast = _fast_dot.get((t, R._current.get() or R._default))
+        fast = _fast_dot.get((t, R._in_force_key()))
     if fast is not None and type(b) is t:
         out = fast(a, b)
         if out is not None:
@@ -105,7 +125,7 @@ def dot(a: ArrayLike, b: ArrayLike) -> Tensor:
             return B.dot(a, b)
     if C.is_scipy_sparse(a) or B.is_sparse(a):
         return sparse_dot(a, b)
-    a, b = _float_args("dot", B, a, b)
+    a, b = _float_args("dot", B, {"a": a, "b": b})
     sa, sb = tuple(B.shape(a)), tuple(B.shape(b))
     if len(sa) < 1:
         raise ValueError(f"dot: a must have at least 1 dim, got shape {sa}")
@@ -163,7 +183,8 @@ def sparse_dot(x: Any, w: ArrayLike) -> Tensor:
             raise CapabilityError(f"{op}: backend {B.name!r} has no sparse support")
         if x.ndim != 2:
             raise ValueError(f"{op}: x must be a 2-D sparse matrix, got shape {x.shape}")
-        w = B.asarray(w)
+        C.check_number_dtype(op, "x", x, x.dtype)
+        w = _tensor(op, "w", B, w)
         dt = C.result_float(op, x.dtype, B.dtype(w))
         w = B.asarray(w, dt)
         xshape = x.shape
@@ -173,6 +194,7 @@ def sparse_dot(x: Any, w: ArrayLike) -> Tensor:
         B = resolve(op, x, w)
         if _unwrap:
             x, w = R.unwrap(op, x, w)
+        C.check_numeric(op, "x", x, R.owner(x) is not None)
         if not B.is_sparse(x):
             raise TypeError(
                 f"{op}: x must be sparse (scipy.sparse CSR/CSC/COO or the backend's "
@@ -181,7 +203,8 @@ def sparse_dot(x: Any, w: ArrayLike) -> Tensor:
         xshape, xdt = B.sparse_info(x)
         if len(xshape) != 2:
             raise ValueError(f"{op}: x must be a 2-D sparse matrix, got shape {tuple(xshape)}")
-        w = B.asarray(w)
+        C.check_number_dtype(op, "x", x, xdt)
+        w = _tensor(op, "w", B, w)
         dt = C.result_float(op, xdt, B.dtype(w))
         w = B.asarray(w, dt)
         _check_sparse_dot_shapes(xshape, tuple(B.shape(w)))
@@ -240,7 +263,7 @@ def argsort(x: ArrayLike, axis: int = -1, descending: bool = False) -> Tensor:
     B = resolve(op, x)
     if _unwrap:
         (x,) = R.unwrap(op, x)
-    x = B.asarray(x)
+    x = _tensor(op, "x", B, x)
     C.check_real(op, "x", B.dtype(x))
     shape = tuple(B.shape(x))
     if len(shape) < 1:
@@ -259,18 +282,35 @@ def _subtensor(op, x, index, value, accumulate):
         if any(p is not q for p, q in zip(parts, plist)):
             parts = tuple(plist)
             index = parts if isinstance(index, tuple) else parts[0]
-    x = B.asarray(x)
-    value = B.asarray(value)
+    x = _tensor(op, "x", B, x)
+    value = _tensor(op, "value", B, value)
     xdt = B.dtype(x)
     xshape = tuple(B.shape(x))
+    native = _native_part
     # symbolic, traced by a compiler, or index tensors whose values must not
     # be read on the host (sync-free): the plugin checks them in its graph
     if (any(d is None for d in xshape) or any(B.is_symbolic(p) or B.is_tracing(p) for p in parts) or B.is_tracing(x)
-            or (C.sync_free_checks() and any(R.owner(p) is not None for p in parts))):
-        return B.set_subtensor(x, index, B.asarray(value, xdt), accumulate)
-    sub = C.subtensor(op, xshape, index, B.to_numpy)
+            or (C.sync_free_checks() and any(native(p) for p in parts))):
+        if B.is_tracing(x) and not B.is_symbolic(x):
+            # a compiler that traces Python reading no numpy (torch.compile):
+            # index arrays become its tensors (checked in its graph)
+            index = tuple(B.asarray(p) if isinstance(p, (np.ndarray, list)) else p for p in parts)
+        sync_free = C.sync_free_checks()
+
+        def readable(p):  # values known now, and allowed to be read on the host
+            return not (sync_free or B.is_symbolic(p) or B.is_tracing(p))
+
+        gi = C.graph_index(op, B, index, xshape, native, readable)
+        return B.set_subtensor(x, gi, B.asarray(value, xdt), accumulate)
+    sub = C.subtensor(op, xshape, index, B.to_numpy, B, native)
     C.check_broadcast(op, "value", tuple(B.shape(value)), sub.shape)
     return B.set_subtensor(x, sub, B.asarray(value, xdt), accumulate)
+
+
+def _native_part(p):
+    """Whether index part ``p`` is a tensor of some backend (a numpy array
+    counts only for a backend whose tensors are numpy arrays)."""
+    return R.owner(p) is not None
 
 
 def set_subtensor(x: ArrayLike, index: Any, value: ArrayLike) -> Tensor:
@@ -351,7 +391,7 @@ def inc_subtensor(x: ArrayLike, index: Any, value: ArrayLike) -> Tensor:
 def masked_mean(x: ArrayLike, mask: ArrayLike, axis: int | tuple[int, ...] | None = None) -> Tensor:
     """Mean over ``axis`` of the entries where ``mask`` holds.
 
-    ``mask`` broadcasts to ``x``; nonzero is True.  Where no entry holds, the
+    ``mask`` broadcasts to ``x``; it is boolean or integer (nonzero is True).  Where no entry holds, the
     mean is 0.  Masked-out entries never touch the result, NaN and inf
     included.
 
@@ -360,7 +400,8 @@ def masked_mean(x: ArrayLike, mask: ArrayLike, axis: int | tuple[int, ...] | Non
     x : array_like or native tensor
         Promoted to float (integers to float64).
     mask : array_like or native tensor
-        Broadcastable to ``x``.
+        Boolean, or integers (0 is False, anything else True); broadcastable
+        to ``x``.
     axis : int, tuple of int, or None, default None
         None: over every axis.
 
@@ -375,6 +416,9 @@ def masked_mean(x: ArrayLike, mask: ArrayLike, axis: int | tuple[int, ...] | Non
         When ``mask`` does not broadcast to ``x``, or an axis is repeated.
     IndexError
         When an axis is out of range.
+    TypeError
+        When ``mask`` is not boolean or integer (a float, a string, None), or
+        ``x`` is not numeric.
 
     Examples
     --------
@@ -388,25 +432,25 @@ def masked_mean(x: ArrayLike, mask: ArrayLike, axis: int | tuple[int, ...] | Non
     B = resolve(op, x, mask)
     if _unwrap:
         x, mask = R.unwrap(op, x, mask)
-    (x,) = _float_args(op, B, x)
-    mask = B.asarray(mask)
+    (x,) = _float_args(op, B, {"x": x})
+    mask = _mask(op, "mask", B, mask)
     shape = tuple(B.shape(x))
     C.check_broadcast(op, "mask", tuple(B.shape(mask)), shape)
     axes = C.axes_tuple(op, "axis", axis, len(shape))
     return B.masked_mean(x, mask, axes)
 
 
-def _topk_args(op, B, x, k, axis):
-    (x,) = _float_args(op, B, x)
-    C.check_real(op, "x", B.dtype(x))
+def _topk_args(op, B, arg, x, k, axis):
+    (x,) = _float_args(op, B, {arg: x})
+    C.check_real(op, arg, B.dtype(x))
     shape = tuple(B.shape(x))
     if len(shape) < 1:
-        raise ValueError(f"{op}: x must have at least 1 dim, got a scalar")
+        raise ValueError(f"{op}: {arg} must have at least 1 dim, got a scalar")
     axis = C.axis_index(op, "axis", axis, len(shape))
     k = C.check_int(op, "k", k)
     n = shape[axis]
     if k < 0 or (n is not None and k > n):
-        raise ValueError(f"{op}: k={k} is out of range: need 0 <= k <= {n} (the size of axis {axis})")
+        raise E.k_out_of_range(op, k, n, axis)
     return x, k, axis
 
 
@@ -453,7 +497,7 @@ def keep_topk(x: ArrayLike, k: int, axis: int = -1, fill: float = -math.inf) -> 
     B = resolve(op, x)
     if _unwrap:
         (x,) = R.unwrap(op, x)
-    x, k, axis = _topk_args(op, B, x, k, axis)
+    x, k, axis = _topk_args(op, B, "x", x, k, axis)
     fill = _check_fill(op, fill)
     return B.keep_topk(x, k, axis, fill)
 
@@ -506,7 +550,7 @@ def softmax(x: ArrayLike, axis: int = -1) -> Tensor:
     B = resolve(op, x)
     if _unwrap:
         (x,) = R.unwrap(op, x)
-    (x,) = _float_args(op, B, x)
+    (x,) = _float_args(op, B, {"x": x})
     C.check_real(op, "x", B.dtype(x))
     shape = tuple(B.shape(x))
     if len(shape) < 1:
@@ -551,7 +595,7 @@ def topk_gate(logits: ArrayLike, k: int, axis: int = -1) -> Tensor:
     B = resolve(op, logits)
     if _unwrap:
         (logits,) = R.unwrap(op, logits)
-    x, k, axis = _topk_args(op, B, logits, k, axis)
+    x, k, axis = _topk_args(op, B, "logits", logits, k, axis)
     if k < 1:
         raise ValueError(f"{op}: k={k} must be at least 1 (a gate keeps at least one expert)")
     return B.softmax(B.keep_topk(x, k, axis, -math.inf), axis)
@@ -598,14 +642,14 @@ def embedding_mean(table: ArrayLike, ids: ArrayLike, pad_id: int = 0) -> Tensor:
     B = resolve(op, table, ids)
     if _unwrap:
         table, ids = R.unwrap(op, table, ids)
-    (table,) = _float_args(op, B, table)
-    ids = B.asarray(ids)
+    (table,) = _float_args(op, B, {"table": table})
+    ids = _tensor(op, "ids", B, ids)
     tshape, ishape = tuple(B.shape(table)), tuple(B.shape(ids))
     C.check_ndim(op, "table", tshape, (2,))
     C.check_ndim(op, "ids", ishape, (2,))
     idt = B.dtype(ids)
     if not (isinstance(idt, np.dtype) and idt.kind in "iu"):
-        raise TypeError(f"{op}: ids must be integers, got dtype {idt}")
+        raise E.not_integer_ids(op, "ids", idt)
     pad_id = C.check_int(op, "pad_id", pad_id)
     bounds = B.id_bounds(ids, pad_id)
     V = tshape[0]
@@ -613,9 +657,7 @@ def embedding_mean(table: ArrayLike, ids: ArrayLike, pad_id: int = 0) -> Tensor:
         lo, hi = bounds
         if lo < 0 or hi >= V:
             bad = lo if lo < 0 else hi
-            raise IndexError(
-                f"{op}: id {bad} is out of range for a table of {V} rows (valid: 0..{V - 1}, pad_id={pad_id})"
-            )
+            raise E.id_out_of_range(op, bad, V, pad_id)
     return B.embedding_mean(table, ids, pad_id)
 
 
@@ -754,4 +796,5 @@ def asarray(x: ArrayLike, dtype: DTypeLike = None) -> Tensor:
     B = resolve("asarray", x)
     if _unwrap:
         (x,) = R.unwrap("asarray", x)
+    C.check_numeric("asarray", "x", x, R.owner(x) is not None)
     return B.asarray(x, None if dtype is None else np.dtype(dtype))

@@ -26,12 +26,22 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 import numpy as np
 
-from ._errors import CapabilityError
+from ._checks import GraphIndex, Subtensor, check_broadcast, is_scipy_sparse, slice_bounds, sync_free_checks
+from ._checks import subtensor as check_subtensor
+from ._errors import (
+    CapabilityError,
+    does_not_broadcast,
+    fill,
+    id_out_of_range,
+    index_out_of_range,
+    k_out_of_range,
+    mask_shape_mismatch,
+    mask_traced,
+    unsupported_in_mode,
+)
 
 if TYPE_CHECKING:
     import scipy.sparse
-
-    from ._checks import Subtensor
 
 #: A native tensor of some backend (a numpy array, a torch.Tensor, a tf.Tensor,
 #: a symbolic variable, ...).  Plugins know the concrete type; the core does not.
@@ -40,8 +50,11 @@ Tensor = Any
 Shape = tuple[Optional[int], ...]
 
 __all__ = [
-    "Adapter", "Backend", "Capabilities", "GraphInput", "Shape", "Tensor", "check_scalar_output", "id_bounds",
-    "missing_primitives", "scipy_grad_input", "stable_descending",
+    "Adapter", "Backend", "Capabilities", "CapabilityError", "GraphIndex", "GraphInput", "Shape", "Subtensor",
+    "Tensor", "check_broadcast", "check_scalar_output", "check_subtensor", "does_not_broadcast", "fill",
+    "id_bounds", "id_out_of_range", "index_out_of_range", "is_scipy_sparse", "k_out_of_range",
+    "mask_shape_mismatch", "mask_traced", "missing_primitives", "scipy_grad_input", "slice_bounds",
+    "stable_descending", "sync_free_checks", "unsupported_in_mode",
 ]
 
 
@@ -334,13 +347,16 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def set_subtensor(self, x: Tensor, index: Subtensor | Any, value: Tensor,
+    def set_subtensor(self, x: Tensor, index: Subtensor | GraphIndex, value: Tensor,
                       accumulate: bool) -> Tensor:
         """A copy of ``x`` with ``index`` set (``accumulate``: incremented) by
         ``value`` (already in ``x``'s dtype); returns the new tensor, ``x``
         unchanged; among repeated positions the last write wins.  ``index`` is a checked
-        :class:`~unibackend._checks.Subtensor`, or the raw index when ``x`` or
-        an index part is symbolic (the plugin checks it in its graph)."""
+        :class:`Subtensor` when every value is known, else a :class:`GraphIndex`
+        (``x``'s shape or an index tensor known only in a graph; the plugin
+        checks the parts ``index.unchecked()`` names there, and ``value``'s
+        broadcast where shapes were open).  The built-in plugins call that
+        step ``_set_in_graph``."""
 
     @abc.abstractmethod
     def masked_mean(self, x: Tensor, mask: Tensor, axes: tuple[int, ...]) -> Tensor:
