@@ -251,20 +251,24 @@ def one_condition_arrays(draw, shape, dtype, *, lo=-1e3, hi=1e3, conditions=COND
     no ties and no infinity), ``ties`` (a repeated finite value, no NaN),
     ``pos_inf`` (+inf without NaN), ``neg_inf`` (-inf only), ``signed_zero``
     (-0.0 beside 0.0: equal, bitwise different).  A fast path chosen by a
-    flag over the whole tensor then meets every other condition absent."""
+    flag over the whole tensor then meets every other condition absent.  (A
+    one-element array holds no tie: it gets the condition only if it is a
+    special value.)"""
     a = np.zeros(shape, dtype)
     if a.size:
         perm = np.array(draw(st.permutations(range(a.size))), dtype=np.float64)
-        a = (lo + (hi - lo) * (perm + 0.5) / a.size).astype(dtype).reshape(shape)
+        # (p + 1/4: no value is exactly 0, so the signed-zero condition is the only zero)
+        a = (lo + (hi - lo) * (perm + 0.25) / a.size).astype(dtype).reshape(shape)
         cond = draw(st.sampled_from(conditions))
         flat = a.reshape(-1)
         where = st.integers(0, a.size - 1)
-        if cond == "ties" and a.size > 1:
-            i, j = draw(where), draw(where)
-            flat[j] = flat[i]
-        elif cond == "signed_zero" and a.size > 1:
-            i, j = draw(where), draw(where)
-            flat[i], flat[j] = 0.0, -0.0
+        if cond in ("ties", "signed_zero") and a.size > 1:
+            i = draw(where)
+            j = (i + draw(st.integers(1, a.size - 1))) % a.size
+            if cond == "ties":
+                flat[j] = flat[i]
+            else:
+                flat[i], flat[j] = 0.0, -0.0
         elif cond in ("nan", "pos_inf", "neg_inf"):
             v = {"nan": np.nan, "pos_inf": np.inf, "neg_inf": -np.inf}[cond]
             for i in draw(st.lists(where, min_size=1, max_size=1 if cond == "nan" else 3)):
