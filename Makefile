@@ -29,10 +29,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 test: install
 	$(PY) -m pytest -q
 
-# Compiled columns too; torch compiles with aot_eager here (Dynamo's full graph
+# Every call mode (compile paths, ub.function, vmap, grad; the last line prints
+# the time of each column); torch compiles with aot_eager here (Dynamo's full graph
 # without Inductor's code generation, which costs seconds per case on 2 cores).
 conformance: install
-	UNIBACKEND_TORCH_COMPILER=$${UNIBACKEND_TORCH_COMPILER:-aot_eager} $(VENV)/bin/unibackend conformance --compiled
+	UNIBACKEND_TORCH_COMPILER=$${UNIBACKEND_TORCH_COMPILER:-aot_eager} $(VENV)/bin/unibackend conformance --modes all
 
 # ruff (lint and import order) and mypy (types), both configured in pyproject.toml.
 lint: install

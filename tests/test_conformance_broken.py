@@ -632,3 +632,31 @@ def test_every_mutant_in_the_docs_table_is_caught(rule, check, mode, mutant):
     assert result.reason.startswith(f"{check} on {name!r}{where}"), result.reason
     if eager is not None:
         assert eager.status == "pass", eager.reason
+
+
+@pytest.mark.parametrize("mutant,check,mode", [
+    ("GraphDropsNanTopk", "keep_topk", "compiled:graph"), ("FunctionDropsNanTopk", "keep_topk", "function"),
+    ("MixedUpVmap", "keep_topk", "vmap"), ("TransformOnlyGrad", "grad masked_mean", "grad")])
+def test_a_call_mode_reproducer_runs_the_mode_and_shows_the_difference(mutant, check, mode):
+    """The reproducer of a failure in a call mode is a script that calls the
+    op in that mode (the compile path, ub.function, vmap over the stacked
+    examples, the gradient transform) and prints a result unlike the reference."""
+    from unibackend import _registry as R
+
+    name = "repro_" + mutant.lower()
+    ub.register(name, RULE_MUTANTS[mutant])
+    try:
+        why = engine.backend_skip_reason(name)
+        if why:
+            pytest.skip(why)
+        result = engine.run_check(CHECKS[check], name, mode=mode)
+        assert result.status == "fail" and result.mode == mode
+        call = {"compiled:graph": ".compile(compiled_case, 'graph')", "function": "ub.function(compiled_case)",
+                "vmap": ".vmap(compiled_case)", "grad": ".transform_grad("}[mode]
+        assert call in result.reproducer, result.reproducer
+        env = {}
+        exec(compile(result.reproducer, "<reproducer>", "exec"), env)
+    finally:
+        R.unregister(name)
+    got, want = env["got"], env["want"]
+    assert got.shape != want.shape or not np.allclose(got, want, equal_nan=True, rtol=1e-6, atol=0)
