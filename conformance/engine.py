@@ -211,7 +211,8 @@ def check_skip_reason(check, name):
 
 
 #: the words of the contract's TypeError for an op a framework cannot take in
-#: a mode (``plugin.unsupported_in_mode``): a case that raises it is not a
+#: a mode ("<op>: not supported under <mode>: <why>", built in one place in
+#: the core, ``unibackend._errors.unsupported_in_mode``): a case that raises it is not a
 #: disagreement; a check whose every case raises it is a skip saying so.
 UNSUPPORTED = "not supported under"
 

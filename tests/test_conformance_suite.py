@@ -364,15 +364,14 @@ def test_command_rejects_an_unknown_mode(capsys):
 
 
 def test_the_documented_type_error_is_unsupported_and_a_framework_error_fails():
-    """Under a transform, the contract's TypeError (plugin.unsupported_in_mode)
-    for every case makes the cell a skip that quotes it; any other exception
-    is a failure naming it."""
+    """Under a transform, the contract's TypeError ("<op>: not supported under
+    <mode>: <why>") for every case makes the cell a skip that quotes it; any
+    other exception is a failure naming it."""
     from unibackend import _registry as R
-    from unibackend.plugin import unsupported_in_mode
 
     class Refuses(_LoopVmap):
         def vmap(self, f):
-            raise unsupported_in_mode("softmax", "vmap", self.name)
+            raise TypeError("softmax: not supported under vmap: the example's reason")
 
     class Crashes(_LoopVmap):
         def vmap(self, f):
@@ -386,7 +385,7 @@ def test_the_documented_type_error_is_unsupported_and_a_framework_error_fails():
         finally:
             R.unregister(name)
     r = results["vmap_refuses"]
-    assert r.status == "skip" and "documented TypeError" in r.reason and "softmax" in r.reason
+    assert r.status == "skip" and "documented TypeError" in r.reason and "softmax: not supported" in r.reason
     assert r.unsupported == r.examples > 0
     r = results["vmap_crashes"]
     assert r.status == "fail" and "RuntimeError" in r.reason and r.mode == "vmap"

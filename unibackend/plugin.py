@@ -41,7 +41,7 @@ Shape = tuple[Optional[int], ...]
 
 __all__ = [
     "Backend", "Capabilities", "GRAD_TRANSFORMS", "Shape", "Tensor", "check_scalar_output", "id_bounds",
-    "missing_primitives", "scipy_grad_input", "stable_descending", "unsupported_in_mode",
+    "missing_primitives", "scipy_grad_input", "stable_descending",
 ]
 
 #: the two ways :meth:`Backend.transform_grad` differentiates: a gradient
@@ -360,10 +360,3 @@ def scipy_grad_input(x: scipy.sparse.spmatrix) -> scipy.sparse.csr_matrix:
 
     return canonical_csr("value_and_grad", x, result_float("value_and_grad", x.dtype))
 
-
-def unsupported_in_mode(op: str, mode: str, backend: str) -> TypeError:
-    """The contract's error when a framework cannot take ``op`` in call mode
-    ``mode`` (a transform or compile path, e.g. ``torch.func.vmap``): the
-    conformance suite recognises these words, docs/semantics.md lists the
-    cases."""
-    return TypeError(f"{op}: not supported under {mode} on backend {backend!r} (docs/semantics.md, call modes)")
