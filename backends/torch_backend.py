@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from unibackend._checks import Subtensor, check_broadcast, is_scipy_sparse, sync_free_checks
+from unibackend._checks import Subtensor, check_broadcast, is_scipy_sparse, slice_bounds, sync_free_checks
 from unibackend.plugin import Backend, Capabilities, check_scalar_output, scipy_grad_input
 
 _CHECK_OPS: dict = {}
@@ -61,6 +61,24 @@ def _raise_bad_id(ids, rows, pad_id):
             )
 
 
+_on_device: dict = {}   # "torch@cuda:1" -> the plugin instance for that device
+
+
+def _device_instance(name, device):
+    """The key of ``name``'s instance on ``device`` in ``_on_device``, made on
+    first use.  Marked for Dynamo, which calls it at trace time and keeps the
+    key (its lock and imports cannot be traced)."""
+    key = f"{name}@{device}"
+    if key not in _on_device:
+        from unibackend._registry import backend
+
+        _on_device[key] = backend(name, None if device == "cpu" else device)
+    return key
+
+
+_device_instance._dynamo_marked_constant = True  # type: ignore[attr-defined]
+
+
 def _raise_bad_index(index, size, axis, op, shape):
     if index.numel():
         lo, hi = int(index.min()), int(index.max())
@@ -94,12 +112,14 @@ class TorchBackend(Backend):
         self._coo = torch.sparse_coo
         self._csr = torch.sparse_csr
         self._dev = torch.device(self.device) if self.device is not None else torch.device("cpu")
+        if self._dev.type == "cuda" and self._dev.index is None:
+            # "cuda" means the current device; its tensors say cuda:N
+            self._dev = torch.device("cuda", torch.cuda.current_device())
         self._is_cuda = self._dev.type == "cuda"
         self._is_cpu = self._dev.type == "cpu"
         self.gpu_paths = False  # True: CPU tensors take the GPU code paths too (to test them)
         self._matmul = torch.matmul
         self._mm = torch.mm
-        self._others = {self._dev: self}   # torch.device -> plugin instance for for_tensor
         pairs = [
             (torch.float16, np.float16), (torch.float32, np.float32), (torch.float64, np.float64),
             (torch.int8, np.int8), (torch.int16, np.int16), (torch.int32, np.int32),
@@ -170,12 +190,11 @@ class TorchBackend(Backend):
         if self._is_cpu and x.is_cpu:  # the common case, without building x.device
             return self
         dev = x.device
-        inst = self._others.get(dev)
-        if inst is None:
-            from unibackend._registry import backend
-
-            inst = self._others[dev] = backend(self.name, None if dev.type == "cpu" else str(dev))
-        return inst
+        if dev == self._dev:
+            return self
+        # Another device: the instance comes from a function Dynamo runs at trace
+        # time (a first use inside torch.compile must not trace the registry's lock).
+        return _on_device[_device_instance(self.name, str(dev))]
 
     # -- conversion --------------------------------------------------------
     def asarray(self, x, dtype=None):
@@ -193,7 +212,9 @@ class TorchBackend(Backend):
                 out = t.as_tensor(x, dtype=t.complex128 if out.is_complex() else t.float64, device=self._dev)
             return out if dtype is None else self.asarray(out, dtype)
         t = self._host_tensor(x, dtype)
-        return t.to(self._dev) if self._is_cuda else t
+        # non_blocking: a copy from pageable host memory is staged before it
+        # returns, so the array may go; a blocking one counts as a host sync
+        return t.to(self._dev, non_blocking=True) if self._is_cuda else t
 
     def _host_tensor(self, x, dtype=None):
         """A CPU tensor of neutral ``x`` (numpy's dtype rules, memory shared
@@ -418,7 +439,7 @@ class TorchBackend(Backend):
             elif isinstance(p, (bool, np.bool_)):
                 raise IndexError(f"{op}: a bool index part is not supported here; use a mask tensor")
             elif isinstance(p, slice) and p.step is not None and p.step < 0:
-                p = t.arange(*p.indices(shape[d]), device=x.device)  # torch slices step forward only
+                p = t.arange(*slice_bounds(p, shape[d]), device=x.device)  # torch slices step forward only
             elif isinstance(p, (int, np.integer)) and not -shape[d] <= p < shape[d]:
                 raise IndexError(f"{op}: index {int(p)} is out of bounds for axis {d} with size {shape[d]}")
             elif not (p is None or isinstance(p, (int, np.integer, slice, self._Tensor))):

@@ -8,6 +8,9 @@ that very statement, so the reproducer it prints is what was run.
 """
 from __future__ import annotations
 
+import itertools
+import linecache
+
 import numpy as np
 
 import unibackend as ub
@@ -275,7 +278,11 @@ class CompiledCase(Case):
         vals = self.values()
         env = {"np": np, "ub": ub, "nan": np.nan, "inf": np.inf}
         env.update({k: v for k, v in vals.items() if k not in params})
-        exec(src, env)  # a new code object per case: one compile each, no recompile limit reached
+        # A new code object per case (one compile each, no recompile limit
+        # reached), with a source file that inspect can find: torch < 2.13
+        # wraps a function without one in a frame shared by every compile, so
+        # the 9th case hit the recompile limit (pytorch#124269).
+        _exec_with_source(src, env)
         with ub.use_backend(backend, device):
             fn = self._compiler(backend, device)(env["compiled_case"])
             return fn(*[ub.asarray(vals[k]) for k in params])
@@ -326,7 +333,7 @@ class VmapCase(CompiledCase):
             _, stacked = self.batch()
             env = {"np": np, "ub": ub, "nan": np.nan, "inf": np.inf}
             env.update({k: v for k, v in self.values().items() if k not in params})
-            exec(src, env)
+            _exec_with_source(src, env)
             snaps = [a.copy() for a in stacked]
             with ub.use_backend(backend, device):
                 out = R.backend(backend, device).vmap(env["compiled_case"])(*[ub.asarray(a) for a in stacked])
@@ -433,6 +440,15 @@ def _dense(v):
 
 def _native_code(name, v):
     return f"ub.asarray({name})" if _dense(v) else name
+_case_files = itertools.count()
+
+
+def _exec_with_source(src, env):
+    """``exec(src, env)``, the source kept in linecache under a file name of its
+    own (tracebacks show the case's lines, and inspect finds its source)."""
+    name = f"<unibackend case {next(_case_files)}>"
+    linecache.cache[name] = (len(src), None, src.splitlines(True), name)
+    exec(compile(src, name, "exec"), env)
 
 
 def _graph_input(name, v):

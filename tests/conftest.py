@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-BUILTIN = ("numpy", "torch", "tensorflow", "theano", "jax", "dask")
+BUILTIN = ("numpy", "torch", "tensorflow", "theano", "jax", "dask", "onnx")
 
 
 def installed_backends(names=BUILTIN):

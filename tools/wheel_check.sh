@@ -14,7 +14,7 @@ $PYTHON -m venv "$out/venv"
 "$out/venv/bin/python" -m pip install -q --disable-pip-version-check "unibackend[conformance] @ file://$PWD/$wheel"
 cd "$out"  # away from the checkout, so only the installed wheel is importable
 venv/bin/unibackend backends | tee backends.txt
-for name in numpy torch tensorflow theano pytensor jax dask; do
+for name in numpy torch tensorflow theano pytensor jax dask onnx; do
   grep -q "^$name " backends.txt || { echo "wheel check: backend $name is not listed"; exit 1; }
 done
 venv/bin/python - <<'PY'
@@ -31,7 +31,8 @@ for n in names:
         importlib.import_module(n)
     except Exception as e:
         failed.append(f"{n}: {type(e).__name__}: {e}")
-frameworks = [m for m in ("torch", "tensorflow", "pytensor", "theano", "jax", "dask") if m in sys.modules]
+frameworks = [m for m in ("torch", "tensorflow", "pytensor", "theano", "jax", "dask", "onnxruntime", "spox", "onnx")
+              if m in sys.modules]
 assert not failed, "modules that do not import:\n" + "\n".join(failed)
 assert not frameworks, f"importing the modules imported {frameworks}"
 assert (importlib.resources.files("unibackend") / "py.typed").is_file(), "py.typed is not shipped"

@@ -259,8 +259,25 @@ def subtensor(op, xshape, index, to_numpy):
         norm = []
         for p, n in zip(full, xshape):
             if isinstance(p, slice):
-                norm.append(slice(*p.indices(n)))
+                norm.append(slice(*slice_bounds(p, n)))
             else:
                 norm.append(int(p) % n)
         return Subtensor(xshape, tuple(norm), sel.shape, True)
     return Subtensor(xshape, idx, sel.shape, False)
+
+
+def slice_bounds(s, n):
+    """``s.indices(n)``, written out: torch.compile before torch 2.13 cannot
+    trace the builtin ``slice.indices`` (an ``Unsupported`` graph break)."""
+    step = 1 if s.step is None else operator.index(s.step)
+    if step == 0:
+        raise ValueError("slice step cannot be zero")
+    lo, hi = (0, n) if step > 0 else (-1, n - 1)
+
+    def clamp(v, default):
+        if v is None:
+            return default
+        v = operator.index(v)
+        return max(v + n, lo) if v < 0 else min(v, hi)
+
+    return clamp(s.start, lo if step > 0 else hi), clamp(s.stop, hi if step > 0 else lo), step

@@ -1,4 +1,4 @@
-"""The ``unibackend`` command: ``backends``, ``conformance``, ``bench``."""
+"""The ``unibackend`` command: ``backends``, ``conformance``, ``bench``, ``export-onnx``."""
 from __future__ import annotations
 
 import argparse
@@ -32,10 +32,29 @@ def _cmd_bench(argv):
     return main(argv)
 
 
+def _cmd_export_onnx(argv):
+    from .nn import ModelFileError, export_onnx
+
+    p = argparse.ArgumentParser(prog="unibackend export-onnx",
+                                description="Turn a saved unibackend.nn model (.npz) into an .onnx file "
+                                            "(open batch axis) that ONNX Runtime serves without unibackend.")
+    p.add_argument("model", help="the saved model (.npz, from Model.save)")
+    p.add_argument("output", help="the .onnx file to write")
+    a = p.parse_args(argv)
+    try:
+        out = export_onnx(a.model, a.output)
+    except (ModelFileError, FileNotFoundError) as e:
+        print(f"unibackend export-onnx: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}")
+    return 0
+
+
 COMMANDS = {
     "backends": (_cmd_backends, "list the backend plugins, installed or not, with their capabilities"),
     "conformance": (_cmd_conformance, "check every installed backend against the numpy reference"),
     "bench": (_cmd_bench, "benchmark the unified ops against native calls"),
+    "export-onnx": (_cmd_export_onnx, "turn a saved nn model (.npz) into an .onnx file"),
 }
 
 

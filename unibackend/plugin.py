@@ -40,7 +40,8 @@ Tensor = Any
 Shape = tuple[Optional[int], ...]
 
 __all__ = [
-    "Backend", "Capabilities", "GRAD_TRANSFORMS", "Shape", "Tensor", "check_scalar_output", "id_bounds",
+    "Backend", "Capabilities", "GRAD_TRANSFORMS", "GraphInput", "Shape", "Tensor", "check_scalar_output",
+    "id_bounds",
     "missing_primitives", "scipy_grad_input", "stable_descending",
 ]
 
@@ -78,6 +79,19 @@ class Capabilities:
     def names(self) -> tuple[str, ...]:
         """The names of the capabilities this backend has."""
         return tuple(f.name for f in fields(self) if getattr(self, f.name))
+
+
+@dataclass(frozen=True)
+class GraphInput:
+    """One input of a function a plugin exports (:meth:`Backend.export`):
+    ``kind`` "dense" (batch, width) floats, "sparse" a CSR (batch, width)
+    matrix, "ids" (batch, length) integer ids; the batch (and the length)
+    stay open in the exported file."""
+
+    name: str
+    kind: str
+    dtype: np.dtype
+    width: int | None = None
 
 
 def missing_primitives(cls: type) -> tuple[str, ...]:
@@ -287,6 +301,13 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def function(self, f: Callable[..., Any]) -> Callable[..., Any]:
         """``f`` compiled for this backend (or ``f`` itself on an eager one)."""
+
+    def export(self, f: Callable[..., Any], inputs: Sequence[GraphInput], path: str) -> str:
+        """Trace ``f`` (native tensors in, a dict name -> tensor out) on
+        symbolic ``inputs`` and write it to ``path`` as the backend's portable
+        model file (onnx: an .onnx file); returns the path.  Optional: a
+        plugin that cannot raises CapabilityError."""
+        raise CapabilityError(f"backend {self.name!r} cannot export a traced function to a model file")
 
     def compile(self, f: Callable[..., Any], mode: str | None = None) -> Callable[..., Any]:
         """``f`` (native tensors in, native tensors out) run inside the

@@ -41,6 +41,7 @@ Importing this package imports no framework.
 """
 from __future__ import annotations
 
+from .export import export_onnx
 from .functional import (
     ACTIVATIONS,
     exp,
@@ -60,7 +61,7 @@ from .training import SGD, Adam, Trainer
 __all__ = [
     "Input", "Projection", "Dense", "EmbeddingMean", "TopKGate",
     "MixtureOfExperts", "Model", "Trainer", "SGD", "Adam", "load",
-    "ModelFileError", "ACTIVATIONS", "softmax_cross_entropy",
+    "ModelFileError", "export_onnx", "ACTIVATIONS", "softmax_cross_entropy",
     "Layer", "LAYERS", "FORMAT", "FORMAT_VERSION",
     "tanh", "relu", "exp", "log", "reduce_sum", "reduce_max", "log_softmax",
 ]
