@@ -149,7 +149,7 @@ def matrix_table(results, backends, checks):
         row = [c.name]
         for b, m in cols:
             r = by[(c.name, b, m)]
-            label = r.status if r.status != "fail" else "FAIL"
+            label = _pass_label(r) if r.status == "pass" else "FAIL" if r.status == "fail" else r.status
             if r.status == "skip":
                 if r.reason not in reasons:
                     reasons.append(r.reason)
@@ -157,6 +157,11 @@ def matrix_table(results, backends, checks):
             row.append(f"[{STATUS_STYLE[r.status]}]{label}[/]")
         table.add_row(*row)
     return table, reasons
+
+
+def _pass_label(r):
+    """"pass", or how many of its cases raised the documented TypeError for the mode."""
+    return f"pass ({r.unsupported} TypeError)" if r.unsupported else "pass"
 
 
 def summary(results):
@@ -187,7 +192,7 @@ def write_report(path, results, backends, checks, meta):
                     reasons.append(r.reason)
                 cells.append(f"skip [{reasons.index(r.reason) + 1}]")
             else:
-                cells.append("**FAIL**" if r.status == "fail" else "pass")
+                cells.append("**FAIL**" if r.status == "fail" else _pass_label(r))
         lines.append(f"| {c.name} | " + " | ".join(cells) + " |")
     if reasons:
         lines.append("")
