@@ -345,10 +345,6 @@ class VmapCase(CompiledCase):
     def slices(self):
         return [VmapSlice(self, b) for b in range(VMAP_BATCH)]
 
-    def fresh(self):
-        c = super().fresh()
-        return VmapCase(c.stmt, c.args, want=c.want_stmt, note=c.note)
-
 
 class VmapSlice(Case):
     """Example ``b`` of a :class:`VmapCase`: its values and reference are the

@@ -217,13 +217,17 @@ def check_skip_reason(check, name):
 UNSUPPORTED = "not supported under"
 
 
+def _check_mode(mode):
+    if family(mode) not in MODES or (family(mode) != "compiled" and ":" in mode):
+        raise ValueError(f"run_check: mode must be one of {MODES} (or compiled:<path>), got {mode!r}")
+
+
 def mode_skip_reason(check, backend, mode):
     """Why ``check`` does not run on ``backend`` in ``mode``, or ""."""
     from unibackend import _registry as R
 
+    _check_mode(mode)
     fam = family(mode)
-    if fam not in MODES or (fam != "compiled" and ":" in mode):
-        raise ValueError(f"run_check: mode must be one of {MODES} (compiled:<path>), got {mode!r}")
     cls = R.plugin_class(backend)
     if fam == "compiled":
         path = mode.partition(":")[2]
@@ -296,11 +300,10 @@ def run_check(check, backend, *, device=None, profile=DEFAULT_PROFILE, max_examp
     from hypothesis import assume, example, given
     from hypothesis import seed as hseed
 
+    _check_mode(mode)
     why = backend_skip_reason(backend, device) or check_skip_reason(check, backend)
     if not why and mode != "eager":
         why = mode_skip_reason(check, backend, mode)
-    elif family(mode) not in MODES:
-        raise ValueError(f"run_check: mode must be one of {MODES} (compiled:<path>), got {mode!r}")
     if why:
         return Result(check.name, check.op, backend, "skip", why, mode=mode)
     calls, unsupported = [0], []

@@ -408,3 +408,9 @@ def test_one_condition_arrays_hold_exactly_one_special_condition(data):
         held["ties"] = False
         held["signed_zero"] = True
     assert sum(held.values()) == 1, (a, held)
+
+
+def test_run_check_rejects_an_unknown_mode_before_any_work():
+    for mode in ("warp", "vmap:fast", "eager:x"):
+        with pytest.raises(ValueError, match="mode must be one of"):
+            engine.run_check(CHECKS["softmax"], "numpy", mode=mode)
