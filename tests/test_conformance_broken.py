@@ -296,6 +296,20 @@ class NanSmallestTopk(NumpyBackend):
         return np.where(keep, x, np.asarray(fill, x.dtype))
 
 
+class NoTiesShortcutTopk(NumpyBackend):
+    """keep_topk with a whole-tensor fast path: when no two finite values of
+    the whole tensor are equal, rank by value with NaN counted as -inf (the
+    flag forgets NaN, as a graph rewrite of a NaN-unsafe comparison did in TF).
+    Only an input with NaN but no ties reaches the wrong path."""
+
+    def keep_topk(self, x, k, axis, fill):
+        finite = x[~np.isnan(x)]
+        if np.isnan(x).any() and np.unique(finite).size == finite.size:
+            keep = _mask_of(super().keep_topk(np.where(np.isnan(x), -np.inf, x), k, axis, np.nan))
+            return np.where(keep, x, np.asarray(fill, x.dtype))
+        return super().keep_topk(x, k, axis, fill)
+
+
 class KZeroKeepsOne(NumpyBackend):
     """keep_topk with k=0 keeping the largest entry (a 'k >= 1' assumption)."""
 
@@ -558,7 +572,7 @@ class TransformOnlyGrad(JaxBackend):
 #: every mutant of the rules table, by class name
 RULE_MUTANTS = {c.__name__: c for c in (
     UnstableArgsort, ReversedDescendingArgsort, NanSmallestArgsort, SignedZeroArgsort, Int32Argsort,
-    TorchTieOrderTopk, NanSmallestTopk, KZeroKeepsOne, KFullLosesNaN, FillIgnoredTopk, SignlessTopk,
+    TorchTieOrderTopk, NanSmallestTopk, NoTiesShortcutTopk, KZeroKeepsOne, KFullLosesNaN, FillIgnoredTopk, SignlessTopk,
     SmoothedSoftmax, NaiveSoftmax, TensorflowNanSoftmax, TheanoInfSoftmax, Float64Softmax,
     GateHigherIndexTies, GateUnnormalised, GateNanOnlyAtNan,
     MultiplyMaskedMean, NanForEmptyMaskedMean, PositiveMaskMean, InPlaceMaskedMean,
