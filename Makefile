@@ -29,11 +29,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 test: install
 	$(PY) -m pytest -q
 
-# Compiled columns too, the backends in 2 worker processes (the 2-core machine the
-# times in the README come from); torch compiles with aot_eager here (Dynamo's full graph
-# without Inductor's code generation, which costs seconds per case on 2 cores).
+# Every call mode (compile paths, ub.function, vmap, grad; the last line prints the
+# time of each column), the backends in 2 worker processes; torch compiles with
+# aot_eager here (Dynamo's full graph without Inductor's code generation, which
+# costs seconds per case on 2 cores).
 conformance: install
-	UNIBACKEND_TORCH_COMPILER=$${UNIBACKEND_TORCH_COMPILER:-aot_eager} $(VENV)/bin/unibackend conformance --compiled --jobs 2
+	UNIBACKEND_TORCH_COMPILER=$${UNIBACKEND_TORCH_COMPILER:-aot_eager} $(VENV)/bin/unibackend conformance --modes all --jobs 2
 
 # ruff (lint and import order) and mypy (types), both configured in pyproject.toml.
 lint: install

@@ -54,7 +54,10 @@ class JaxBackend(Backend):
     modules = ("jax",)
     extra = "jax"
     distributions = ("jax",)
-    capabilities = Capabilities(autodiff=True, sparse=True, symbolic=False, devices=True)
+    capabilities = Capabilities(autodiff=True, sparse=True, symbolic=False, devices=True, vmap=True,
+                                transform_grad=True)
+    #: jax.jit (the plugin's ``function``, with checkify)
+    compile_modes = ("jit",)
 
     # -- set-up ------------------------------------------------------------
     def load(self):
@@ -391,6 +394,16 @@ class JaxBackend(Backend):
 
         run.traced = compiled  # for tests: jax's own trace cache
         return run
+
+    def compile(self, f, mode=None):
+        self._compile_mode(mode)
+        return self.function(f)
+
+    def vmap(self, f):
+        return self.jax.vmap(f)
+
+    def transform_grad(self, f, how="grad"):
+        return self.jax.grad(f) if how == "grad" else self.jax.jacrev(f)
 
 
 # --------------------------------------------------------------------------

@@ -45,7 +45,10 @@ class TensorflowBackend(Backend):
     modules = ("tensorflow",)
     extra = "tensorflow"
     distributions = ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tf-nightly")
-    capabilities = Capabilities(autodiff=True, sparse=True, symbolic=True, devices=False)
+    capabilities = Capabilities(autodiff=True, sparse=True, symbolic=True, devices=False, vmap=True,
+                                transform_grad=True)
+    #: a plain tf.function graph (default Grappler rewrites), and XLA (jit_compile=True)
+    compile_modes = ("graph", "xla")
 
     @staticmethod
     def trace_constant(fn):
@@ -754,10 +757,37 @@ class TensorflowBackend(Backend):
     def function(self, f):
         return self._graph_function(f, jit_compile=None)
 
-    def compile(self, f):
-        # XLA: no runtime assert survives it, so a bad id or index gives NaN
-        # (docs/backends/tensorflow.md); the static checks still raise.
+    def compile(self, f, mode=None):
+        # The default path stays XLA: no runtime assert survives it, so a bad
+        # id or index gives NaN (docs/backends/tensorflow.md); the static
+        # checks still raise.  "graph" is a plain tf.function, what
+        # ub.function and a user's own tf.function give.
+        if mode == "graph":
+            return self._graph_function(f, jit_compile=None)
+        self._compile_mode(mode)
         return self._graph_function(f, jit_compile=True)
+
+    def vmap(self, f):
+        tf = self.tf
+
+        def mapped(*args):
+            return tf.vectorized_map(lambda a: f(*a), tuple(args))
+
+        return mapped
+
+    def transform_grad(self, f, how="grad"):
+        tf = self.tf
+
+        def gradient(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = f(x)
+            if how == "jacrev":  # (tape.jacobian vectorizes with pfor)
+                return tape.jacobian(y, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            g = tape.gradient(y, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return tf.convert_to_tensor(g)  # (an IndexedSlices from a gather)
+
+        return gradient
 
     def _graph_function(self, f, jit_compile):
         """tf.function of ``f``; an in-graph check's failure comes back as the

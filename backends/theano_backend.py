@@ -86,6 +86,8 @@ class TheanoBackend(Backend):
     extra = "theano"
     distributions: ClassVar[tuple[str, ...]] = ("pytensor", "Theano")
     capabilities = Capabilities(autodiff=True, sparse=True, symbolic=True, devices=False, eager_compiles=True)
+    #: the compiled function (``function``)
+    compile_modes = ("function",)
     #: the implementation this name forces ("" : PyTensor if installed, else Theano)
     forces = ""
     #: compiled eager functions kept (least recently used dropped first)

@@ -134,7 +134,10 @@ class TorchBackend(Backend):
     modules = ("torch",)
     extra = "torch"
     distributions = ("torch",)
-    capabilities = Capabilities(autodiff=True, sparse=True, symbolic=False, devices=True)
+    capabilities = Capabilities(autodiff=True, sparse=True, symbolic=False, devices=True, vmap=True,
+                                transform_grad=True)
+    #: torch.compile(fullgraph=True), with static shapes and with dynamic=True
+    compile_modes = ("fullgraph", "dynamic")
 
     # -- set-up ------------------------------------------------------------
     def load(self):
@@ -780,14 +783,15 @@ class TorchBackend(Backend):
     def function(self, f):
         return f
 
-    def compile(self, f):
+    def compile(self, f, mode=None):
         # Inductor by default; UNIBACKEND_TORCH_COMPILER=aot_eager traces the
         # same graph (Dynamo + AOT autograd) without generating code: make
         # conformance uses it to stay within its time (docs/backends/torch.md).
         import os
 
+        dynamic = self._compile_mode(mode) == "dynamic"
         compiler = os.environ.get("UNIBACKEND_TORCH_COMPILER", "").strip() or "inductor"
-        compiled = self.torch.compile(f, fullgraph=True, backend=compiler)
+        compiled = self.torch.compile(f, fullgraph=True, backend=compiler, **({"dynamic": True} if dynamic else {}))
         unsupported = self.torch._dynamo.exc.Unsupported
 
         def run(*args, **kwargs):
@@ -804,3 +808,10 @@ class TorchBackend(Backend):
 
         run.compiled = compiled  # for tests: torch's own compiled function
         return run
+
+    def vmap(self, f):
+        return self.torch.func.vmap(f)
+
+    def transform_grad(self, f, how="grad"):
+        func = self.torch.func
+        return func.grad(f) if how == "grad" else func.jacrev(f)

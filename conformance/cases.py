@@ -180,6 +180,11 @@ class Case:
     def __repr__(self):
         return "Case(" + ", ".join(f"{k}={value_code(v)}" for k, v in self.args.items()) + ")"
 
+    def program(self, backend, dev):
+        """The lines that compute ``result`` in a reproducer, when they are not
+        the statement itself (a compiled, vmapped or transformed case)."""
+        return None
+
     def reproducer(self, backend, device, failure):
         """A self-contained snippet that shows the disagreement on the installed package."""
         lines = [
@@ -195,12 +200,9 @@ class Case:
         lines += ["from numpy import nan, inf", "import unibackend as ub"] + _plugin_import(backend) + [""] + args
         dev = f", device={device!r}" if device else ""
         lines.append(f"with ub.use_backend({backend!r}{dev}):")
-        if isinstance(self, CompiledCase):
-            src, params = self.compiled_source()
-            lines += ["    " + s for s in src.splitlines()]
-            lines.append("    from unibackend import _registry")
-            lines.append(f"    compiled = _registry.backend({backend!r}{dev}).compile(compiled_case)  # the compiler")
-            lines.append(f"    result = compiled({', '.join(f'ub.asarray({p})' for p in params)})")
+        program = self.program(backend, dev)
+        if program is not None:
+            lines += ["    " + s for s in program]
         else:
             lines += ["    " + s for s in self.stmt.splitlines()]
         lines.append("got = ub.to_numpy(result)")
@@ -235,19 +237,25 @@ def _plugin_import(backend):
 
 class CompiledCase(Case):
     """The same case with its statement run inside the backend's compiler
-    (``Backend.compile``): a function whose parameters are the case's dense
+    (``Backend.compile`` along compile path ``path``; with ``via="function"``,
+    inside ``ub.function``): a function whose parameters are the case's dense
     arrays, made native first; every other argument (ints, axes, ``k``,
     slices, scalars, boolean-mask indices, which fix the graph's shapes) is a
     constant of the function.  ``reference()`` stays eager numpy, so the
     check's verify holds the compiled result to the same oracle and
     tolerance as the eager one."""
 
+    def __init__(self, stmt, args, *, want=None, note="", path=None, via="compile"):
+        super().__init__(stmt, args, want=want, note=note)
+        self.path, self.via = path, via
+
     def fresh(self):
         c = super().fresh()
-        return CompiledCase(c.stmt, c.args, want=c.want_stmt, note=c.note)
+        return type(self)(c.stmt, c.args, want=c.want_stmt, note=c.note, path=self.path, via=self.via)
 
     def replace(self, **args):
-        return CompiledCase(self.stmt, {**self.args, **args}, want=self.want_stmt, note=self.note)
+        return type(self)(self.stmt, {**self.args, **args}, want=self.want_stmt, note=self.note,
+                          path=self.path, via=self.via)
 
     def reference(self):
         return Case(self.stmt, self.args, want=self.want_stmt, note=self.note).reference()
@@ -258,11 +266,29 @@ class CompiledCase(Case):
         body = "\n".join("    " + line for line in self.stmt.splitlines())
         return f"def compiled_case({', '.join(params)}):\n{body}\n    return result\n", params
 
+    def _compiler(self, backend, device):
+        from unibackend import _registry as R
+
+        if self.via == "function":
+            return ub.function
+        B = R.backend(backend, device)
+        return B.compile if self.path is None else (lambda f: B.compile(f, self.path))
+
+    def program(self, backend, dev):
+        src, params = self.compiled_source()
+        lines = src.splitlines()
+        if self.via == "function":
+            lines.append("compiled = ub.function(compiled_case)")
+        else:
+            path = "" if self.path is None else f", {self.path!r}"
+            lines += ["from unibackend import _registry",
+                      f"compiled = _registry.backend({backend!r}{dev}).compile(compiled_case{path})  # the compiler"]
+        lines.append(f"result = compiled({', '.join(f'ub.asarray({p})' for p in params)})")
+        return lines
+
     def _exec(self, stmt, backend, device):
         if backend is None or stmt != self.stmt:
             return super()._exec(stmt, backend, device)
-        from unibackend import _registry as R
-
         src, params = self.compiled_source()
         vals = self.values()
         env = {"np": np, "ub": ub, "nan": np.nan, "inf": np.inf}
@@ -273,10 +299,158 @@ class CompiledCase(Case):
         # the 9th case hit the recompile limit (pytorch#124269).
         _exec_with_source(src, env)
         with ub.use_backend(backend, device):
-            fn = R.backend(backend, device).compile(env["compiled_case"])
+            fn = self._compiler(backend, device)(env["compiled_case"])
             return fn(*[ub.asarray(vals[k]) for k in params])
 
 
+#: the examples a vmapped case stacks: the case's own arrays, and each of them
+#: reversed along every axis (same shapes and values, another answer: a vmap
+#: rule that mixes examples up shows)
+VMAP_BATCH = 2
+
+
+def vmap_variant(a, b):
+    """Example ``b`` of the batch built from array ``a``."""
+    return a if b == 0 else np.ascontiguousarray(np.flip(a))
+
+
+class VmapCase(CompiledCase):
+    """The case's statement as a function of its dense arrays (as
+    :class:`CompiledCase`), mapped with ``Backend.vmap`` over a batch of
+    :data:`VMAP_BATCH` examples stacked on a new axis 0.  :meth:`slices` are
+    the per-example cases: each one's ``run`` is its row of the one vmapped
+    result, and the check's verify holds it to that example's oracle and
+    reference (the stacked per-example answers)."""
+
+    def batch(self):
+        """(parameter names, the stacked arrays)."""
+        _, params = self.compiled_source()
+        vals = self.values()
+        return params, [np.stack([vmap_variant(vals[k], b) for b in range(VMAP_BATCH)]) for k in params]
+
+    def example(self, b):
+        """Example ``b`` as a plain case (its arrays as the batch holds them)."""
+        _, params = self.compiled_source()
+        args = dict(self.args)
+        for k in params:
+            a = vmap_variant(self.values()[k], b)
+            args[k] = Arg(a, array_code(a))
+        return Case(self.stmt, args, want=self.want_stmt, note=self.note)
+
+    def batched(self, backend, device):
+        """The vmapped result (B, ...) on ``backend``, as numpy, computed once."""
+        key = (backend, device)
+        memo = self.__dict__.setdefault("_memo", {})
+        if key not in memo:
+            from unibackend import _registry as R
+
+            src, params = self.compiled_source()
+            _, stacked = self.batch()
+            env = {"np": np, "ub": ub, "nan": np.nan, "inf": np.inf}
+            env.update({k: v for k, v in self.values().items() if k not in params})
+            _exec_with_source(src, env)
+            snaps = [a.copy() for a in stacked]
+            with ub.use_backend(backend, device):
+                out = R.backend(backend, device).vmap(env["compiled_case"])(*[ub.asarray(a) for a in stacked])
+            if any(not np.array_equal(a, s, equal_nan=a.dtype.kind == "f") for a, s in zip(stacked, snaps)):
+                raise Disagreement("the vmapped op mutated its input", kind="mutation")
+            memo[key] = to_numpy(out)
+        return memo[key]
+
+    def slices(self):
+        return [VmapSlice(self, b) for b in range(VMAP_BATCH)]
+
+
+class VmapSlice(Case):
+    """Example ``b`` of a :class:`VmapCase`: its values and reference are the
+    example's own, its result row ``b`` of the vmapped call."""
+
+    def __init__(self, parent, b):
+        ex = parent.example(b)
+        super().__init__(ex.stmt, ex.args, want=ex.want_stmt, note=ex.note)
+        self.parent, self.b = parent, b
+
+    def run(self, backend, device=None):
+        got = self.parent.batched(backend, device)
+        if got.ndim == 0 or got.shape[0] != VMAP_BATCH:
+            raise Disagreement(f"the vmapped result has shape {got.shape}, want a leading batch axis of "
+                               f"{VMAP_BATCH}", kind="shape")
+        return got[self.b]
+
+    def reference(self):
+        return Case(self.stmt, self.args, want=self.want_stmt, note=self.note).reference()
+
+    def reproducer(self, backend, device, failure):
+        # the whole batch, and which row disagrees
+        text = super().reproducer(backend, device, failure)
+        return text.replace("got = ub.to_numpy(result)", f"got = ub.to_numpy(result)[{self.b}]  # example {self.b}")
+
+    def program(self, backend, dev):
+        src, params = self.parent.compiled_source()
+        lines = src.splitlines() + ["from unibackend import _registry",
+                                    f"mapped = _registry.backend({backend!r}{dev}).vmap(compiled_case)  # the transform"]
+        for k in params:
+            a0 = self.parent.values()[k]
+            lines.append(f"{k}_batch = np.stack([{array_code(a0)}, np.flip({array_code(a0)})])")
+        lines.append(f"result = mapped({', '.join(f'ub.asarray({k}_batch)' for k in params)})")
+        return lines
+
+
+class TransformGradCase(Case):
+    """A gradient case (``result = ub.grad(f)(x, ...)``) differentiated by the
+    framework's own function transform instead: ``Backend.transform_grad(g,
+    how)`` of ``g = lambda x: f(x, ...)`` (the other arguments constants,
+    dense ones made native), ``how`` one of ``plugin.GRAD_TRANSFORMS``."""
+
+    def __init__(self, stmt, args, *, want=None, note="", how="grad"):
+        super().__init__(stmt, args, want=want, note=note)
+        self.how = how
+
+    def fresh(self):
+        c = super().fresh()
+        return TransformGradCase(c.stmt, c.args, want=c.want_stmt, note=c.note, how=self.how)
+
+    def replace(self, **args):
+        return TransformGradCase(self.stmt, {**self.args, **args}, want=self.want_stmt, note=self.note, how=self.how)
+
+    def reference(self):
+        return Case(self.stmt, self.args, want=self.want_stmt, note=self.note).reference()
+
+    def call(self):
+        """(the source defining f, the names f is called with)."""
+        head, call = self.stmt.split("\nresult =", 1)
+        names = call.strip()[len("ub.grad(f)("):-1].split(", ")
+        return head, names
+
+    def program(self, backend, dev):
+        head, names = self.call()
+        rest = ", ".join(_native_code(n, self.values()[n]) for n in names[1:])
+        return head.splitlines() + [
+            "from unibackend import _registry",
+            f"gradient = _registry.backend({backend!r}{dev}).transform_grad("
+            f"lambda x_: f(x_, {rest}), {self.how!r})  # the transform",
+            f"result = gradient(ub.asarray({names[0]}))"]
+
+    def _exec(self, stmt, backend, device):
+        if backend is None or stmt != self.stmt:
+            return super()._exec(stmt, backend, device)
+        from unibackend import _registry as R
+
+        head, names = self.call()
+        f = function_of(head)
+        vals = self.values()
+        with ub.use_backend(backend, device):
+            rest = [ub.asarray(vals[n]) if _dense(vals[n]) else vals[n] for n in names[1:]]
+            g = R.backend(backend, device).transform_grad(lambda x_: f(x_, *rest), self.how)
+            return g(ub.asarray(vals[names[0]]))
+
+
+def _dense(v):
+    return isinstance(v, np.ndarray) and v.ndim > 0
+
+
+def _native_code(name, v):
+    return f"ub.asarray({name})" if _dense(v) else name
 _case_files = itertools.count()
 
 
@@ -295,6 +469,18 @@ def _graph_input(name, v):
     if not isinstance(v, np.ndarray) or v.ndim == 0:
         return False
     return not (name == "index" and v.dtype == np.bool_)
+
+
+def functionable(case):
+    """Whether ``case`` can run inside ``ub.function``: every case but the
+    host-side ragged lists of ``pad_ids`` (gradient statements too: a training
+    step's shape; a scipy.sparse argument is a constant of the function)."""
+    return "ub.pad_ids" not in case.stmt
+
+
+def batchable(case):
+    """Whether ``case`` can be vmapped: compilable, with a dense array to map over."""
+    return compilable(case) and any(_graph_input(k, v) for k, v in case.values().items())
 
 
 def compilable(case):

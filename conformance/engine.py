@@ -24,16 +24,23 @@ from .cases import Disagreement
 #: each), so it gets the first ``compiling_examples`` of the same
 #: derandomized sequence.
 #: ``compiled_examples`` is the number of generated cases each check runs
-#: inside the backend's compiler under ``--compiled`` (after the explicit
-#: cases): every case is a new graph, compiled once, so this is the cost.
+#: inside each compile path of the backend (after the explicit cases): every
+#: case is a new graph, compiled once, so this is the cost; ``function``,
+#: ``vmap`` and ``grad`` are the same for the other call modes (each vmapped
+#: case is a new trace too; a grad case runs both transforms).
 PROFILES = {
-    "ci": {"max_examples": 40, "compiling_examples": 6, "compiled_examples": 4, "derandomize": True},
+    "ci": {"max_examples": 40, "compiling_examples": 6, "compiled_examples": 4, "function_examples": 4,
+           "vmap_examples": 4, "grad_examples": 3, "derandomize": True},
     "thorough": {"max_examples": 1000, "compiling_examples": 200, "compiled_examples": 100,
-                 "derandomize": False},
+                 "function_examples": 100, "vmap_examples": 100, "grad_examples": 100, "derandomize": False},
 }
 
-#: the two ways a check runs: eagerly, and inside the backend's compiler.
-MODES = ("eager", "compiled")
+#: the ways a check runs (``--modes``): eagerly; inside each compile path the
+#: backend declares (``Backend.compile_modes``: one mode ``compiled:<path>``
+#: each, or ``compiled`` for a backend that declares none); inside
+#: ``ub.function`` (autodiff backends); under the framework's vmap (the
+#: ``vmap`` capability) and its gradient transforms (``transform_grad``).
+MODES = ("eager", "compiled", "function", "vmap", "grad")
 DEFAULT_PROFILE = "ci"
 
 
@@ -46,13 +53,46 @@ def cache_dir():
     return (Path(xdg) if xdg else Path.home() / ".cache") / "unibackend"
 
 
+def family(mode):
+    """The ``--modes`` name of a mode: ``compiled:graph`` is ``compiled``."""
+    return mode.split(":", 1)[0]
+
+
+def backend_modes(backend, modes=MODES):
+    """The modes of ``modes`` (names of :data:`MODES`) that ``backend``
+    has, one per compile path: ``eager`` always; ``compiled:<path>`` per
+    declared compile path (``compiled`` when it declares none); ``function``
+    with autodiff; ``vmap`` and ``grad`` with those capabilities.  A backend
+    that does not load gets every mode asked for (its cells say why)."""
+    from unibackend import _registry as R
+
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise ValueError(f"unknown mode(s) {', '.join(sorted(unknown))}; known: {', '.join(MODES)}")
+    try:
+        cls = R.plugin_class(backend)
+    except Exception:
+        return [m for m in MODES if m in modes]
+    caps = cls.capabilities
+    out = []
+    for m in MODES:
+        if m not in modes:
+            continue
+        if m == "compiled":
+            out += [f"compiled:{p}" for p in cls.compile_modes] or ["compiled"]
+        elif m == "eager" or (m == "function" and caps.autodiff) or (m == "vmap" and caps.vmap) \
+                or (m == "grad" and caps.transform_grad):
+            out.append(m)
+    return out
+
+
 def examples_for(backend, profile=DEFAULT_PROFILE, mode="eager"):
     """Examples per check for ``backend`` under ``profile``: fewer for a
     backend that declares ``eager_compiles`` (or is an alias of one), and
-    ``compiled_examples`` (or fewer) in the compiled mode."""
+    the profile's ``<mode>_examples`` (or fewer) in the other modes."""
     prof = PROFILES[profile]
     n = prof["compiling_examples"] if compiles_eagerly(backend) else prof["max_examples"]
-    return min(n, prof["compiled_examples"]) if mode == "compiled" else n
+    return n if mode == "eager" else min(n, prof[f"{family(mode)}_examples"])
 
 
 def compiles_eagerly(backend):
@@ -125,7 +165,8 @@ class Result:
     seconds: float = 0.0
     examples: int = 0
     details: dict = field(default_factory=dict)
-    mode: str = "eager"           # "eager", or "compiled" (inside the backend's compiler)
+    mode: str = "eager"           # "eager", "compiled[:<path>]", "function", "vmap" or "grad"
+    unsupported: int = 0          # cases that raised the contract's TypeError for the mode
 
     def as_dict(self):
         return {
@@ -133,6 +174,7 @@ class Result:
             "status": self.status,
             "reason": self.reason, "index": list(self.index) if self.index is not None else None,
             "reproducer": self.reproducer, "seconds": round(self.seconds, 3), "examples": self.examples,
+            "unsupported": self.unsupported,
         }
 
 
@@ -168,51 +210,132 @@ def check_skip_reason(check, name):
     return ""
 
 
+#: the words of the contract's TypeError for an op a framework cannot take in
+#: a mode ("<op>: not supported under <mode>: <why>", built in one place in
+#: the core, ``unibackend._errors.unsupported_in_mode``): a case that raises it is not a
+#: disagreement; a check whose every case raises it is a skip saying so.
+UNSUPPORTED = "not supported under"
+
+
+def _check_mode(mode):
+    if family(mode) not in MODES or (family(mode) != "compiled" and ":" in mode):
+        raise ValueError(f"run_check: mode must be one of {MODES} (or compiled:<path>), got {mode!r}")
+
+
+def mode_skip_reason(check, backend, mode):
+    """Why ``check`` does not run on ``backend`` in ``mode``, or ""."""
+    from unibackend import _registry as R
+
+    _check_mode(mode)
+    fam = family(mode)
+    cls = R.plugin_class(backend)
+    if fam == "compiled":
+        path = mode.partition(":")[2]
+        if path and path not in cls.compile_modes:
+            return f"backend {backend!r} declares no compile path {path!r}"
+        if not check.compiles:
+            return "not run compiled (sparse inputs, host-side lists, gradients: see docs/conformance.md)"
+    elif fam == "function":
+        if not cls.capabilities.autodiff:
+            return f"backend {backend!r} declares no autodiff capability (ub.function is the eager op)"
+        if "lazy" in check.needs:
+            return "not run in ub.function (lazy chunking)"
+    elif fam == "vmap":
+        if not cls.capabilities.vmap:
+            return f"backend {backend!r} declares no vmap capability"
+        if not check.compiles:
+            return "not vmapped (sparse inputs, host-side lists, gradients: see docs/conformance.md)"
+    elif fam == "grad":
+        if not cls.capabilities.transform_grad:
+            return f"backend {backend!r} declares no transform_grad capability"
+        if "autodiff" not in check.needs:
+            return "the grad mode runs the gradient checks"
+    return ""
+
+
+def mode_accepts(mode, case):
+    """Whether ``case`` can run in ``mode`` (dense inputs for the graphs and vmap, ...)."""
+    from .cases import batchable, compilable, functionable
+
+    fam = family(mode)
+    if fam == "compiled":
+        return compilable(case)
+    if fam == "function":
+        return functionable(case)
+    if fam == "vmap":
+        return batchable(case)
+    return True
+
+
+def mode_cases(mode, case):
+    """The cases to verify for one generated ``case`` in ``mode``."""
+    from unibackend.plugin import GRAD_TRANSFORMS
+
+    from .cases import CompiledCase, TransformGradCase, VmapCase
+
+    fam, path = family(mode), mode.partition(":")[2] or None
+    kw = {"want": case.want_stmt, "note": case.note}
+    if fam == "compiled":
+        return [CompiledCase(case.stmt, case.args, path=path, **kw)]
+    if fam == "function":
+        return [CompiledCase(case.stmt, case.args, via="function", **kw)]
+    if fam == "vmap":
+        return VmapCase(case.stmt, case.args, **kw).slices()
+    if fam == "grad":
+        return [TransformGradCase(case.stmt, case.args, how=how, **kw) for how in GRAD_TRANSFORMS]
+    return [case]
+
+
 def run_check(check, backend, *, device=None, profile=DEFAULT_PROFILE, max_examples=None, seed=None,
               explicit=True, mode="eager"):
     """Run ``check`` against ``backend`` under hypothesis; a :class:`Result`.
     ``explicit=False`` leaves out the check's explicit cases (generated ones only).
-    ``mode="compiled"`` runs each case's op inside the backend's compiler
-    (``Backend.compile``) on the same inputs, held to the same oracle,
-    properties and tolerance as eager; cases that cannot compile (sparse
-    inputs) are left out, and a check that never compiles is a skip."""
+    ``mode`` (see :func:`backend_modes`) runs each case's op another way on
+    the same inputs (inside a compile path, ``ub.function``, vmapped over a
+    batch of examples, differentiated by the framework's transforms), held to
+    the same oracle, properties and tolerance as eager; cases that cannot run
+    so (sparse inputs for a graph) are left out, and a check that never can
+    is a skip.  A case that raises the contract's TypeError for the mode
+    (:data:`UNSUPPORTED`) is counted, not failed."""
     from hypothesis import assume, example, given
     from hypothesis import seed as hseed
 
-    from .cases import CompiledCase, compilable
-
-    if mode not in MODES:
-        raise ValueError(f"run_check: mode must be one of {MODES}, got {mode!r}")
+    _check_mode(mode)
     why = backend_skip_reason(backend, device) or check_skip_reason(check, backend)
-    if not why and mode == "compiled" and not check.compiles:
-        why = "not run compiled (sparse inputs, host-side lists, gradients: see docs/conformance.md)"
+    if not why and mode != "eager":
+        why = mode_skip_reason(check, backend, mode)
     if why:
         return Result(check.name, check.op, backend, "skip", why, mode=mode)
-    calls = [0]
+    calls, unsupported = [0], []
 
     def conformance_case(case):
-        if mode == "compiled":
-            assume(compilable(case))
-            case = CompiledCase(case.stmt, case.args, want=case.want_stmt, note=case.note)
+        if mode != "eager":
+            assume(mode_accepts(mode, case))
         calls[0] += 1
-        try:
-            check.verify(case, backend, device)
-        except Disagreement as e:
-            e.case = e.case or case
-            raise
-        except Exception as e:
-            raise Disagreement(f"raised {type(e).__name__}: {e}", case=case, kind="error") from e
+        for c in mode_cases(mode, case):
+            try:
+                check.verify(c, backend, device)
+            except Disagreement as e:
+                e.case = e.case or c
+                raise
+            except TypeError as e:
+                if mode == "eager" or UNSUPPORTED not in str(e):
+                    raise Disagreement(f"raised TypeError: {e}", case=c, kind="error") from e
+                unsupported.append(str(e))
+                return
+            except Exception as e:
+                raise Disagreement(f"raised {type(e).__name__}: {e}", case=c, kind="error") from e
 
     # One database key per check: every backend gets the same cases.
     conformance_case._hypothesis_internal_add_digest = f"unibackend-conformance:{check.name}".encode()
     test = given(check.strategy)(conformance_case)
-    explicit_cases = [c for c in (check.examples if explicit else ()) if mode == "eager" or compilable(c)]
+    explicit_cases = [c for c in (check.examples if explicit else ()) if mode == "eager" or mode_accepts(mode, c)]
     for case in reversed(explicit_cases):  # (hypothesis runs the last decorator's first)
         test = example(case.fresh())(test)
     test = hypothesis_settings(profile, max_examples or examples_for(backend, profile, mode), seed)(test)
     if seed is not None:
         test = hseed(seed)(test)
-    where = " compiled" if mode == "compiled" else ""
+    where = "" if mode == "eager" else f" {mode}"
     t0 = time.perf_counter()
     try:
         with warnings.catch_warnings(), hypothesis_home():
@@ -228,13 +351,22 @@ def run_check(check, backend, *, device=None, profile=DEFAULT_PROFILE, max_examp
             msg = f"{check.name} on {backend!r}{where}: {e.message}"
         return Result(check.name, check.op, backend, "fail", msg, mode=mode,
                       reproducer=e.case.reproducer(backend, device, e) if e.case else "",
-                      index=e.index, seconds=time.perf_counter() - t0, examples=calls[0])
+                      index=e.index, seconds=time.perf_counter() - t0, examples=calls[0],
+                      unsupported=len(unsupported))
     except Exception as e:  # hypothesis itself gave up (e.g. Unsatisfiable)
+        if calls[0] == 0 and type(e).__name__ == "Unsatisfiable" and mode != "eager":
+            return Result(check.name, check.op, backend, "skip", f"no case of this check runs in the {family(mode)} "
+                          "mode (host-side lists, sparse inputs: see docs/conformance.md)", mode=mode,
+                          seconds=time.perf_counter() - t0)
         return Result(check.name, check.op, backend, "fail",
                       f"{check.name} on {backend!r}{where}: the suite could not run: {type(e).__name__}: {e}",
                       seconds=time.perf_counter() - t0, examples=calls[0], mode=mode)
-    return Result(check.name, check.op, backend, "pass", seconds=time.perf_counter() - t0, examples=calls[0],
-                  mode=mode)
+    seconds = time.perf_counter() - t0
+    if unsupported and len(unsupported) == calls[0]:
+        return Result(check.name, check.op, backend, "skip", f"raises the documented TypeError: {unsupported[0]}",
+                      seconds=seconds, examples=calls[0], mode=mode, unsupported=len(unsupported))
+    return Result(check.name, check.op, backend, "pass", seconds=seconds, examples=calls[0], mode=mode,
+                  unsupported=len(unsupported))
 
 
 def _first_lines(text, n=4, width=300):

@@ -44,8 +44,13 @@ def pytest_addoption(parser):
         "--unibackend-compiled",
         action="store_true",
         default=False,
-        help="also run each conformance check's op inside the backend's compiler "
-        "(Backend.compile: torch.compile, tf.function(jit_compile=True), jax.jit, ...): it must agree with eager",
+        help="the same as --unibackend-modes=eager,compiled",
+    )
+    group.addoption(
+        "--unibackend-modes",
+        action="store",
+        default="eager",
+        help="comma-separated call modes: eager, compiled (every compile path), function, vmap, grad, or all",
     )
 
 

@@ -35,10 +35,13 @@ def parse_args(argv):
                    help="hypothesis profile: ci (derandomized, sized for CI; default) or thorough")
     p.add_argument("--max-examples", type=int, help="examples per check and backend (overrides the profile)")
     p.add_argument("--seed", type=int, help="random seed (turns derandomization off)")
-    p.add_argument("--compiled", action="store_true",
-                   help="also run each check's op inside the backend's compiler (torch.compile(fullgraph=True), "
-                   "tf.function(jit_compile=True), jax.jit, theano's compiled function) on the same inputs: "
-                   "it must agree with eager; the matrix gets a compiled column per backend")
+    p.add_argument("--modes", default="eager",
+                   help="comma-separated call modes: eager (default), compiled (every compile path the backend "
+                   "declares: torch.compile fullgraph and dynamic, tf.function graph and XLA, jax.jit, theano's "
+                   "function), function (ub.function), vmap (the framework's vmap over a batch of examples), "
+                   "grad (the framework's gradient transforms, on the gradient checks), or all; each mode a "
+                   "backend has is a column of the matrix, and must agree with the reference")
+    p.add_argument("--compiled", action="store_true", help="the same as --modes eager,compiled")
     p.add_argument("--device", help="device for the backends that have devices, e.g. cuda")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="run lazy backends (dask) on the dask.distributed cluster at ADDRESS, e.g. tcp://host:8786")
@@ -97,13 +100,28 @@ def _console():
     return con if con.is_terminal else Console(highlight=False, width=240)
 
 
+def parse_modes(text):
+    """``--modes``' names: a tuple of :data:`engine.MODES` (``all``: every one)."""
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if "all" in names:
+        return engine.MODES
+    unknown = [m for m in names if m not in engine.MODES]
+    if unknown or not names:
+        raise ValueError(f"unknown mode(s) {', '.join(unknown) or repr(text)}; known: "
+                         f"{', '.join(engine.MODES)}, all")
+    return tuple(m for m in engine.MODES if m in names)
+
+
 def run(backends, checks, *, device=None, profile=engine.DEFAULT_PROFILE, max_examples=None,
         seed=None, progress=None, modes=("eager",)):
-    """Run every check on every backend in every mode; a list of :class:`engine.Result`."""
+    """Run every check on every backend in every mode it has (``modes``:
+    names of :data:`engine.MODES`, one run per compile path); a list of
+    :class:`engine.Result`."""
     results = []
+    per_backend = {name: engine.backend_modes(name, modes) for name in backends}
     for check in checks:
         for name in backends:
-            for mode in modes:
+            for mode in per_backend[name]:
                 if progress is not None:
                     progress(check, name if mode == "eager" else f"{name} ({mode})")
                 results.append(engine.run_check(check, name, device=device, profile=profile,
@@ -112,9 +130,9 @@ def run(backends, checks, *, device=None, profile=engine.DEFAULT_PROFILE, max_ex
 
 
 def columns(results, backends):
-    """The matrix's columns: (backend, mode) pairs, eager and compiled side by side."""
-    modes = [m for m in engine.MODES if any(r.mode == m for r in results)] or ["eager"]
-    return [(b, m) for b in backends for m in modes]
+    """The matrix's columns: (backend, mode) pairs, a backend's modes side by side."""
+    cols = list(dict.fromkeys((r.backend, r.mode) for r in results))
+    return [c for b in backends for c in cols if c[0] == b] or [(b, "eager") for b in backends]
 
 
 def column_name(backend, mode):
@@ -127,7 +145,7 @@ def matrix_table(results, backends, checks):
     reasons = []
     title = "conformance: each backend against the numpy reference"
     if len({m for _, m in cols}) > 1:
-        title += " (eager, and compiled: the op inside the backend's compiler)"
+        title += " (one column per backend and call mode)"
     try:
         from rich.table import Table
     except ImportError:
@@ -141,7 +159,7 @@ def matrix_table(results, backends, checks):
         row = [c.name]
         for b, m in cols:
             r = by[(c.name, b, m)]
-            label = r.status if r.status != "fail" else "FAIL"
+            label = _pass_label(r) if r.status == "pass" else "FAIL" if r.status == "fail" else r.status
             if r.status == "skip":
                 if r.reason not in reasons:
                     reasons.append(r.reason)
@@ -149,6 +167,11 @@ def matrix_table(results, backends, checks):
             row.append(f"[{STATUS_STYLE[r.status]}]{label}[/]")
         table.add_row(*row)
     return table, reasons
+
+
+def _pass_label(r):
+    """"pass", or how many of its cases raised the documented TypeError for the mode."""
+    return f"pass ({r.unsupported} TypeError)" if r.unsupported else "pass"
 
 
 def summary(results):
@@ -179,7 +202,7 @@ def write_report(path, results, backends, checks, meta):
                     reasons.append(r.reason)
                 cells.append(f"skip [{reasons.index(r.reason) + 1}]")
             else:
-                cells.append("**FAIL**" if r.status == "fail" else "pass")
+                cells.append("**FAIL**" if r.status == "fail" else _pass_label(r))
         lines.append(f"| {c.name} | " + " | ".join(cells) + " |")
     if reasons:
         lines.append("")
@@ -286,7 +309,14 @@ def main(argv=None):
     if args.scheduler and args.jobs > 1:
         con.print("[red]unibackend conformance: --scheduler runs in this process; leave out --jobs[/]")
         return 2
-    modes = engine.MODES if args.compiled else ("eager",)
+    try:
+        modes = parse_modes(args.modes)
+    except ValueError as e:
+        con.print(f"[red]unibackend conformance: --modes: {e}[/]")
+        return 2
+    if args.compiled:
+        modes = tuple(m for m in engine.MODES if m in set(modes) | {"eager", "compiled"})
+    per_backend = {b: engine.backend_modes(b, modes) for b in backends}
     from . import parallel
 
     quiet_log = None if args.framework_output else str(engine.cache_dir() / "conformance-frameworks.log")
@@ -295,7 +325,7 @@ def main(argv=None):
         return parallel.run_quietly(quiet_log, backends, checks, args.jobs, **kw)
 
     t0 = time.perf_counter()
-    total = len(checks) * len(backends) * len(modes)
+    total = len(checks) * sum(len(m) for m in per_backend.values())
     if args.quiet or not con.is_terminal:
         done = [0]
 
@@ -343,13 +373,14 @@ def main(argv=None):
         "unibackend": ub.__version__, "platform": f"{platform.system()} {platform.machine()}, "
         f"Python {platform.python_version()}", "profile": args.profile,
         "max_examples": args.max_examples or {column_name(b, m): engine.examples_for(b, args.profile, m)
-                                              for b in backends for m in modes},
-        "compiled": args.compiled,
+                                              for b in backends for m in per_backend[b]},
+        "modes": list(modes),
+        "compiled": "compiled" in modes,
         "seed": args.seed,
         "device": args.device, "seconds": seconds,
         "seconds_per_backend": {column_name(b, m): round(sum(r.seconds for r in results
                                                               if r.backend == b and r.mode == m), 1)
-                                for b in backends for m in modes},
+                                for b in backends for m in per_backend[b]},
         "versions": {b.name: b.version for b in ub.backends() if b.name in backends},
     }
     if args.report:

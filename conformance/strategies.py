@@ -236,3 +236,41 @@ def broadcast_value_shapes(draw, target):
         if draw(st.booleans()) and draw(st.booleans()):
             shape[i] = 1
     return tuple(shape)
+
+
+#: the special conditions a whole-tensor shortcut may test for (a flag
+#: computed over the whole tensor: "no NaN", "no ties", "all finite").
+CONDITIONS = ("nan", "ties", "pos_inf", "neg_inf", "signed_zero")
+
+
+@st.composite
+def one_condition_arrays(draw, shape, dtype, *, lo=-1e3, hi=1e3, conditions=CONDITIONS):
+    """A float array of ``shape`` in which exactly one special condition
+    holds over the whole tensor: all values distinct and finite, then one
+    condition of ``conditions`` added at drawn positions: ``nan`` (NaN, but
+    no ties and no infinity), ``ties`` (a repeated finite value, no NaN),
+    ``pos_inf`` (+inf without NaN), ``neg_inf`` (-inf only), ``signed_zero``
+    (-0.0 beside 0.0: equal, bitwise different).  A fast path chosen by a
+    flag over the whole tensor then meets every other condition absent.  (A
+    one-element array holds no tie: it gets the condition only if it is a
+    special value.)"""
+    a = np.zeros(shape, dtype)
+    if a.size:
+        perm = np.array(draw(st.permutations(range(a.size))), dtype=np.float64)
+        # (p + 1/4: no value is exactly 0, so the signed-zero condition is the only zero)
+        a = (lo + (hi - lo) * (perm + 0.25) / a.size).astype(dtype).reshape(shape)
+        cond = draw(st.sampled_from(conditions))
+        flat = a.reshape(-1)
+        where = st.integers(0, a.size - 1)
+        if cond in ("ties", "signed_zero") and a.size > 1:
+            i = draw(where)
+            j = (i + draw(st.integers(1, a.size - 1))) % a.size
+            if cond == "ties":
+                flat[j] = flat[i]
+            else:
+                flat[i], flat[j] = 0.0, -0.0
+        elif cond in ("nan", "pos_inf", "neg_inf"):
+            v = {"nan": np.nan, "pos_inf": np.inf, "neg_inf": -np.inf}[cond]
+            for i in draw(st.lists(where, min_size=1, max_size=1 if cond == "nan" else 3)):
+                flat[i] = v
+    return draw(laid_out(a, ("C", "transposed")))

@@ -19,8 +19,13 @@ def pytest_generate_tests(metafunc):
     backends = [b.strip() for b in names.split(",") if b.strip()] if names else engine.default_backends()
     ops = opt("unibackend_ops")
     checks = engine.select_checks([o.strip() for o in ops.split(",") if o.strip()] if ops else None)
-    modes = engine.MODES if opt("unibackend_compiled") else ("eager",)
-    triples = [(c, b, m) for c in checks for b in backends for m in modes]
+    from unibackend.conformance.runner import parse_modes
+
+    modes = parse_modes(opt("unibackend_modes"))
+    if opt("unibackend_compiled"):
+        modes = tuple(m for m in engine.MODES if m in set(modes) | {"eager", "compiled"})
+    per_backend = {b: engine.backend_modes(b, modes) for b in backends}
+    triples = [(c, b, m) for c in checks for b in backends for m in per_backend[b]]
     metafunc.parametrize("conformance_check,backend,mode", triples,
                          ids=[f"{c.name.replace(' ', '_')}-{b}" + ("" if m == "eager" else f"-{m}")
                               for c, b, m in triples])
@@ -29,7 +34,8 @@ def pytest_generate_tests(metafunc):
 def test_backend_agrees_with_reference(conformance_check, backend, mode, request):
     """The backend meets the check's properties and agrees with the numpy
     reference on every generated case (see the check's docstring); in the
-    compiled mode, with the op run inside the backend's compiler."""
+    other call modes, with the op run inside a compile path, ub.function,
+    the framework's vmap or its gradient transforms."""
     opt = request.config.getoption
     result = engine.run_check(conformance_check, backend, profile=opt("unibackend_profile"),
                               max_examples=opt("unibackend_max_examples"), mode=mode)

@@ -11,6 +11,8 @@ pytest.importorskip("hypothesis")
 import unibackend as ub
 from unibackend.conformance import engine, runner
 from unibackend.conformance.checks import CHECKS
+from unibackend.plugin import Capabilities
+from unibackend.plugins.jax_backend import JaxBackend
 from unibackend.plugins.numpy_backend import NumpyBackend
 
 
@@ -294,6 +296,20 @@ class NanSmallestTopk(NumpyBackend):
         return np.where(keep, x, np.asarray(fill, x.dtype))
 
 
+class NoTiesShortcutTopk(NumpyBackend):
+    """keep_topk with a whole-tensor fast path: when no two finite values of
+    the whole tensor are equal, rank by value with NaN counted as -inf (the
+    flag forgets NaN, as a graph rewrite of a NaN-unsafe comparison did in TF).
+    Only an input with NaN but no ties reaches the wrong path."""
+
+    def keep_topk(self, x, k, axis, fill):
+        finite = x[~np.isnan(x)]
+        if np.isnan(x).any() and np.unique(finite).size == finite.size:
+            keep = _mask_of(super().keep_topk(np.where(np.isnan(x), -np.inf, x), k, axis, np.nan))
+            return np.where(keep, x, np.asarray(fill, x.dtype))
+        return super().keep_topk(x, k, axis, fill)
+
+
 class KZeroKeepsOne(NumpyBackend):
     """keep_topk with k=0 keeping the largest entry (a 'k >= 1' assumption)."""
 
@@ -483,16 +499,87 @@ class CompiledSignlessTopk(NumpyBackend):
         return compiled
 
 
+class GraphDropsNanTopk(NumpyBackend):
+    """Two compile paths; the plain-graph one drops NaN from keep_topk's result
+    (a graph rewrite that turns a NaN-unsafe comparison around, as Grappler
+    did to TF's plain tf.function): only the compiled:graph column is wrong."""
+
+    compile_modes = ("graph", "xla")
+
+    def compile(self, f, mode=None):
+        if self._compile_mode(mode) != "graph":
+            return f
+
+        def graph(*args):
+            out = np.asarray(f(*args))
+            return np.where(np.isnan(out), -np.inf, out).astype(out.dtype)
+        return graph
+
+
+class DynamicShapeTopk(NumpyBackend):
+    """Two compile paths; the dynamic-shape one gets a size-1 dim wrong (it
+    specialises 0/1-sized dims and reverses the last axis of such a result)."""
+
+    compile_modes = ("fullgraph", "dynamic")
+
+    def compile(self, f, mode=None):
+        if self._compile_mode(mode) != "dynamic":
+            return f
+
+        def dynamic(*args):
+            out = np.asarray(f(*args))
+            if any(1 in np.shape(a) for a in args) and out.ndim:
+                return np.ascontiguousarray(np.flip(out, -1))
+            return out
+        return dynamic
+
+
+class FunctionDropsNanTopk(NumpyBackend):
+    """An autodiff-declaring plugin whose ub.function (its graph) drops NaN
+    from the result: eager is right, the function column is not."""
+
+    capabilities = Capabilities(autodiff=True, sparse=True)
+
+    def function(self, f):
+        def graph(*args):
+            out = np.asarray(f(*args))
+            return np.where(np.isnan(out), -np.inf, out).astype(out.dtype) if out.dtype.kind == "f" else out
+        return graph
+
+
+class MixedUpVmap(NumpyBackend):
+    """A vmap that runs every example but stacks the answers in the wrong
+    order (a batching rule that mixes up examples)."""
+
+    capabilities = Capabilities(sparse=True, vmap=True)
+
+    def vmap(self, f):
+        def mapped(*batch):
+            outs = [np.asarray(f(*[a[i] for a in batch])) for i in range(len(batch[0]))]
+            return np.stack(outs[::-1])
+        return mapped
+
+
+class TransformOnlyGrad(JaxBackend):
+    """jax, with ub.grad right but the framework-transform gradient 0.1% off
+    (a custom rule registered only for the transform)."""
+
+    def transform_grad(self, f, how="grad"):
+        g = super().transform_grad(f, how)
+        return lambda x: g(x) * 1.001
+
+
 #: every mutant of the rules table, by class name
 RULE_MUTANTS = {c.__name__: c for c in (
     UnstableArgsort, ReversedDescendingArgsort, NanSmallestArgsort, SignedZeroArgsort, Int32Argsort,
-    TorchTieOrderTopk, NanSmallestTopk, KZeroKeepsOne, KFullLosesNaN, FillIgnoredTopk, SignlessTopk,
+    TorchTieOrderTopk, NanSmallestTopk, NoTiesShortcutTopk, KZeroKeepsOne, KFullLosesNaN, FillIgnoredTopk, SignlessTopk,
     SmoothedSoftmax, NaiveSoftmax, TensorflowNanSoftmax, TheanoInfSoftmax, Float64Softmax,
     GateHigherIndexTies, GateUnnormalised, GateNanOnlyAtNan,
     MultiplyMaskedMean, NanForEmptyMaskedMean, PositiveMaskMean, InPlaceMaskedMean,
     DivideByLengthEmbedding, UniqueIdsEmbedding, NanPadRowEmbedding, ClippedPadEmbedding,
     Float32Dot, ReversedBatchDot, EmptyContractionNaN, LastDuplicateCoreCSR,
     FirstWriteWins, PlusEqualsInc, Float64Subtensor, CompiledSignlessTopk,
+    GraphDropsNanTopk, DynamicShapeTopk, FunctionDropsNanTopk, MixedUpVmap, TransformOnlyGrad,
 )}
 
 
@@ -510,7 +597,8 @@ def rules_table():
         rule, strategy, mutant = (c.strip() for c in line.strip("|").split("|"))
         check = re.match(r"`([^`]+)`", strategy).group(1)
         name = re.match(r"`([^`]+)`", mutant).group(1)
-        rows.append((rule, check, "compiled" if "--compiled" in mutant else "eager", name))
+        mode = re.search(r"\(`--modes ([\w:]+)`\)", mutant)
+        rows.append((rule, check, mode.group(1) if mode else "compiled" if "--compiled" in mutant else "eager", name))
     return rows
 
 
@@ -533,7 +621,8 @@ def test_the_rules_table_names_every_rule_mutant_once():
 @pytest.mark.parametrize("rule,check,mode,mutant", rules_table(), ids=[r[3] for r in rules_table()])
 def test_every_mutant_in_the_docs_table_is_caught(rule, check, mode, mutant):
     """The suite's check for the rule, in the row's mode, fails on the mutant
-    that breaks exactly that rule (and, for a compiled-only mutant, passes eagerly)."""
+    that breaks exactly that rule (and, for a mutant of another call mode,
+    passes eagerly)."""
     from unittest import mock
 
     from unibackend import _registry as R
@@ -542,14 +631,46 @@ def test_every_mutant_in_the_docs_table_is_caught(rule, check, mode, mutant):
     name = "rule_" + mutant.lower()
     ub.register(name, cls)
     try:
+        why = engine.backend_skip_reason(name)
+        if why:
+            pytest.skip(why)
+        assert mode in engine.backend_modes(name), f"{mutant} has no {mode} mode"
         patch = mock.patch("unibackend._checks.canonical_csr", cls.patch()) if hasattr(cls, "patch") else None
         with patch or mock.patch.dict({}):
             result = engine.run_check(CHECKS[check], name, mode=mode)
-            eager = engine.run_check(CHECKS[check], name, max_examples=10) if mode == "compiled" else None
+            eager = engine.run_check(CHECKS[check], name, max_examples=5) if mode != "eager" else None
     finally:
         R.unregister(name)
-    where = " compiled" if mode == "compiled" else ""
+    where = "" if mode == "eager" else f" {mode}"
     assert result.status == "fail", f"{mutant} ({rule}) was not caught by {check}{where}"
     assert result.reason.startswith(f"{check} on {name!r}{where}"), result.reason
     if eager is not None:
         assert eager.status == "pass", eager.reason
+
+
+@pytest.mark.parametrize("mutant,check,mode", [
+    ("GraphDropsNanTopk", "keep_topk", "compiled:graph"), ("FunctionDropsNanTopk", "keep_topk", "function"),
+    ("MixedUpVmap", "keep_topk", "vmap"), ("TransformOnlyGrad", "grad masked_mean", "grad")])
+def test_a_call_mode_reproducer_runs_the_mode_and_shows_the_difference(mutant, check, mode):
+    """The reproducer of a failure in a call mode is a script that calls the
+    op in that mode (the compile path, ub.function, vmap over the stacked
+    examples, the gradient transform) and prints a result unlike the reference."""
+    from unibackend import _registry as R
+
+    name = "repro_" + mutant.lower()
+    ub.register(name, RULE_MUTANTS[mutant])
+    try:
+        why = engine.backend_skip_reason(name)
+        if why:
+            pytest.skip(why)
+        result = engine.run_check(CHECKS[check], name, mode=mode)
+        assert result.status == "fail" and result.mode == mode
+        call = {"compiled:graph": ".compile(compiled_case, 'graph')", "function": "ub.function(compiled_case)",
+                "vmap": ".vmap(compiled_case)", "grad": ".transform_grad("}[mode]
+        assert call in result.reproducer, result.reproducer
+        env = {}
+        exec(compile(result.reproducer, "<reproducer>", "exec"), env)
+    finally:
+        R.unregister(name)
+    got, want = env["got"], env["want"]
+    assert got.shape != want.shape or not np.allclose(got, want, equal_nan=True, rtol=1e-6, atol=0)

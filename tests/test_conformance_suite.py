@@ -17,6 +17,7 @@ from unibackend.conformance import engine, runner
 from unibackend.conformance import strategies as S
 from unibackend.conformance import tolerances as T
 from unibackend.conformance.checks import CHECKS
+from unibackend.plugin import Capabilities
 from unibackend.plugins.numpy_backend import NumpyBackend
 
 ENV = {"np": np, "nan": np.nan, "inf": np.inf}
@@ -309,3 +310,107 @@ def test_compiled_mode_runs_through_backend_compile_and_reports_both_columns(tmp
     assert modes[("softmax", "eager")] == modes[("softmax", "compiled")] == "pass"
     assert modes[("sparse_dot", "compiled")] == "skip"
     assert "| check | counting_compiler | counting_compiler compiled |" in (tmp_path / "r.md").read_text()
+
+
+class _LoopVmap(NumpyBackend):
+    """The numpy reference with two named compile paths and a vmap that loops
+    over the examples: every mode must agree with eager."""
+
+    name = "loop_modes"
+    capabilities = Capabilities(sparse=True, vmap=True)
+    compile_modes = ("plain", "other")
+    compiled_paths: list = []
+
+    def compile(self, f, mode=None):
+        self.compiled_paths.append(self._compile_mode(mode))
+        return f
+
+    def vmap(self, f):
+        def mapped(*batch):
+            return np.stack([np.asarray(f(*[a[i] for a in batch])) for i in range(len(batch[0]))])
+        return mapped
+
+
+def test_modes_give_one_column_per_compile_path_and_transform(tmp_path):
+    """--modes all runs every compile path the plugin declares (through
+    Backend.compile(f, path)) and its vmap, each its own column of the
+    matrix and the report; the modes it lacks get no column."""
+    from unibackend import _registry as R
+
+    _LoopVmap.compiled_paths = []
+    ub.register("loop_modes", _LoopVmap)
+    try:
+        code = runner.main(["--backends", "loop_modes", "--ops", "keep_topk,sparse_dot", "--modes", "all",
+                            "--max-examples", "2", "--quiet", "--report", str(tmp_path / "r.json")])
+        runner.main(["--backends", "loop_modes", "--ops", "softmax", "--modes", "eager,vmap",
+                     "--max-examples", "2", "--quiet", "--report", str(tmp_path / "r.md")])
+    finally:
+        R.unregister("loop_modes")
+    assert code == 0
+    assert set(_LoopVmap.compiled_paths) == {"plain", "other"}
+    data = json.loads((tmp_path / "r.json").read_text())
+    cells = {(r["check"], r["mode"]): r["status"] for r in data["results"]}
+    assert {m for _, m in cells} == {"eager", "compiled:plain", "compiled:other", "vmap"}
+    assert cells[("keep_topk", "vmap")] == cells[("keep_topk", "compiled:other")] == "pass"
+    assert cells[("sparse_dot", "vmap")] == "skip"
+    assert set(data["meta"]["seconds_per_backend"]) == {"loop_modes", "loop_modes compiled:plain",
+                                                       "loop_modes compiled:other", "loop_modes vmap"}
+    assert "| check | loop_modes | loop_modes vmap |" in (tmp_path / "r.md").read_text()
+
+
+def test_command_rejects_an_unknown_mode(capsys):
+    assert runner.main(["--backends", "numpy", "--modes", "eager,warp"]) == 2
+    assert "warp" in capsys.readouterr().out
+
+
+def test_the_documented_type_error_is_unsupported_and_a_framework_error_fails():
+    """Under a transform, the contract's TypeError ("<op>: not supported under
+    <mode>: <why>") for every case makes the cell a skip that quotes it; any
+    other exception is a failure naming it."""
+    from unibackend import _registry as R
+
+    class Refuses(_LoopVmap):
+        def vmap(self, f):
+            raise TypeError("softmax: not supported under vmap: the example's reason")
+
+    class Crashes(_LoopVmap):
+        def vmap(self, f):
+            raise RuntimeError("vmap: data-dependent control flow")
+
+    results = {}
+    for name, cls in (("vmap_refuses", Refuses), ("vmap_crashes", Crashes)):
+        ub.register(name, cls)
+        try:
+            results[name] = engine.run_check(CHECKS["softmax"], name, mode="vmap", max_examples=2)
+        finally:
+            R.unregister(name)
+    r = results["vmap_refuses"]
+    assert r.status == "skip" and "documented TypeError" in r.reason and "softmax: not supported" in r.reason
+    assert r.unsupported == r.examples > 0
+    r = results["vmap_crashes"]
+    assert r.status == "fail" and "RuntimeError" in r.reason and r.mode == "vmap"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_one_condition_arrays_hold_exactly_one_special_condition(data):
+    """An array from one_condition_arrays has exactly one of: NaN, a tie among
+    finite values, +inf, -inf, a -0.0 beside 0.0 (all else distinct and finite)."""
+    from unibackend.conformance import strategies as S
+
+    shape = data.draw(st.sampled_from([(5,), (2, 3), (1, 4), (3, 1, 2)]))
+    a = data.draw(S.one_condition_arrays(shape, np.float64)).value
+    finite = a[np.isfinite(a)]
+    held = {"nan": bool(np.isnan(a).any()), "ties": len(np.unique(finite)) < finite.size,
+            "pos_inf": bool(np.isposinf(a).any()), "neg_inf": bool(np.isneginf(a).any())}
+    zeros = finite[finite == 0]
+    if zeros.size == 2 and np.signbit(zeros).any() and not np.signbit(zeros).all():
+        held["ties"] = False
+        held["signed_zero"] = True
+    assert sum(held.values()) == 1, (a, held)
+
+
+def test_run_check_rejects_an_unknown_mode_before_any_work():
+    for mode in ("warp", "vmap:fast", "eager:x"):
+        with pytest.raises(ValueError, match="mode must be one of"):
+            engine.run_check(CHECKS["softmax"], "numpy", mode=mode)

@@ -50,12 +50,16 @@ Tensor = Any
 Shape = tuple[Optional[int], ...]
 
 __all__ = [
-    "Adapter", "Backend", "Capabilities", "CapabilityError", "GraphIndex", "GraphInput", "Shape", "Subtensor",
+    "Adapter", "Backend", "Capabilities", "CapabilityError", "GRAD_TRANSFORMS", "GraphIndex", "GraphInput", "Shape", "Subtensor",
     "Tensor", "check_broadcast", "check_scalar_output", "check_subtensor", "does_not_broadcast", "fill",
     "id_bounds", "id_out_of_range", "index_out_of_range", "is_scipy_sparse", "k_out_of_range",
     "mask_shape_mismatch", "mask_traced", "missing_primitives", "scipy_grad_input", "slice_bounds",
     "stable_descending", "sync_free_checks", "unsupported_in_mode",
 ]
+
+#: the two ways :meth:`Backend.transform_grad` differentiates: a gradient
+#: transform, and a reverse-mode Jacobian (of a scalar function: the gradient).
+GRAD_TRANSFORMS = ("grad", "jacrev")
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,12 @@ class Capabilities:
     eager_compiles: bool = False
     #: results are lazy (computed on demand, e.g. chunked arrays).
     lazy: bool = False
+    #: :meth:`Backend.vmap` maps a function over a batch axis with the
+    #: framework's own vectorizing transform (the suite's ``vmap`` mode).
+    vmap: bool = False
+    #: :meth:`Backend.transform_grad` differentiates a function with the
+    #: framework's own function transforms (the suite's ``grad`` mode).
+    transform_grad: bool = False
 
     def names(self) -> tuple[str, ...]:
         """The names of the capabilities this backend has.
@@ -191,6 +201,10 @@ class Backend(abc.ABC):
     #: float dtype, aligned shapes, a N-D, b 1-D or 2-D), else None.  Once the
     #: full path has seen such a pair, ``ops.dot`` calls it first.
     fast_dot: ClassVar[Callable[[Any, Any, Any], Any] | None] = None
+    #: the named compile paths :meth:`compile` takes, the default first (e.g.
+    #: a graph with its default rewrites and an XLA one); the conformance
+    #: suite gives each its own column.  Empty: ``compile`` is ``function``.
+    compile_modes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, device: str | None = None) -> None:
         self.device = device
@@ -450,13 +464,40 @@ class Backend(abc.ABC):
         plugin that cannot raises CapabilityError."""
         raise CapabilityError(f"backend {self.name!r} cannot export a traced function to a model file")
 
-    def compile(self, f: Callable[..., Any]) -> Callable[..., Any]:
+    def compile(self, f: Callable[..., Any], mode: str | None = None) -> Callable[..., Any]:
         """``f`` (native tensors in, native tensors out) run inside the
-        framework's own compiler: ``torch.compile(fullgraph=True)``,
-        ``tf.function(jit_compile=True)``, ``jax.jit``, a compiled graph.
-        The conformance suite's ``--compiled`` mode checks that it agrees with
-        eager.  Default: :meth:`function`."""
+        framework's own compiler along compile path ``mode`` (one of
+        :attr:`compile_modes`; None: the first): ``torch.compile(fullgraph=True)``
+        (and ``dynamic=True``), ``tf.function`` (plain graph, and
+        ``jit_compile=True``), ``jax.jit``, a compiled graph.  The conformance
+        suite's ``compiled`` mode checks that every path agrees with eager.
+        Default: :meth:`function`."""
+        self._compile_mode(mode)
         return self.function(f)
+
+    def _compile_mode(self, mode: str | None) -> str | None:
+        """``mode`` checked against :attr:`compile_modes` (None: the first, or
+        None for a backend that declares none)."""
+        if mode is None:
+            return self.compile_modes[0] if self.compile_modes else None
+        if mode not in self.compile_modes:
+            have = ", ".join(self.compile_modes) or "none"
+            raise ValueError(f"compile: backend {self.name!r} has no compile path {mode!r} (it has: {have})")
+        return mode
+
+    def vmap(self, f: Callable[..., Any]) -> Callable[..., Any]:
+        """With the ``vmap`` capability: ``f`` (native tensors of one example
+        in, a tensor out) mapped over axis 0 of every argument by the
+        framework's vectorizing transform; the result is the per-example
+        results stacked on a new axis 0."""
+        raise CapabilityError(f"vmap: backend {self.name!r} declares no vmap capability")
+
+    def transform_grad(self, f: Callable[..., Any], how: str = "grad") -> Callable[..., Any]:
+        """With the ``transform_grad`` capability: the gradient of scalar
+        ``f`` of one native tensor, by the framework's function transform
+        ``how`` (one of :data:`GRAD_TRANSFORMS`: a gradient transform or a
+        reverse-mode Jacobian), as a function of that tensor."""
+        raise CapabilityError(f"transform_grad: backend {self.name!r} declares no transform_grad capability")
 
 
 class Adapter(abc.ABC):
@@ -611,3 +652,4 @@ def scipy_grad_input(x: scipy.sparse.spmatrix) -> scipy.sparse.csr_matrix:
     from ._checks import canonical_csr, result_float
 
     return canonical_csr("value_and_grad", x, result_float("value_and_grad", x.dtype))
+

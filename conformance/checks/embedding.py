@@ -269,7 +269,19 @@ def grad_masked_mean_cases(draw):
     return Case(stmt, args, want=want)
 
 
-@check("grad masked_mean", "masked_mean", grad_masked_mean_cases(), needs=("autodiff",))
+GRAD_MASKED_MEAN_EXAMPLES = [
+    # a NaN under the mask, two kept entries per row: (1/2, 0, 1/2) times v, in every mode
+    Case("def f(x, mask, axis, v):\n    return ub.dot(ub.masked_mean(x, mask, axis=axis), v)\n\n"
+         "result = ub.grad(f)(x, mask, axis, v)",
+         {"x": arr([[1.0, np.nan, 2.0], [0.5, np.inf, -1.0]]), "mask": arr([[1, 0, 1], [1, 0, 1]], np.bool_),
+          "axis": 1, "v": arr([1.0, -3.0])},
+         want="count = np.expand_dims(mask.sum(axis=axis), axis)\n"
+              "result = np.where(mask, np.expand_dims(v.astype(np.float64), axis) / np.maximum(count, 1), 0.0)"),
+]
+
+
+@check("grad masked_mean", "masked_mean", grad_masked_mean_cases(), needs=("autodiff",),
+       examples=GRAD_MASKED_MEAN_EXAMPLES)
 def verify_grad_masked_mean(case, backend, device):
     """The gradient w.r.t. x: g / count where the mask holds, exactly 0 (not
     NaN) where it does not, even under a masked-out NaN or inf."""

@@ -65,6 +65,29 @@ def _ties40(dtype=np.float32):
 
 
 _SPECIALS = [np.nan, 1.0, -np.inf, np.inf, -0.0, 0.0, np.nan, 1.0, 0.0, -0.0]
+#: exactly one special condition over the whole tensor: a NaN, no ties, no
+#: infinity (issue 17's keep_topk(x, 2) gives [[3, -inf, nan, -inf]])
+_NAN_NO_TIES = [[3.0, 1.0, np.nan, 2.0]]
+
+
+@st.composite
+def _floats_or_one_condition(draw, shape, dtype, lo=-1e3, hi=1e3, **specials):
+    """Mostly :func:`strategies.float_arrays` with ``specials``; one case in
+    four an array where exactly one special condition holds over the whole
+    tensor (:func:`strategies.one_condition_arrays`, the conditions
+    ``specials`` allows, ties and signed zeros always): what a whole-tensor
+    fast path ("no NaN", "no ties") must not get wrong."""
+    if draw(st.integers(0, 3)) == 0:
+        allowed = {"ties", "signed_zero"}
+        if specials.get("nan"):
+            allowed.add("nan")
+        if specials.get("inf") or specials.get("pos_inf"):
+            allowed.add("pos_inf")
+        if specials.get("inf") or specials.get("neg_inf"):
+            allowed.add("neg_inf")
+        return draw(S.one_condition_arrays(shape, dtype, lo=lo, hi=hi,
+                                           conditions=tuple(c for c in S.CONDITIONS if c in allowed)))
+    return draw(S.float_arrays(shape, dtype, lo=lo, hi=hi, **specials))
 
 
 # ---------------------------------------------------------------------------
@@ -78,7 +101,7 @@ def argsort_cases(draw):
         x = draw(S.laid_out(draw(hnp.arrays(dtype, shape, elements=st.integers(-3, 3)))))
     else:
         dtype = draw(S.float_dtypes())
-        x = draw(S.float_arrays(shape, dtype, nan=True, inf=True))
+        x = draw(_floats_or_one_condition(shape, dtype, nan=True, inf=True))
     descending = draw(st.booleans())
     return Case("result = ub.argsort(x, axis=axis, descending=descending)",
                 {"x": x, "axis": axis, "descending": descending})
@@ -87,7 +110,8 @@ def argsort_cases(draw):
 _ARGSORT = "result = ub.argsort(x, axis=axis, descending=descending)"
 ARGSORT_EXAMPLES = (
     [Case(_ARGSORT, {"x": _ties40(), "axis": -1, "descending": d}) for d in (False, True)]
-    + [Case(_ARGSORT, {"x": arr(_SPECIALS), "axis": 0, "descending": d}) for d in (False, True)])
+    + [Case(_ARGSORT, {"x": arr(_SPECIALS), "axis": 0, "descending": d}) for d in (False, True)]
+    + [Case(_ARGSORT, {"x": arr(_NAN_NO_TIES), "axis": 1, "descending": True})])
 
 
 @check("argsort", "argsort", argsort_cases(), examples=ARGSORT_EXAMPLES)
@@ -115,7 +139,7 @@ FILLS = (None, 0.0, -1.0, np.nan, 2.0, -np.inf)
 def keep_topk_cases(draw):
     shape, axis = draw(S.axis_shapes())
     dtype = draw(S.float_dtypes())
-    x = draw(S.float_arrays(shape, dtype, nan=True, inf=True))
+    x = draw(_floats_or_one_condition(shape, dtype, nan=True, inf=True))
     n = shape[axis]
     k = draw(st.one_of(st.just(0), st.just(n), st.integers(0, n)))
     fill = draw(st.sampled_from(FILLS))
@@ -135,6 +159,12 @@ KEEP_TOPK_EXAMPLES = [
     Case(_TOPK_FILL, {"x": arr([[1.0, 1.0], [1.0, 1.0], [0.0, 2.0]]), "k": 1, "axis": 0, "fill": 0.0}),
     Case(_TOPK, {"x": arr([[2.0, 1.0, 2.0]]), "k": 0, "axis": 1}),
     Case(_TOPK, {"x": arr([[2.0, 1.0, 2.0]]), "k": 3, "axis": 1}),
+    # NaN but no ties: a whole-tensor "no ties, no NaN" shortcut taken wrongly gave
+    # [[3, -inf, -inf, 2]] in a plain tf.function graph (issue 17)
+    Case(_TOPK, {"x": arr(_NAN_NO_TIES), "k": 2, "axis": 1}),
+    # +inf without NaN; -inf only (tied among themselves)
+    Case(_TOPK, {"x": arr([[3.0, np.inf, 1.0, 2.0]], np.float32), "k": 2, "axis": 1}),
+    Case(_TOPK, {"x": arr([[-np.inf, 1.0, -np.inf, 0.0]]), "k": 3, "axis": 1}),
 ]
 
 
@@ -230,7 +260,7 @@ def topk_gate_cases(draw):
     dtype = draw(S.float_dtypes(half=True))
     # |logits| <= 20 (2 in float16): every kept weight is a normal number, so "k nonzero" is exact
     r = 2 if dtype == np.float16 else 20
-    x = draw(S.float_arrays(shape, dtype, lo=-r, hi=r, **draw(st.sampled_from(SPECIAL_SETS))))
+    x = draw(_floats_or_one_condition(shape, dtype, lo=-r, hi=r, **draw(st.sampled_from(SPECIAL_SETS))))
     n = shape[axis]
     k = draw(st.one_of(st.just(1), st.just(n), st.integers(1, n)))
     return Case("result = ub.topk_gate(logits, k, axis=axis)", {"logits": x, "k": k, "axis": axis})
@@ -245,6 +275,7 @@ TOPK_GATE_EXAMPLES = [
     Case(_GATE, {"logits": arr([[0.1, np.inf, 0.3, 2.0]], np.float32), "k": 2, "axis": 1}),
     # -inf among the kept (k > the finite entries): weight 0; all kept -inf: zeros
     Case(_GATE, {"logits": arr([[1.0, -np.inf, -np.inf], [-np.inf, -np.inf, -np.inf]]), "k": 2, "axis": 1}),
+    Case(_GATE, {"logits": arr(_NAN_NO_TIES), "k": 2, "axis": 1}),  # NaN but no ties (issue 17)
 ]
 
 
@@ -287,7 +318,7 @@ def verify_topk_gate(case, backend, device):
 def softmax_cases(draw):
     shape, axis = draw(special_shapes())
     dtype = draw(S.float_dtypes(half=True))
-    x = draw(S.float_arrays(shape, dtype, lo=-200, hi=200, **draw(st.sampled_from(SPECIAL_SETS))))
+    x = draw(_floats_or_one_condition(shape, dtype, lo=-200, hi=200, **draw(st.sampled_from(SPECIAL_SETS))))
     return Case("result = ub.softmax(x, axis=axis)", {"x": x, "axis": axis})
 
 
@@ -300,6 +331,7 @@ SOFTMAX_EXAMPLES = [Case(_SOFTMAX, {"x": arr([[-np.inf, -np.inf], [0.0, -np.inf]
     # many slices: one of each kind
     Case(_SOFTMAX, {"x": arr([[0.1, np.nan, 0.3], [1.0, np.inf, -np.inf], [-np.inf, -np.inf, -np.inf],
                               [0.5, -np.inf, 2.0], [np.inf, np.inf, 0.0]], np.float32), "axis": 1}),
+    Case(_SOFTMAX, {"x": arr(_NAN_NO_TIES), "axis": 1}),  # NaN but no ties (issue 17)
 ]
 
 
