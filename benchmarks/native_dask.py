@@ -67,3 +67,8 @@ class Natives:
         from .dask_scaling import case_scaling
 
         return case_scaling(self, size, settings)
+
+    def sharded(self, size, settings):
+        from .dask_scaling import case_sharded
+
+        return case_sharded(self, size, settings)
