@@ -373,6 +373,7 @@ class DaskBackend(Backend):
         name = "ub-sparse-dot-" + tokenize(x.name, w.name)
         vec = w.ndim == 1
         J = 1 if vec else w.numblocks[1]
+        nb = w.numblocks[0]
         dsk, prio = {}, {}
         for i in range(x.numblocks[0]):
             for j in range(J):
@@ -385,12 +386,20 @@ class DaskBackend(Backend):
                     else:
                         dsk[key] = Task(key, _sparse_cols_times, TaskRef((x.name, i, 0)), TaskRef(wk),
                                         starts[b], starts[b + 1])
-                    prio[key] = -2 * b
+                    prio[key] = 2 * (nb - b) + 2  # block by block, see _sharded_embedding
                     parts.append((key, b))
                 if len(parts) > 1:
                     self._tree_sum(dsk, prio, name, parts, self._out_key(name, i, j, vec))
         chunks = (x.chunks[0],) if vec else (x.chunks[0], w.chunks[1])
-        return self._array(name, dsk, [x, w], chunks, w.dtype, prio if w.numblocks[0] > 1 else None)
+        if nb == 1:
+            return self._array(name, dsk, [x, w], chunks, w.dtype)
+        up = {k: 2 * nb + 4 for k in self._keys(x)}
+        up.update({k: 2 * (nb - k[1]) + 1 for k in self._keys(w)})
+        return self._array(name, dsk, [x, w], chunks, w.dtype, prio, up)
+
+    @staticmethod
+    def _keys(a):
+        return [(a.name,) + idx for idx in np.ndindex(*a.numblocks)]
 
     @staticmethod
     def _out_key(name, i, j, vec):
@@ -416,18 +425,40 @@ class DaskBackend(Backend):
                 key = out if len(parts) == 2 else (f"{name}-sum{level}",) + tuple(out[1:]) + (g // 2,)
                 last = group[-1][1]
                 dsk[key] = Task(key, _add, *(TaskRef(k) for k, _ in group))
-                prio[key] = -2 * last + 1
+                prio[key] = prio[group[-1][0]] - 1
                 nxt.append((key, last))
             parts, level = nxt, level + 1
         if parts[0][0] != out:
             dsk[out] = Alias(out, parts[0][0])
 
-    def _array(self, name, dsk, deps, chunks, dtype, prio=None):
-        from dask.highlevelgraph import HighLevelGraph
+    def _array(self, name, dsk, deps, chunks, dtype, prio=None, upstream=None):
+        """The dask array of layer ``dsk`` over ``deps``; ``prio`` its tasks'
+        priorities, ``upstream`` those of input keys, given to every task
+        that produces them (the highest where a task feeds several) in a
+        copy of its layer, unless that layer has annotations of its own."""
+        from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
         graph = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
         if prio:
-            graph.layers[name].annotations = {"priority": _Priorities(prio)}
+            layers = dict(graph.layers)
+            layers[name] = MaterializedLayer(dsk, annotations={"priority": _Priorities(prio)})
+            if upstream:
+                inputs = graph.get_all_dependencies()
+                up: dict = {}
+                for key, p in upstream.items():
+                    stack = [key]
+                    while stack:
+                        k = stack.pop()
+                        if up.get(k, -1) < p:
+                            up[k] = p
+                            stack.extend(inputs.get(k, ()))
+                for lname, layer in graph.layers.items():
+                    if lname == name or layer.annotations:
+                        continue
+                    sub = {k: up[k] for k in layer if k in up}
+                    if sub:
+                        layers[lname] = MaterializedLayer(dict(layer), annotations={"priority": _Priorities(sub)})
+            graph = HighLevelGraph(layers, graph.dependencies)
         meta = np.empty((0,) * len(chunks), dtype=dtype)
         return self.da.Array(graph, name, chunks=chunks, dtype=dtype, meta=meta)
 
@@ -569,20 +600,25 @@ class DaskBackend(Backend):
         for i in range(ids.numblocks[0]):
             split = (f"{name}-ids", i)
             dsk[split] = Task(split, _id_pieces, TaskRef((ids.name, i, 0)), pad_id, starts, table.dtype)
-            prio[split] = 1  # the ids first: small, and every block's tasks need them
+            prio[split] = 2 * B + 4  # the ids first: small, and every block's tasks need them
             parts = {j: [] for j in range(J)}
             for b in range(B):
                 piece = (f"{name}-piece", i, b)
                 dsk[piece] = Task(piece, _piece, TaskRef(split), b)
-                prio[piece] = 1
+                prio[piece] = 2 * B + 4
                 for j in range(J):
                     key = (f"{name}-part", i, j, b)
                     dsk[key] = Task(key, _sparse_times, TaskRef(piece), TaskRef((table.name, b, j)))
-                    prio[key] = -2 * b  # block by block: a worker reads each block once per pass
+                    prio[key] = 2 * (B - b) + 2  # block by block: a worker reads each block once per pass
                     parts[j].append((key, b))
             for j in range(J):
                 self._tree_sum(dsk, prio, name, parts[j], (name, i, j))
-        return self._array(name, dsk, [table, ids], (ids.chunks[0], table.chunks[1]), table.dtype, prio)
+        # The tasks that make block b (read it, compute it) rank just below
+        # its partials and above block b + 1's: a worker finishes a block
+        # before it makes the next, and the ids (small) come first.
+        up = {k: 2 * B + 4 for k in self._keys(ids)}
+        up.update({k: 2 * (B - k[1]) + 1 for k in self._keys(table)})
+        return self._array(name, dsk, [table, ids], (ids.chunks[0], table.chunks[1]), table.dtype, prio, up)
 
     # -- math for nn (dask functions: results stay lazy) -------------------
     def tanh(self, x):

@@ -161,13 +161,20 @@ def _start_sampler(dask_worker, period=0.02):
             dask_worker._ub_peak = max(dask_worker._ub_peak, proc.memory_info().rss)
 
     threading.Thread(target=loop, daemon=True, name="ub-peak-rss").start()
+    dask_worker._ub_disk = _disk(dask_worker)
+
+
+def _disk(dask_worker):
+    """Bytes this worker has written to and read from disk (spilling), ever."""
+    m = getattr(dask_worker.data, "cumulative_metrics", {})
+    return int(m.get(("disk-write", "bytes"), 0)), int(m.get(("disk-read", "bytes"), 0))
 
 
 def _read_sampler(dask_worker):
     dask_worker._ub_stop.set()
-    m = getattr(dask_worker.data, "cumulative_metrics", {})
+    (w0, r0), (w1, r1) = dask_worker._ub_disk, _disk(dask_worker)
     return {"peak": int(dask_worker._ub_peak), "limit": int(dask_worker.memory_manager.memory_limit or 0),
-            "disk_write": int(m.get(("disk-write", "bytes"), 0)), "disk_read": int(m.get(("disk-read", "bytes"), 0))}
+            "disk_write": w1 - w0, "disk_read": r1 - r0}
 
 
 def sharded_pass(client, op, table_bytes, p, **kw):
@@ -282,8 +289,8 @@ def case_sharded(nat, size, settings):
 
 
 def _cluster(workers, memory_limit):
-    from distributed import Client, LocalCluster
     from dask.utils import parse_bytes
+    from distributed import Client, LocalCluster
 
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                            memory_limit=parse_bytes(memory_limit), silence_logs=50)
