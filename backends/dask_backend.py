@@ -300,8 +300,12 @@ class DaskBackend(Backend):
         return isinstance(x, self._Array) and self.sp.issparse(x._meta)
 
     def sparse_from_scipy(self, csr):
-        # Row blocks of the one CSR matrix: it enters the graph once, each
-        # block is a slice of it.
+        # Row blocks of the CSR matrix, sliced once here and held by the
+        # graph as data (as dask does with a numpy array): from_array's
+        # getter task would slice (copy) the matrix again on every compute,
+        # and one block is the matrix itself.
+        from dask.base import tokenize
+
         n = csr.shape[0]
         spec = _chunks_for(csr.shape)
         if isinstance(spec, tuple):
@@ -312,8 +316,12 @@ class DaskBackend(Backend):
             limit = self.dask.utils.parse_bytes(self.dask.config.get("array.chunk-size"))
             per_row = max(1.0, csr.nnz * (csr.dtype.itemsize + 4) / max(n, 1))
             rows = max(1, int(limit // per_row))
-        return self.da.from_array(csr, chunks=(rows, (csr.shape[1],)), asarray=False,
-                                  fancy=False, meta=csr[:0])
+        chunks = self.da.core.normalize_chunks((rows, (csr.shape[1],)), csr.shape)
+        name = "ub-csr-" + tokenize(csr)
+        starts = np.concatenate([[0], np.cumsum(chunks[0])]).tolist()
+        dsk = {(name, i, 0): csr if len(chunks[0]) == 1 else csr[starts[i]:starts[i + 1]]
+               for i in range(len(chunks[0]))}
+        return self.da.Array(dsk, name, chunks=chunks, dtype=csr.dtype, meta=csr[:0])
 
     def sparse_to_scipy(self, x):
         blocks = [b for b in self.dask.compute(*x.to_delayed().ravel())]

@@ -340,7 +340,7 @@ def test_a_table_block_is_a_fraction_of_the_smallest_workers_memory_on_a_cluster
     chunk = dask.utils.parse_bytes(dask.config.get("array.chunk-size"))
     assert table_block_bytes() == chunk
     with distributed.LocalCluster(n_workers=1, processes=False, memory_limit="256MiB", dashboard_address=None) as c, \
-            distributed.Client(c) as client:
+            distributed.Client(c):
         assert table_block_bytes() == min(chunk, 2**28 // TABLE_BLOCK_FRACTION)
         table = np.ones((2**18, 64), np.float32)          # 64 MiB: cut into 2 blocks of 32 MiB
         out = ub.embedding_mean(table, da.from_array(np.array([[1, 2**18 - 1]]), chunks=1))
