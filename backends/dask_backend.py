@@ -204,6 +204,21 @@ def _piece(pieces, b):
     return pieces[b]
 
 
+def _data_of(a):
+    """The array a dask array of one key holds as data, else None."""
+    from dask._task_spec import DataNode
+
+    g = a.__dask_graph__()
+    if len(g) != 1:
+        return None
+    (v,) = g.values()
+    if isinstance(v, DataNode):
+        v = v.value
+    import scipy.sparse as sp
+
+    return v if isinstance(v, np.ndarray) or sp.issparse(v) else None
+
+
 def _sparse_times(x, w):
     return np.asarray(x @ w)
 
@@ -372,10 +387,20 @@ class DaskBackend(Backend):
         # of each (x row block, w row block) are tree-summed: w is never
         # gathered whole.
         from dask.base import tokenize
-        from dask.task_spec import Task, TaskRef
+        from dask.task_spec import DataNode, Task, TaskRef
 
         if x.numblocks[1] > 1 and x.chunks[1] != w.chunks[0]:
             x = x.rechunk({1: -1})  # a row block of x is small next to w
+        if x.numblocks[0] == 1 and all(n == 1 for n in w.numblocks):
+            xv, wv = _data_of(x), _data_of(w)
+            if xv is not None and wv is not None:
+                # Both inputs are data in one block: a graph of one task holding
+                # them (three keys cost dask's compute about twice the product
+                # at the size of issue 21).
+                name = "ub-sparse-dot-" + tokenize(x.name, w.name)
+                key = (name, 0) if w.ndim == 1 else (name, 0, 0)
+                return self._array(name, {key: Task(key, _sparse_times, DataNode(None, xv), DataNode(None, wv))},
+                                   [], tuple((c,) for c in (x.shape[0],) + w.shape[1:]), w.dtype)
         same = x.chunks[1] == w.chunks[0]
         starts = np.concatenate([[0], np.cumsum(w.chunks[0])]).tolist()
         name = "ub-sparse-dot-" + tokenize(x.name, w.name)

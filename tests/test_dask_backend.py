@@ -241,6 +241,17 @@ def test_sparse_dot_of_row_chunks_of_scipy_rows_times_chunked_dense_is_numpys(da
         assert_within(on_dask(ub.sparse_dot, csr, wd), want, n_terms=N, abs_sum=bound)
 
 
+def test_sparse_dot_of_data_in_one_block_is_one_task_and_scipys_product():
+    """A scipy x and a one-block w: the result's graph is one task holding
+    both (no getter copying x on every compute), lazy, and exactly x @ w."""
+    csr = sp.random(20, 30, density=0.2, format="csr", random_state=4, dtype=np.float32)
+    w = np.random.default_rng(4).normal(size=(30, 3)).astype(np.float32)
+    with ub.use_backend("dask"):
+        out = ub.sparse_dot(csr, w)
+    assert len(out.__dask_graph__()) == 1 and out.numblocks == (1, 1)
+    np.testing.assert_array_equal(ub.to_numpy(out), csr @ w)
+
+
 def test_a_dask_sparse_array_round_trips_to_scipy():
     csr = sp.random(7, 4, density=0.5, format="csr", random_state=3)
     x = _sparse_rows(csr, (2, 5))
