@@ -380,9 +380,10 @@ def test_embedding_mean_with_the_table_in_one_row_block_is_bitwise_numpys(data, 
 
 
 def test_partials_of_a_table_block_run_before_those_of_the_next_on_a_worker():
-    """The priorities a distributed worker runs by: the ids' split first,
-    then every partial of block 0, then block 1's (a pair's sum just after
-    its last block), so each block is read once per pass."""
+    """The priorities the layer carries: the ids' split first, then every
+    partial of block 0, then block 1's (a pair's sum just after its last
+    block).  (dask 2026.8's array optimisation drops layer annotations: see
+    docs/backends/dask.md, *Order*.)"""
     table = da.from_array(np.ones((40, 2)), chunks=(10, 2))
     ids = da.from_array(np.ones((30, 3), dtype=np.int64), chunks=(5, 3))
     out = ub.embedding_mean(table, ids)
