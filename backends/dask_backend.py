@@ -15,13 +15,15 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import sys
 import warnings
+import weakref
 
 import numpy as np
 
 from unibackend.plugin import Backend, Capabilities, CapabilityError, GraphIndex, check_subtensor, id_out_of_range
 
-__all__ = ["DaskBackend", "LargeChunkWarning", "chunking"]
+__all__ = ["DaskBackend", "LargeChunkWarning", "chunking", "table_block_bytes"]
 
 
 class LargeChunkWarning(UserWarning):
@@ -66,6 +68,38 @@ def _chunks_for(shape):
         if spec.isdigit():
             return int(spec)
     return spec
+
+
+#: What a table block may hold, as a fraction of the smallest worker's memory
+#: limit, when a distributed client is in force: a worker holds a block, the
+#: ids of a chunk, a partial sum and its own Python (~100 MiB); blocks of a
+#: quarter of a worker's memory and more killed workers (issue 23).
+TABLE_BLOCK_FRACTION = 8
+
+
+def table_block_bytes():
+    """Bytes of a row block of a numpy table in embedding_mean: the dask
+    config ``unibackend.table-block`` when set; else the smallest worker's
+    memory limit / TABLE_BLOCK_FRACTION when a ``distributed`` client is in
+    force, at most ``array.chunk-size``; else ``array.chunk-size`` (128 MiB)."""
+    import dask
+    from dask.utils import parse_bytes
+
+    set_ = dask.config.get("unibackend.table-block", None)
+    if set_ is not None:
+        return parse_bytes(set_)
+    limit = parse_bytes(dask.config.get("array.chunk-size"))
+    dist = sys.modules.get("distributed")  # never imported here: only a client already made counts
+    if dist is not None:
+        try:
+            client = dist.default_client()
+        except ValueError:
+            return limit
+        mems = [w.get("memory_limit") or 0 for w in client.scheduler_info(n_workers=-1)["workers"].values()]
+        mems = [m for m in mems if m]
+        if mems:
+            return min(limit, min(mems) // TABLE_BLOCK_FRACTION)
+    return limit
 
 
 _NP = None
@@ -113,9 +147,7 @@ def _one(blocks):
     return blocks
 
 
-def _embedding_block(ids, table, pad_id):
-    ids, table = _one(ids), _one(table)
-    V = table.shape[0]
+def _check_ids(ids, V, pad_id):
     if ids.size:
         # min/max over the real ids without a copy of them
         real = ids != pad_id
@@ -123,19 +155,87 @@ def _embedding_block(ids, table, pad_id):
         lo = int(ids.min(where=real, initial=info.max))
         hi = int(ids.max(where=real, initial=info.min))
         if lo <= hi and (lo < 0 or hi >= V):
-            bad = lo if lo < 0 else hi
-            raise id_out_of_range("embedding_mean", bad, V, pad_id)
+            raise id_out_of_range("embedding_mean", lo if lo < 0 else hi, V, pad_id)
+
+
+def _embedding_block(ids, table, pad_id):
+    ids, table = _one(ids), _one(table)
+    _check_ids(ids, table.shape[0], pad_id)
     return _numpy_backend().embedding_mean(table, ids, pad_id)
 
 
-def _sparse_dot_block(x, w):
-    # x: the row block's blocks along the contraction axis, w: w's blocks there
-    if len(x) == 1 and len(w) == 1:  # blockwise gives both the same chunks there
-        return np.asarray(_one(x) @ _one(w))
+def _id_pieces(ids, pad_id, starts, dtype):
+    """One ids chunk split by table block: per block, the CSR (rows of the
+    chunk x rows of the block) of the weights 1/count(row) of the ids that
+    fall in it.  Every row of ids is whole here, so count is the row's own
+    and each term is rounded as the one-block path rounds it."""
     import scipy.sparse as sp
 
-    xs = sp.hstack([_one(b) for b in x], format="csr")
-    return np.asarray(xs @ np.concatenate([_one(b) for b in w], axis=0))
+    V = int(starts[-1])
+    _check_ids(ids, V, pad_id)
+    n = ids.shape[0]
+    real = ids != pad_id
+    counts = real.sum(axis=1)
+    weight = (1.0 / np.maximum(counts, 1)).astype(dtype)
+    rows = np.repeat(np.arange(n), counts)
+    cols = ids[real]
+    data = weight[rows]
+    blk = np.searchsorted(starts, cols, side="right") - 1
+    order = np.argsort(blk, kind="stable")  # row-major within a block, as numpy's CSR
+    bounds = np.searchsorted(blk[order], np.arange(len(starts)))
+    out = []
+    for b in range(len(starts) - 1):
+        sel = order[bounds[b]:bounds[b + 1]]
+        r = rows[sel]
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=n))])
+        out.append(sp.csr_matrix((data[sel], cols[sel] - starts[b], indptr),
+                                 shape=(n, int(starts[b + 1] - starts[b]))))
+    return out
+
+
+def _piece(pieces, b):
+    return pieces[b]
+
+
+def _data_of(a):
+    """The array a dask array of one key holds as data, else None."""
+    from dask._task_spec import DataNode
+
+    g = a.__dask_graph__()
+    if len(g) != 1:
+        return None
+    (v,) = g.values()
+    if isinstance(v, DataNode):
+        v = v.value
+    import scipy.sparse as sp
+
+    return v if isinstance(v, np.ndarray) or sp.issparse(v) else None
+
+
+def _sparse_times(x, w):
+    return np.asarray(x @ w)
+
+
+def _sparse_cols_times(x, w, lo, hi):
+    # x's columns lo:hi (the rows of w's block) times that block
+    if lo != 0 or hi != x.shape[1]:
+        x = x[:, lo:hi]
+    return np.asarray(x @ w)
+
+
+class _Priorities(dict):
+    """Key -> priority, as a layer annotation (dask calls a callable one per
+    key): a distributed worker runs its ready tasks highest first."""
+
+    def __call__(self, key):
+        return self.get(key, 0)
+
+
+def _add(*parts):
+    out = parts[0] + parts[1]
+    for p in parts[2:]:
+        out += p
+    return out
 
 
 def _write_block(block, local, vals, accumulate):
@@ -169,6 +269,7 @@ class DaskBackend(Backend):
         self.da = da
         self.sp = sp
         self._Array = da.Array
+        self._numpy_sources = weakref.WeakValueDictionary()
 
     def version(self):
         return self.dask.__version__
@@ -181,7 +282,11 @@ class DaskBackend(Backend):
         if isinstance(x, self._Array):
             return x if dtype is None or x.dtype == dtype else x.astype(dtype)
         a = np.asarray(x, dtype=dtype)
-        return self.da.from_array(a, chunks=_chunks_for(a.shape))
+        d = self.da.from_array(a, chunks=_chunks_for(a.shape))
+        if a.ndim == 2:
+            # embedding_mean re-cuts a large numpy table by rows from here
+            self._numpy_sources[d.name] = a
+        return d
 
     def to_numpy(self, x):
         if isinstance(x, self._Array):
@@ -203,8 +308,12 @@ class DaskBackend(Backend):
         return isinstance(x, self._Array) and self.sp.issparse(x._meta)
 
     def sparse_from_scipy(self, csr):
-        # Row blocks of the one CSR matrix: it enters the graph once, each
-        # block is a slice of it.
+        # Row blocks of the CSR matrix, sliced once here and held by the
+        # graph as data (as dask does with a numpy array): from_array's
+        # getter task would slice (copy) the matrix again on every compute,
+        # and one block is the matrix itself.
+        from dask.base import tokenize
+
         n = csr.shape[0]
         spec = _chunks_for(csr.shape)
         if isinstance(spec, tuple):
@@ -215,8 +324,12 @@ class DaskBackend(Backend):
             limit = self.dask.utils.parse_bytes(self.dask.config.get("array.chunk-size"))
             per_row = max(1.0, csr.nnz * (csr.dtype.itemsize + 4) / max(n, 1))
             rows = max(1, int(limit // per_row))
-        return self.da.from_array(csr, chunks=(rows, (csr.shape[1],)), asarray=False,
-                                  fancy=False, meta=csr[:0])
+        chunks = self.da.core.normalize_chunks((rows, (csr.shape[1],)), csr.shape)
+        name = "ub-csr-" + tokenize(csr)
+        starts = np.concatenate([[0], np.cumsum(chunks[0])]).tolist()
+        dsk = {(name, i, 0): csr if len(chunks[0]) == 1 else csr[starts[i]:starts[i + 1]]
+               for i in range(len(chunks[0]))}
+        return self.da.Array(dsk, name, chunks=chunks, dtype=csr.dtype, meta=csr[:0])
 
     def sparse_to_scipy(self, x):
         blocks = [b for b in self.dask.compute(*x.to_delayed().ravel())]
@@ -260,15 +373,120 @@ class DaskBackend(Backend):
         return self.da.tensordot(a, b, axes=(a.ndim - 1, 0))
 
     def sparse_dot(self, x, w):
-        # Rows of x keep their chunks; the contraction axis is concatenated
-        # (sparse blocks by scipy, w's blocks by numpy) per row block, and
-        # left alone when it is one chunk.
-        meta = np.empty((0,) * w.ndim, dtype=w.dtype)
-        if w.ndim == 1:
-            return self.da.blockwise(_sparse_dot_block, "i", x, "ik", w, "k", concatenate=False,
-                                     dtype=w.dtype, meta=meta)
-        return self.da.blockwise(_sparse_dot_block, "ij", x, "ik", w, "kj", concatenate=False,
-                                 dtype=w.dtype, meta=meta)
+        # Row blocks of x times w.  When w's rows (the contraction axis) are
+        # in one chunk, one task per output block, x @ w, and nothing else (the
+        # one-chunk case pays dask's own compute only).  When they are in
+        # several, x's columns are cut to match them and the partial products
+        # of each (x row block, w row block) are tree-summed: w is never
+        # gathered whole.
+        from dask.base import tokenize
+        from dask.task_spec import DataNode, Task, TaskRef
+
+        if x.numblocks[1] > 1 and x.chunks[1] != w.chunks[0]:
+            x = x.rechunk({1: -1})  # a row block of x is small next to w
+        if x.numblocks[0] == 1 and all(n == 1 for n in w.numblocks):
+            xv, wv = _data_of(x), _data_of(w)
+            if xv is not None and wv is not None:
+                # Both inputs are data in one block: a graph of one task holding
+                # them (three keys cost dask's compute about twice the product
+                # at the size of issue 21).
+                name = "ub-sparse-dot-" + tokenize(x.name, w.name)
+                key = (name, 0) if w.ndim == 1 else (name, 0, 0)
+                return self._array(name, {key: Task(key, _sparse_times, DataNode(None, xv), DataNode(None, wv))},
+                                   [], tuple((c,) for c in (x.shape[0],) + w.shape[1:]), w.dtype)
+        same = x.chunks[1] == w.chunks[0]
+        starts = np.concatenate([[0], np.cumsum(w.chunks[0])]).tolist()
+        name = "ub-sparse-dot-" + tokenize(x.name, w.name)
+        vec = w.ndim == 1
+        J = 1 if vec else w.numblocks[1]
+        nb = w.numblocks[0]
+        dsk, prio = {}, {}
+        for i in range(x.numblocks[0]):
+            for j in range(J):
+                parts = []
+                for b in range(w.numblocks[0]):
+                    wk = (w.name, b) if vec else (w.name, b, j)
+                    key = (name, i, j, b) if w.numblocks[0] > 1 else self._out_key(name, i, j, vec)
+                    if same:
+                        dsk[key] = Task(key, _sparse_times, TaskRef((x.name, i, b)), TaskRef(wk))
+                    else:
+                        dsk[key] = Task(key, _sparse_cols_times, TaskRef((x.name, i, 0)), TaskRef(wk),
+                                        starts[b], starts[b + 1])
+                    prio[key] = 2 * (nb - b) + 2  # block by block, see _sharded_embedding
+                    parts.append((key, b))
+                if len(parts) > 1:
+                    self._tree_sum(dsk, prio, name, parts, self._out_key(name, i, j, vec))
+        chunks = (x.chunks[0],) if vec else (x.chunks[0], w.chunks[1])
+        if nb == 1:
+            return self._array(name, dsk, [x, w], chunks, w.dtype)
+        up = {k: 2 * nb + 4 for k in self._keys(x)}
+        up.update({k: 2 * (nb - k[1]) + 1 for k in self._keys(w)})
+        return self._array(name, dsk, [x, w], chunks, w.dtype, prio, up)
+
+    @staticmethod
+    def _keys(a):
+        return [(a.name,) + idx for idx in np.ndindex(*a.numblocks)]
+
+    @staticmethod
+    def _out_key(name, i, j, vec):
+        return (name, i) if vec else (name, i, j)
+
+    @staticmethod
+    def _tree_sum(dsk, prio, name, parts, out):
+        """``out`` = the sum of ``parts`` (key, table block) in pairs, in
+        block order.  A pair's sum has the priority just above the partials
+        of the block after its last one: on a worker running blocks in order
+        it runs as soon as it can, and a row block of ids holds at most
+        log2(blocks) + 1 partial sums at a time."""
+        from dask.task_spec import Alias, Task, TaskRef
+
+        level = 0
+        while len(parts) > 1:
+            nxt = []
+            for g in range(0, len(parts), 2):
+                group = parts[g:g + 2]
+                if len(group) == 1:
+                    nxt.append(group[0])
+                    continue
+                key = out if len(parts) == 2 else (f"{name}-sum{level}",) + tuple(out[1:]) + (g // 2,)
+                last = group[-1][1]
+                dsk[key] = Task(key, _add, *(TaskRef(k) for k, _ in group))
+                prio[key] = prio[group[-1][0]] - 1
+                nxt.append((key, last))
+            parts, level = nxt, level + 1
+        if parts[0][0] != out:
+            dsk[out] = Alias(out, parts[0][0])
+
+    def _array(self, name, dsk, deps, chunks, dtype, prio=None, upstream=None):
+        """The dask array of layer ``dsk`` over ``deps``; ``prio`` its tasks'
+        priorities, ``upstream`` those of input keys, given to every task
+        that produces them (the highest where a task feeds several) in a
+        copy of its layer, unless that layer has annotations of its own."""
+        from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+
+        graph = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
+        if prio:
+            layers = dict(graph.layers)
+            layers[name] = MaterializedLayer(dsk, annotations={"priority": _Priorities(prio)})
+            if upstream:
+                inputs = graph.get_all_dependencies()
+                up: dict = {}
+                for key, p in upstream.items():
+                    stack = [key]
+                    while stack:
+                        k = stack.pop()
+                        if up.get(k, -1) < p:
+                            up[k] = p
+                            stack.extend(inputs.get(k, ()))
+                for lname, layer in graph.layers.items():
+                    if lname == name or layer.annotations:
+                        continue
+                    sub = {k: up[k] for k in layer if k in up}
+                    if sub:
+                        layers[lname] = MaterializedLayer(dict(layer), annotations={"priority": _Priorities(sub)})
+            graph = HighLevelGraph(layers, graph.dependencies)
+        meta = np.empty((0,) * len(chunks), dtype=dtype)
+        return self.da.Array(graph, name, chunks=chunks, dtype=dtype, meta=meta)
 
     def argsort(self, x, axis, descending):
         x = self._whole_axis(x, axis, "argsort")
@@ -365,13 +583,65 @@ class DaskBackend(Backend):
         return da.map_blocks(_divide_sum, e, s, dtype=x.dtype)
 
     def embedding_mean(self, table, ids, pad_id):
-        # The table as ONE block (one key in the graph, whatever the number of
-        # id chunks); ids keep their row chunks, each row block whole.
-        table = table.rechunk(table.shape) if table.numblocks != (1, 1) else table
+        # ids keep their row chunks, each row whole.  A table of one row
+        # block goes to every task as it is (concatenate=False: no copy): the
+        # numpy backend's code per ids chunk, bitwise its answer.  A table of
+        # several row blocks stays in them: see _sharded_embedding.
         ids = ids.rechunk({1: -1}) if ids.numblocks[1] != 1 else ids
+        table = self._table_rows(table)
+        if table.numblocks[0] > 1:
+            return self._sharded_embedding(table, ids, pad_id)
         return self.da.blockwise(_embedding_block, "ij", ids, "il", table, "vj", pad_id, None,
                                  concatenate=False, dtype=table.dtype,
                                  meta=np.empty((0, 0), dtype=table.dtype))
+
+    def _table_rows(self, table):
+        """A numpy table larger than a table block (see table_block_bytes) in
+        row blocks of that size, sliced from the numpy array (no copy); any
+        other table as it is."""
+        src = self._numpy_sources.get(table.name)
+        block = table_block_bytes()
+        if src is None or src.nbytes <= block or table.shape[0] < 2:
+            return table
+        from dask.base import tokenize
+
+        rows = max(1, int(block // max(1, src.shape[1] * src.itemsize)))
+        return self.da.from_array(src, chunks=(rows, -1), name="ub-table-" + tokenize(table.name, rows))
+
+    def _sharded_embedding(self, table, ids, pad_id):
+        """Per ids chunk i, one task splits the chunk's ids by table block
+        (and checks them); per (i, table block b, column block j) one task
+        multiplies that piece by block (b, j); the partials of (i, j) are
+        tree-summed over b.  No task holds more than one table block."""
+        from dask.base import tokenize
+        from dask.task_spec import Task, TaskRef
+
+        name = "ub-embedding-mean-" + tokenize(table.name, ids.name, pad_id)
+        starts = tuple(np.concatenate([[0], np.cumsum(table.chunks[0])]).tolist())
+        B, J = table.numblocks
+        dsk, prio = {}, {}
+        for i in range(ids.numblocks[0]):
+            split = (f"{name}-ids", i)
+            dsk[split] = Task(split, _id_pieces, TaskRef((ids.name, i, 0)), pad_id, starts, table.dtype)
+            prio[split] = 2 * B + 4  # the ids first: small, and every block's tasks need them
+            parts = {j: [] for j in range(J)}
+            for b in range(B):
+                piece = (f"{name}-piece", i, b)
+                dsk[piece] = Task(piece, _piece, TaskRef(split), b)
+                prio[piece] = 2 * B + 4
+                for j in range(J):
+                    key = (f"{name}-part", i, j, b)
+                    dsk[key] = Task(key, _sparse_times, TaskRef(piece), TaskRef((table.name, b, j)))
+                    prio[key] = 2 * (B - b) + 2  # block by block: a worker reads each block once per pass
+                    parts[j].append((key, b))
+            for j in range(J):
+                self._tree_sum(dsk, prio, name, parts[j], (name, i, j))
+        # The tasks that make block b (read it, compute it) rank just below
+        # its partials and above block b + 1's: a worker finishes a block
+        # before it makes the next, and the ids (small) come first.
+        up = {k: 2 * B + 4 for k in self._keys(ids)}
+        up.update({k: 2 * (B - k[1]) + 1 for k in self._keys(table)})
+        return self._array(name, dsk, [table, ids], (ids.chunks[0], table.chunks[1]), table.dtype, prio, up)
 
     # -- math for nn (dask functions: results stay lazy) -------------------
     def tanh(self, x):

@@ -18,7 +18,7 @@ import unibackend as ub
 
 from .timing import Candidate, interleave, paired_diff, paired_ratio
 
-OPS = ("dispatch", "keep_topk", "embedding_mean", "sparse_dot", "compiled", "scaling")
+OPS = ("dispatch", "keep_topk", "embedding_mean", "sparse_dot", "compiled", "scaling", "sharded")
 
 #: The sizes of the issue.  ``smoke`` is minuscule, for the test suite only.
 SIZES = {
@@ -29,6 +29,13 @@ SIZES = {
         "sparse_dot": {"n": 256, "N": 10_000, "density": 0.005, "M": 512},
         # dask only: embedding_mean on a LocalCluster of 1 and of 2 workers
         "scaling": {"n": 65536, "L": 50, "V": 100_000, "d": 128, "chunks": 16},
+        # dask only: tables larger than a worker (issue 23), on LocalClusters
+        # of 1, 2 and 4 workers x 512 MiB; tables of 128 MiB (fits a worker)
+        # and 1 GiB, then larger ones on 4 workers; a persisted table that
+        # spills, in block order and in dask's own order
+        "sharded": {"workers": 4, "workers_list": (1, 2, 4), "memory_limit": "512MiB", "ids_rows": 400_000,
+                    "ids_chunk": 25_000, "L": 20, "d": 64, "fits_mib": 128, "table_mib": 1024,
+                    "largest_mib": (1536, 2048), "spill_mib": 1434, "spill_ids_rows": 100_000},
     },
     "smoke": {
         "dispatch": {"n": 8},
@@ -36,6 +43,9 @@ SIZES = {
         "embedding_mean": {"n": 16, "L": 5, "V": 100, "d": 8},
         "sparse_dot": {"n": 8, "N": 100, "density": 0.05, "M": 4},
         "scaling": {"n": 64, "L": 5, "V": 100, "d": 8, "chunks": 4},
+        "sharded": {"workers": 2, "workers_list": (2,), "memory_limit": "256MiB", "ids_rows": 600,
+                    "ids_chunk": 200, "L": 5, "d": 8, "fits_mib": 0.01, "table_mib": 0.05, "block": "16KiB",
+                    "largest_mib": (), "spill_mib": 0, "spill_ids_rows": 0},
     },
 }
 
@@ -286,6 +296,12 @@ def case_scaling(nat, peer, size, settings):
     return nat.scaling(size, settings)
 
 
+def case_sharded(nat, peer, size, settings):
+    if not hasattr(nat, "sharded"):
+        return []   # dask only
+    return nat.sharded(size, settings)
+
+
 CASES = {
     "dispatch": case_dispatch,
     "keep_topk": case_keep_topk,
@@ -293,4 +309,5 @@ CASES = {
     "sparse_dot": case_sparse_dot,
     "compiled": case_compiled,
     "scaling": case_scaling,
+    "sharded": case_sharded,
 }

@@ -98,3 +98,238 @@ class _Plain:
 
     def __init__(self, nat):
         self.backend, self.device, self.sync = nat.backend, nat.device, None
+
+
+# ---------------------------------------------------------------------------
+# Tables larger than a worker (issue 23): embedding_mean and sparse_dot with
+# the table / weight matrix in row blocks on a LocalCluster of W workers of a
+# fixed memory limit.  The table and the ids are generated block by block on
+# the workers (seeded: the client regenerates any block for the reference),
+# as a table read from disk would be: a block exists while its tasks run.
+
+MiB = 2**20
+
+
+def _table_block(seed, b, rows, d):
+    return np.random.default_rng([seed, 1, b]).standard_normal((rows, d), np.float32)
+
+
+def _ids_chunk(seed, i, n, L, V):
+    rng = np.random.default_rng([seed, 2, i])
+    ids = rng.integers(1, V, size=(n, L), dtype=np.int64)
+    ids[np.arange(L)[None, :] >= rng.integers(1, L + 1, size=n)[:, None]] = 0  # padding 0 at the end
+    return ids
+
+
+def _x_chunk(seed, i, n, per_row, V):
+    """Rows of a CSR float32 x (n, V) with ``per_row`` entries per row."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng([seed, 3, i])
+    cols = rng.integers(0, V, size=n * per_row)
+    rows = np.repeat(np.arange(n), per_row)
+    return sp.csr_matrix((rng.standard_normal(cols.size).astype(np.float32), (rows, cols)), shape=(n, V))
+
+
+def _row_chunks(total, size):
+    return tuple(min(size, total - s) for s in range(0, total, size))
+
+
+def _lazy(fn, seed, chunks, cols, dtype, *args, meta=None):
+    """A dask array whose row block k is ``fn(seed, k, rows, *args)``."""
+    import dask
+    import dask.array as da
+
+    parts = [da.from_delayed(dask.delayed(fn, pure=True)(seed, k, n, *args), (n, cols), dtype=dtype,
+                             **({"meta": meta} if meta is not None else {}))
+             for k, n in enumerate(chunks)]
+    return da.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def _start_sampler(dask_worker, period=0.02):
+    """The peak resident memory of the worker's process, sampled every 20 ms."""
+    import threading
+
+    import psutil
+
+    proc = psutil.Process()
+    dask_worker._ub_peak = proc.memory_info().rss
+    dask_worker._ub_stop = stop = threading.Event()
+
+    def loop():
+        while not stop.wait(period):
+            dask_worker._ub_peak = max(dask_worker._ub_peak, proc.memory_info().rss)
+
+    threading.Thread(target=loop, daemon=True, name="ub-peak-rss").start()
+    dask_worker._ub_disk = _disk(dask_worker)
+
+
+def _disk(dask_worker):
+    """Bytes this worker has written to and read from disk (spilling), ever."""
+    m = getattr(dask_worker.data, "cumulative_metrics", {})
+    return int(m.get(("disk-write", "bytes"), 0)), int(m.get(("disk-read", "bytes"), 0))
+
+
+def _read_sampler(dask_worker):
+    dask_worker._ub_stop.set()
+    (w0, r0), (w1, r1) = dask_worker._ub_disk, _disk(dask_worker)
+    return {"peak": int(dask_worker._ub_peak), "limit": int(dask_worker.memory_manager.memory_limit or 0),
+            "disk_write": w1 - w0, "disk_read": r1 - r0}
+
+
+def sharded_pass(client, op, table_bytes, p, **kw):
+    with client.as_current():   # wait() and table_block_bytes() look for the client in force
+        return _pass(client, op, table_bytes, p, **kw)
+
+
+def _pass(client, op, table_bytes, p, *, seed=0, check=False, block_order=True, persist_table=False):
+    """One ``op`` ("embedding_mean" or "sparse_dot") with a table of about
+    ``table_bytes`` in row blocks of ``table_block_bytes()``, the result
+    persisted on the workers.  Returns seconds, peak worker memory, bytes the
+    workers wrote to and read from disk (spilling), whether every worker
+    survived, and (``check``) the largest error against a numpy computation
+    done block by block, in units of the sum tolerance."""
+    import dask
+    from distributed import wait
+
+    from unibackend.conformance import tolerances as T
+    from unibackend.plugins.dask_backend import table_block_bytes
+
+    d, L, n = p["d"], p["L"], p["ids_rows"]
+    with dask.config.set({"unibackend.table-block": p.get("block")}):
+        block = table_block_bytes()
+    V = max(2, int(table_bytes // (d * 4)))
+    rows = max(1, int(block // (d * 4)))
+    tchunks, ichunks = _row_chunks(V, rows), _row_chunks(n, p["ids_chunk"])
+    table = _lazy(_table_block, seed, tchunks, d, np.float32, d)
+    if op == "embedding_mean":
+        ids = _lazy(_ids_chunk, seed, ichunks, L, np.int64, L, V)
+    else:
+        import scipy.sparse as sp
+
+        ids = _lazy(_x_chunk, seed, ichunks, V, np.float32, L, V, meta=sp.csr_matrix((0, V), dtype=np.float32))
+    before = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    if persist_table:
+        table = client.persist(table)
+        wait(table)
+    client.run(_start_sampler)
+    t0 = time.perf_counter()
+    with ub.use_backend("dask"):
+        out = ub.embedding_mean(table, ids) if op == "embedding_mean" else ub.sparse_dot(ids, table)
+    if not block_order:  # dask's own order only (the thrash this structure avoids)
+        out.__dask_graph__().layers[out.name].annotations = None
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        res = client.persist(out)
+        wait(res)
+    secs = time.perf_counter() - t0
+    mem = client.run(_read_sampler)
+    after = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    rec = {"op": op, "workers": len(before), "table_bytes": V * d * 4, "table_blocks": len(tchunks),
+           "block_bytes": rows * d * 4, "ids_rows": n, "ids_chunks": len(ichunks), "tasks": len(out.__dask_graph__()),
+           "seconds": secs, "peak_worker_bytes": max(m["peak"] for m in mem.values()),
+           "limit_bytes": min(m["limit"] for m in mem.values()),
+           "disk_write_bytes": sum(m["disk_write"] for m in mem.values()),
+           "disk_read_bytes": sum(m["disk_read"] for m in mem.values()),
+           "workers_lost": len(set(before) - set(after)), "block_order": block_order, "persisted_table": persist_table}
+    if check:
+        rec.update(_check_block_by_block(client, op, res, seed, tchunks, ichunks, p, V, T))
+    del res
+    return rec
+
+
+def _check_block_by_block(client, op, res, seed, tchunks, ichunks, p, V, T):
+    """The result against numpy in this process, one table block at a time
+    (float64 partial sums), within the suite's sum tolerance."""
+    import scipy.sparse as sp
+
+    d, L = p["d"], p["L"]
+    got = client.compute(res).result()
+    want, absum = np.zeros(got.shape), np.zeros(got.shape)
+    starts = np.concatenate([[0], np.cumsum(tchunks)])
+    start = 0
+    sels = []
+    for i, n in enumerate(ichunks):
+        if op == "embedding_mean":
+            ids = _ids_chunk(seed, i, n, L, V)
+            real = ids != 0
+            cnt = real.sum(axis=1)
+            r = np.repeat(np.arange(n), cnt) + start
+            c, v = ids[real], np.repeat(1.0 / np.maximum(cnt, 1), cnt)
+        else:
+            x = _x_chunk(seed, i, n, L, V).tocoo()
+            r, c, v = x.row + start, x.col, x.data.astype(np.float64)
+        sels.append((r, c, v))
+        start += n
+    r = np.concatenate([s[0] for s in sels])
+    c = np.concatenate([s[1] for s in sels])
+    v = np.concatenate([s[2] for s in sels])
+    for b, rows in enumerate(tchunks):
+        blk = _table_block(seed, b, rows, d).astype(np.float64)
+        m = (c >= starts[b]) & (c < starts[b + 1])
+        sel = sp.csr_matrix((v[m], (r[m], c[m] - starts[b])), shape=(got.shape[0], rows))
+        want += sel @ blk
+        absum += abs(sel) @ np.abs(blk)
+    terms = L if op == "embedding_mean" else L
+    tol = T.sum_tol(absum, terms, np.float32)
+    err = np.abs(got.astype(np.float64) - want)
+    return {"checked_rows": int(got.shape[0]), "max_abs_diff": float(err.max()),
+            "max_diff_over_tol": float((err / tol).max()), "total": float(got.astype(np.float64).sum()),
+            "total_numpy": float(want.sum())}
+
+
+def case_sharded(nat, size, settings):
+    import logging
+
+    before = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        return _sharded(nat, size, settings)
+    finally:
+        logging.disable(before)
+
+
+def _cluster(workers, memory_limit):
+    from dask.utils import parse_bytes
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                           memory_limit=parse_bytes(memory_limit), silence_logs=50)
+    return cluster, Client(cluster, set_as_default=False)
+
+
+def _sharded(nat, size, settings):
+    p = size["sharded"]
+    MB = MiB
+    runs = []
+    label = (f"{p['workers']} x {p['memory_limit']} workers, ids {p['ids_rows']:,} x {p['L']}, d={p['d']}, "
+             f"tables {p['fits_mib']} / {p['table_mib']} MiB")
+    for w in p["workers_list"]:
+        cluster, client = _cluster(w, p["memory_limit"])
+        try:
+            for op in ("embedding_mean", "sparse_dot"):
+                for mib in (p["fits_mib"], p["table_mib"]):
+                    proof = w == p["workers"] and mib == p["table_mib"]
+                    rec = sharded_pass(client, op, mib * MB, p, check=proof)
+                    rec["proof"] = proof
+                    runs.append(rec)
+            if w == p["workers"]:
+                for mib in p["largest_mib"]:   # the largest table that works
+                    rec = sharded_pass(client, "embedding_mean", mib * MB, p)
+                    rec["largest_try"] = True
+                    runs.append(rec)
+                    if rec["workers_lost"]:
+                        break
+                if p.get("spill_mib"):        # a persisted table that spills: block order vs dask's
+                    for order in (True, False):
+                        client.restart()
+                        q = dict(p, ids_rows=p["spill_ids_rows"])
+                        rec = sharded_pass(client, "embedding_mean", p["spill_mib"] * MB, q,
+                                           block_order=order, persist_table=True)
+                        rec["spill_demo"] = True
+                        runs.append(rec)
+        finally:
+            client.close()
+            cluster.close()
+    rec = {"op": "sharded", "label": label, "params": dict(p), "backend": "dask", "device": "cpu",
+           "candidates": [], "sharded": {"runs": runs}}
+    return [rec]

@@ -38,7 +38,15 @@ class Natives:
         return d
 
     def put_sparse(self, csr):
-        d = self.da.from_array(csr, chunks=csr.shape, asarray=False, fancy=False, meta=csr[:0])
+        # The plugin's own dask array of a scipy matrix (what ub.sparse_dot(csr, w)
+        # builds), in one block: the CSR held by the graph as data.  A
+        # from_array of the CSR would add a getter task that copies the
+        # matrix on every compute (issue 21: most of dask's fixed cost here).
+        from unibackend._registry import backend
+        from unibackend.plugins.dask_backend import chunking
+
+        with chunking(csr.shape):
+            d = backend("dask").sparse_from_scipy(csr)
         self._arrays[id(d)] = csr
         return d
 
@@ -67,3 +75,8 @@ class Natives:
         from .dask_scaling import case_scaling
 
         return case_scaling(self, size, settings)
+
+    def sharded(self, size, settings):
+        from .dask_scaling import case_sharded
+
+        return case_sharded(self, size, settings)

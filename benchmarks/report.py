@@ -120,6 +120,22 @@ def scaling_rows(result):
     return ["case", "1 worker", "2 workers", "speedup (1 ÷ 2)", "cluster start"], rows
 
 
+def sharded_rows(result):
+    rows = []
+    for c in result["cases"]:
+        for r in (c.get("sharded") or {}).get("runs", []):
+            what = ("scale proof" if r.get("proof") else "largest table" if r.get("largest_try")
+                    else ("spill, block order" if r["block_order"] else "spill, dask's order") if r.get("spill_demo")
+                    else "")
+            check = (f"{r['max_diff_over_tol']:.2g} of tol" if "max_diff_over_tol" in r else "-")
+            rows.append([r["op"], what, str(r["workers"]), fmt_bytes(r["table_bytes"]),
+                         f"{r['table_blocks']} x {fmt_bytes(r['block_bytes'])}", f"{r['ids_rows']:,}", str(r["tasks"]),
+                         fmt_time(r["seconds"]), f"{fmt_bytes(r['peak_worker_bytes'])} / {fmt_bytes(r['limit_bytes'])}",
+                         fmt_bytes(r["disk_write_bytes"]), fmt_bytes(r["disk_read_bytes"]), str(r["workers_lost"]), check])
+    return ["op", "run", "workers", "table", "blocks", "rows", "tasks", "time", "peak worker / limit",
+            "spilled", "read back", "lost", "vs numpy"], rows
+
+
 def bandwidth_rows(result):
     rows = []
     for c in result["cases"]:
@@ -141,6 +157,7 @@ SECTIONS = (
     ("embedding_mean throughput vs device copy bandwidth", bandwidth_rows),
     ("Compiled: compile times (first call) and graph breaks", compiled_rows),
     ("Dask: embedding_mean on a LocalCluster, 1 vs 2 workers (one thread each)", scaling_rows),
+    ("Dask: tables larger than a worker (row blocks; LocalCluster, one thread per worker)", sharded_rows),
 )
 
 

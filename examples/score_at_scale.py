@@ -7,6 +7,7 @@ predictions to disk.
     python examples/score_at_scale.py --rows 500000 --workers 1 --memory-limit 512MiB --out /tmp/scores
     python examples/score_at_scale.py --model moe.npz          # a model saved by moe_tags.py --save
     python examples/score_at_scale.py --scheduler tcp://host:8786 --data /shared/in --out /shared/out
+    python examples/score_at_scale.py --table-mib 1024 --workers 4 --memory-limit 512MiB   # a 1 GiB tag table
 
 Steps: (1) the workers generate the data (moe_tags' kind: a sparse bag of
 words, CSR float32, and padded tag ids) and write it chunk by chunk under
@@ -19,6 +20,12 @@ on the cluster, each worker reading its chunks and writing their
 predictions to --out; (4) a sample of chunks is scored again on numpy in this
 process and compared; (5) the last line gives rows per second and the peak
 memory of a worker (sampled every 20 ms in each worker).
+
+With --table-mib N the model's tag table is grown to N MiB: its rows move
+to random places of a larger table whose other rows are random, and the ids
+are mapped the same way, so the predictions are unchanged; a table larger
+than a table block (an eighth of a worker's memory) is cut into row blocks
+and each (ids chunk, table block) pair is one task (see docs/backends/dask.md).
 
 With --scheduler the cluster at that address is used as it is (--workers
 and --memory-limit are ignored); --data and --out must then be paths every
@@ -127,6 +134,22 @@ def lazy_inputs(data_dir, rows, chunk_rows):
     return bow, ids
 
 
+def grow_table(table, mib, seed):
+    """``table`` inside a random table of ``mib`` MiB: row t moves to row
+    remap[t] (the padding row 0 stays), the other rows are random."""
+    d = table.shape[1]
+    rows = max(table.shape[0], int(mib * MiB) // (d * table.itemsize))
+    rng = np.random.default_rng([seed, 7])
+    big = rng.standard_normal((rows, d), dtype=np.float32).astype(table.dtype, copy=False)
+    remap = np.concatenate([[0], 1 + rng.choice(rows - 1, size=table.shape[0] - 1, replace=False)])
+    big[remap] = table
+    return big, remap
+
+
+def _remap(ids, remap):
+    return remap[ids]
+
+
 # -- the model ------------------------------------------------------------------
 
 def get_model(path, seed, quiet):
@@ -187,6 +210,8 @@ def main(argv=None):
     p.add_argument("--model", help="a model saved by moe_tags.py --save (default: train one briefly)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="an existing dask.distributed scheduler")
     p.add_argument("--sample-chunks", type=int, default=2, help="chunks checked against numpy")
+    p.add_argument("--table-mib", type=float, default=None,
+                   help="grow the tag table to this many MiB (row-sharded over the workers when large)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
 
@@ -217,7 +242,18 @@ def main(argv=None):
         print(f"model: {how}", flush=True)
 
         bow, ids = lazy_inputs(data_dir, a.rows, a.chunk_rows)
-        probs = model.forward(model.params, {"bow": bow, "tags": ids})  # lazy: nothing runs yet
+        params = dict(model.params)
+        if a.table_mib:
+            from unibackend.plugins.dask_backend import table_block_bytes
+
+            key = next(k for k in params if k.endswith("/table"))
+            params[key], remap = grow_table(np.asarray(params[key]), a.table_mib, a.seed)
+            ids = ids.map_blocks(_remap, remap, dtype=ids.dtype)
+            block = table_block_bytes()
+            blocks = -(-params[key].nbytes // block) if params[key].nbytes > block else 1
+            print(f"table: {params[key].shape[0]:,} x {params[key].shape[1]} ({params[key].nbytes / MiB:,.0f} MiB) "
+                  f"in {blocks} row block(s) of at most {block / MiB:,.0f} MiB", flush=True)
+        probs = model.forward(params, {"bow": bow, "tags": ids})  # lazy: nothing runs yet
         assert isinstance(probs, da.Array)
         out.mkdir(parents=True, exist_ok=True)
         client.run(start_sampler)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from ..cases import Case
 from .base import CHECKS, arr, check
+from .products import _csr_unsorted
 
 #: The checks whose cases are rechunked (sparse_dot's x is scipy: its w is).
 OPS = ("argsort", "keep_topk", "topk_gate", "softmax", "dot", "sparse_dot", "embedding_mean",
@@ -117,6 +118,22 @@ CHUNKED_EXAMPLES = (
     _c("embedding_mean", "result = ub.embedding_mean(table, ids, pad_id=pad_id)",
        {"table": ((1, 2), (2,)), "ids": ((1, 2), (1, 1))}, pad_id=0,
        table=arr([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]), ids=arr([[1, 0], [2, 2], [0, 0]], np.int64)),
+    # the table in row blocks of one row and of uneven rows (partials per
+    # (ids chunk, table block), summed): an id repeated across blocks, a row
+    # of only padding, the pad id inside the table
+    _c("embedding_mean", "result = ub.embedding_mean(table, ids, pad_id=pad_id)",
+       {"table": ((1, 1, 1, 1), (1, 1)), "ids": ((2, 1), (3,))}, pad_id=1,
+       table=arr([[1.0, -2.0], [3.0, 4.0], [0.5, 6.0], [7.0, -8.0]]),
+       ids=arr([[3, 0, 3], [1, 1, 1], [2, 0, 1]], np.int64)),
+    _c("embedding_mean", "result = ub.embedding_mean(table, ids, pad_id=pad_id)",
+       {"table": ((3, 2), (3,)), "ids": ((1, 1, 1), (4,))}, pad_id=0,
+       table=arr(np.arange(15.0, dtype=np.float32).reshape(5, 3)),
+       ids=arr([[4, 1, 2, 4], [0, 0, 0, 0], [3, 0, 0, 0]], np.int32)),
+    # w in row blocks: x's columns cut to match, partial products summed
+    # (an unsorted CSR with a column twice in a row)
+    _c("sparse_dot", "result = ub.sparse_dot(x, w)", {"w": ((1, 1, 1), (2,))},
+       x=_csr_unsorted(), w=arr(np.arange(6.0).reshape(3, 2))),
+    _c("sparse_dot", "result = ub.sparse_dot(x, w)", {"w": ((2, 1),)}, x=_csr_unsorted(), w=arr([1.0, 10.0, 100.0])),
     _c("dot", "result = ub.dot(a, b)", {"a": ((2,), (1, 2, 1)), "b": ((3, 1), (2,))},
        a=arr([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]), b=arr(np.arange(8.0).reshape(4, 2))),
 )
@@ -126,6 +143,7 @@ CHUNKED_EXAMPLES = (
 def verify_chunked(case, backend, device):
     """Every op gives the numpy reference's answer whatever the chunking of
     its array arguments (chunks of one, uneven chunks, edges inside runs of
-    ties): the original check's properties hold on the rechunked case."""
+    ties; an embedding table or a sparse_dot w in several row blocks): the
+    original check's properties hold on the rechunked case."""
     CHECKS[case.of].verify(case, backend, device)
 
