@@ -34,9 +34,13 @@ from unibackend.plugin import (
     check_scalar_output,
     id_out_of_range,
     index_out_of_range,
+    no_device,
+    no_value_yet,
     scipy_grad_input,
     stable_descending,
     sync_free_checks,
+    two_devices,
+    unsupported_dtype,
     unsupported_in_mode,
 )
 
@@ -100,8 +104,7 @@ class JaxBackend(Backend):
             if first is None:
                 first = d
             elif d != first:
-                raise ValueError(f"{op}: arrays on two devices, {sorted(map(str, first))} and "
-                                 f"{sorted(map(str, d))}; move one with jax.device_put")
+                raise two_devices(op, sorted(map(str, first)), sorted(map(str, d)), "jax.device_put")
 
     # -- conversion --------------------------------------------------------
     def asarray(self, x, dtype=None):
@@ -115,14 +118,14 @@ class JaxBackend(Backend):
             out = self.jax.device_put(a, self._dev)
         if out.dtype != dtype:
             # x64 switched off again after load: refuse rather than downcast.
-            raise TypeError(f"jax backend: {dtype} would become {out.dtype}; "
-                            "unibackend needs jax_enable_x64 (jax.config.update('jax_enable_x64', True))")
+            raise unsupported_dtype("jax", dtype, f"would become {out.dtype}; unibackend needs jax_enable_x64 "
+                                    "(jax.config.update('jax_enable_x64', True))")
         return out
 
     def to_numpy(self, x):
         if isinstance(x, self._Tracer):
-            raise TypeError("to_numpy: a jax tracer has no value (inside jax.jit or grad); "
-                            "call it on the result outside the traced function")
+            raise no_value_yet("a jax tracer (inside jax.jit or grad)",
+                               "call it on the result outside the traced function")
         return np.asarray(x)
 
     def shape(self, x):
@@ -596,7 +599,7 @@ def _jax_device(jax, device):
     try:
         return jax.devices(kind)[int(num or 0)]
     except (RuntimeError, IndexError) as e:
-        raise ValueError(f"jax backend: no device {device!r} ({e})") from None
+        raise no_device("jax", device, e) from None
 
 
 def _is_mask(p):

@@ -34,9 +34,21 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from unibackend._checks import Subtensor
-from unibackend._errors import CapabilityError
-from unibackend.plugin import Backend, Capabilities
+from unibackend.plugin import (
+    Backend,
+    Capabilities,
+    CapabilityError,
+    GraphIndex,
+    Subtensor,
+    cpu_only,
+    id_out_of_range,
+    index_not_integer,
+    index_out_of_range,
+    no_value_yet,
+    not_hashable,
+    too_many_indices,
+    unsupported_in_mode,
+)
 
 #: the ONNX opset every graph of this backend declares.
 OPSET = 18
@@ -45,23 +57,8 @@ OPSET = 18
 _tracing: contextvars.ContextVar = contextvars.ContextVar("unibackend_onnx_tracing", default=None)
 
 
-# --------------------------------------------------------------------------
-# The contract's messages for value checks, built in one place.
-
-def id_error(bad: int, V: int, pad_id: int) -> IndexError:
-    """embedding_mean's out-of-range id (the core's words, ops.embedding_mean)."""
-    return IndexError(
-        f"embedding_mean: id {bad} is out of range for a table of {V} rows (valid: 0..{V - 1}, pad_id={pad_id})")
-
-
-def index_error(op: str, bad: int, axis: int, n: int) -> IndexError:
-    """An index array's out-of-range entry, found in the graph."""
-    return IndexError(f"{op}: index {bad} is out of range for axis {axis} with size {n}")
-
-
-def mode_error(op: str, why: str) -> TypeError:
-    """An op the onnx backend cannot take in a traced graph (the contract's TypeError)."""
-    return TypeError(f"{op}: not supported in a traced onnx graph (ub.function on backend 'onnx'): {why}")
+# The mode named in an op's TypeError when a traced onnx graph cannot take it.
+MODE = "ub.function on backend 'onnx'"
 
 
 # --------------------------------------------------------------------------
@@ -119,7 +116,7 @@ class OnnxTensor:
         return self._B._wrap(self._B.op.neg(self.var))
 
     def __getitem__(self, index):
-        raise mode_error("__getitem__", "index graph values with ub ops (set_subtensor) or outside the function")
+        raise unsupported_in_mode("__getitem__", MODE, "index graph values with ub ops (set_subtensor) or outside the function")
 
 
 class OnnxSparse:
@@ -162,7 +159,7 @@ class OnnxBackend(Backend):
     # -- set-up ------------------------------------------------------------
     def load(self):
         if self.device not in (None, "cpu"):
-            raise ValueError(f"backend {self.name!r} runs on the CPU only, got device={self.device!r}")
+            raise cpu_only(self.name, self.device)
         import onnxruntime as ort
         import scipy.sparse as sp
         import spox
@@ -196,8 +193,7 @@ class OnnxBackend(Backend):
 
     def to_numpy(self, x):
         if isinstance(x, (OnnxTensor, OnnxSparse)):
-            raise TypeError(f"to_numpy: {x!r} is a value of an ONNX graph being built; "
-                            "run it (ub.function) to get values")
+            raise no_value_yet(f"{x!r}, a value of an ONNX graph being built,", "run it (ub.function) to get values")
         return np.asarray(x)
 
     def shape(self, x):
@@ -228,7 +224,7 @@ class OnnxBackend(Backend):
 
     def sparse_to_scipy(self, x):
         if isinstance(x, OnnxSparse):
-            raise TypeError("to_numpy: a sparse value of an ONNX graph being built has no values yet")
+            raise no_value_yet("a sparse value of an ONNX graph being built", "run it (ub.function) to get values")
         return self.sp.csr_matrix(x)
 
     def sparse_info(self, x):
@@ -275,6 +271,10 @@ class OnnxBackend(Backend):
         op = "inc_subtensor" if accumulate else "set_subtensor"
         if not isinstance(index, Subtensor):  # an index part is a graph value
             return self._traced_subtensor(op, x, index, value, accumulate)
+        if index.positions().size == 0:
+            # nothing to write: a (1,) value reached ScatterElements as one
+            # update for no index, and ONNX Runtime refused the run
+            return self._wrap(self.op.identity(self._sym(x))) if self._symbolic(x, value) else np.array(x)
         if self._symbolic(x, value):
             pos = self.op.const(index.positions().reshape(-1).astype(np.int64))
             xs, vs = self._sym(x), self._sym(value, like=x.dtype)
@@ -389,7 +389,7 @@ class OnnxBackend(Backend):
         from spox import Tensor, argument
 
         if _tracing.get() is not None:
-            raise mode_error("export", "export outside a traced function")
+            raise unsupported_in_mode("export", MODE, "export outside a traced function")
         args, call = {}, []
         for g in inputs:
             dt = np.dtype(g.dtype)
@@ -408,7 +408,8 @@ class OnnxBackend(Backend):
                 args[g.name] = v
                 call.append(self._wrap(v))
             else:
-                raise ValueError(f"export: input {g.name!r} has unknown kind {g.kind!r}")
+                # nn.export builds every GraphInput with one of the kinds above
+                raise AssertionError(f"export: GraphInput {g.name!r} has unknown kind {g.kind!r}")
         outs = f(*call)
         model = self.spox.build(args, {k: self.op.identity(self._sym(v)) for k, v in outs.items()})
         model.producer_name = "unibackend"
@@ -649,18 +650,19 @@ class OnnxBackend(Backend):
         static shape; its range is checked in the graph."""
         op = self.op
         if not isinstance(x, OnnxTensor) or x.shape is None or any(d is None for d in x.shape):
-            raise mode_error(op_name, "x needs a static shape")
-        parts = index if isinstance(index, tuple) else (index,)
+            raise unsupported_in_mode(op_name, MODE, "x needs a static shape")
+        # the core hands a GraphIndex (types and axes checked, values not)
+        parts = index.parts if isinstance(index, GraphIndex) else index if isinstance(index, tuple) else (index,)
         sym = [i for i, p in enumerate(parts) if isinstance(p, OnnxTensor)]
         others_ok = all(isinstance(p, slice) or p is Ellipsis for i, p in enumerate(parts) if i not in sym)
         if len(sym) != 1 or not others_ok:
-            raise mode_error(op_name, "an index array that is a graph value must be the only non-slice part")
+            raise unsupported_in_mode(op_name, MODE, "an index array that is a graph value must be the only non-slice part")
         p = parts[sym[0]]
         if p.dtype.kind not in "iu":
-            raise IndexError(f"{op_name}: index arrays must be of integer or boolean type, got {p.dtype}")
+            raise index_not_integer(op_name, p.dtype)
         n_real = len(parts) - (1 if Ellipsis in parts else 0)
         if n_real > len(x.shape):
-            raise IndexError(f"{op_name}: too many indices: {n_real} for an array of {len(x.shape)} dims")
+            raise too_many_indices(op_name, n_real, len(x.shape))
         full = []
         for q in parts:
             full.extend([slice(None)] * (len(x.shape) - n_real) if q is Ellipsis else [q])
@@ -676,7 +678,7 @@ class OnnxBackend(Backend):
         first_bad = op.gather(op.concat([self._flat(idx), self._c([0])], axis=0),
                               op.arg_max(op.concat([op.cast(self._flat(bad), to=np.int64), self._c([0])], axis=0),
                                          keepdims=0))
-        self._check(lambda b: index_error(op_name, b, axis, n), op.not_(any_bad), first_bad)
+        self._check(lambda b: index_out_of_range(op_name, b, axis, n), op.not_(any_bad), first_bad)
         safe = op.where(bad, self._c(0), op.where(op.less(idx, self._c(0)), op.add(idx, self._c(n)), idx))
         pos_sel = op.gather(self._c(grid), safe, axis=axis)
         vs = op.expand(self._sym(value, like=x.dtype), op.shape(pos_sel))
@@ -744,7 +746,8 @@ class OnnxBackend(Backend):
             bad = op.gather(op.concat([sel, self._c([0])], axis=0), first)
             any_bad = op.cast(op.reduce_max(flags, keepdims=0), to=np.bool_)
             V_static = table.unwrap_tensor().shape[0]
-            self._check(lambda b, V=V_static: id_error(b, V if isinstance(V, int) else -1, pad_id),
+            self._check(lambda b, V=V_static: id_out_of_range("embedding_mean", b, V if isinstance(V, int) else -1,
+                                                               pad_id),
                         op.not_(any_bad), bad)
         # Traced: the check raises after the run, so gather row 0 meanwhile.
         # Served (no check outputs): row V, so Gather's bounds check fails the run.
@@ -759,7 +762,5 @@ def _hashable(a):
     try:
         hash(a)
     except TypeError:
-        raise TypeError(
-            f"function: argument {a!r} of type {type(a).__name__} is neither an array nor hashable"
-        ) from None
+        raise not_hashable("function", a) from None
     return a

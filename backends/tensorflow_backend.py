@@ -22,13 +22,18 @@ from unibackend.plugin import (
     Backend,
     Capabilities,
     GraphIndex,
+    cannot_order,
     check_broadcast,
     check_scalar_output,
+    entry_outside_shape,
     fill,
     id_bounds,
     id_out_of_range,
     index_out_of_range,
+    k_out_of_range,
+    no_value_yet,
     scipy_grad_input,
+    unknown_rank,
     unsupported_in_mode,
 )
 
@@ -130,17 +135,15 @@ class TensorflowBackend(Backend):
         if self.is_symbolic(x):
             value = tf.get_static_value(x)
             if value is None:
-                raise TypeError(
-                    "to_numpy: x is a symbolic tf.Tensor (inside a tf.function): its value "
-                    "exists only when the graph runs"
-                )
+                raise no_value_yet("x, a symbolic tf.Tensor (inside a tf.function),",
+                                   "call it on the result outside the tf.function")
             return np.asarray(value)
         return x.numpy()
 
     def shape(self, x):
         s = x.shape
         if s.rank is None:
-            raise ValueError("tensorflow: a tensor of unknown rank (tf.TensorSpec(shape=None)) is not supported")
+            raise unknown_rank("tensorflow", "tf.TensorSpec(shape=None)")
         return tuple(s.as_list())
 
     def dtype(self, x):
@@ -286,10 +289,7 @@ class TensorflowBackend(Backend):
                 return
             i = int(tf.argmax(tf.cast(bad, tf.int32)))
         pos = tuple(int(v) for v in idx[i].numpy())
-        raise IndexError(
-            f"sparse_dot: x stores an entry at index {pos}, outside its shape "
-            f"{tuple(int(d) for d in shape.numpy())}"
-        )
+        raise entry_outside_shape("sparse_dot", "x", pos, tuple(int(d) for d in shape.numpy()))
 
     def argsort(self, x, axis, descending):
         tf = self.tf
@@ -322,7 +322,7 @@ class TensorflowBackend(Backend):
             return tf.bitwise.bitwise_xor(tf.bitcast(x, tf.int64), tf.constant(np.iinfo(np.int64).min, tf.int64))
         if dt.is_integer:
             return tf.cast(x, tf.int64) if dt != tf.int64 else x
-        raise TypeError(f"{op}: cannot order values of dtype {dt.name} on tensorflow")
+        raise cannot_order(op, dt.name, "tensorflow")
 
     def _last_axis(self, x, axis):
         """x with ``axis`` moved last, and the permutation (None: no move)."""
@@ -493,8 +493,8 @@ class TensorflowBackend(Backend):
             return tf.identity(x)
         if n is None:  # a graph's unknown dim: the core could not check k
             size = tf.shape(x)[axis]
-            msg = f"keep_topk: k={k} is out of range: need 0 <= k <= the size of axis {axis}"
-            check = tf.debugging.Assert(size >= k, [_TAG.format("ValueError") + msg])
+            msg = str(k_out_of_range("keep_topk", k, "{n}", axis))
+            check = self._graph_check(size >= k, "ValueError", msg, n=size)
             with tf.control_dependencies([check]):
                 x = tf.identity(x)
         fill = tf.constant(fill, x.dtype)

@@ -35,12 +35,17 @@ from unibackend.plugin import (
     Capabilities,
     GraphIndex,
     check_scalar_output,
+    cpu_only,
     does_not_broadcast,
+    dot_not_aligned,
     id_bounds,
     id_out_of_range,
     index_out_of_range,
     k_out_of_range,
     mask_shape_mismatch,
+    no_value_yet,
+    not_hashable,
+    sparse_dot_not_aligned,
     stable_descending,
 )
 
@@ -142,7 +147,7 @@ class TheanoBackend(Backend):
 
     def load(self):
         if self.device not in (None, "cpu"):
-            raise ValueError(f"backend {self.name!r} runs on the CPU only, got device={self.device!r}")
+            raise cpu_only(self.name, self.device)
         impl, why = self._choice()
         if impl is None:
             raise ImportError(why)
@@ -218,10 +223,8 @@ class TheanoBackend(Backend):
         if isinstance(x, self._Const):
             return np.asarray(x.data)
         if any(not isinstance(v, (self._Const, self._Shared)) for v in self._graph_inputs([x])):
-            raise TypeError(
-                f"to_numpy: {x} is a symbolic variable of a graph with inputs; compile it "
-                f"(ub.function or {self.implementation}.function) to get values"
-            )
+            raise no_value_yet(f"{x}, a symbolic variable of a graph with inputs,",
+                               f"compile it (ub.function or {self.implementation}.function) to get values")
         return np.asarray(x.eval())
 
     def shape(self, x):
@@ -638,15 +641,19 @@ class TheanoBackend(Backend):
     # -- graphs ------------------------------------------------------------
     def _g_dot(self, a, b, checks):
         if checks:
-            a = self._check(ValueError, "dot: shapes are not aligned: a's last dim differs from b's first dim",
-                            a, self.T.eq(a.shape[-1], b.shape[0]))
+            msg = str(dot_not_aligned("{sa}", "{sb}", "{k}", "{m}"))
+            a = self._check(ValueError, msg, a, self.T.eq(a.shape[-1], b.shape[0]),
+                            sa=self.T.as_tensor_variable(a.shape), sb=self.T.as_tensor_variable(b.shape),
+                            k=a.shape[-1], m=b.shape[0])
         return self.T.dot(a, b)
 
     def _g_sparse_dot(self, x, w, checks):
         T = self.T
         if checks:
-            w = self._check(ValueError, "sparse_dot: shapes are not aligned: x's columns differ from w's rows",
-                            w, T.eq(x.shape[1], w.shape[0]))
+            msg = str(sparse_dot_not_aligned("{sx}", "{sw}", "{k}", "{m}"))
+            w = self._check(ValueError, msg, w, T.eq(x.shape[1], w.shape[0]),
+                            sx=T.as_tensor_variable(x.shape), sw=T.as_tensor_variable(w.shape),
+                            k=x.shape[1], m=w.shape[0])
         if w.ndim == 1:
             return self.S.structured_dot(x, w.dimshuffle(0, "x"))[:, 0]
         return self.S.structured_dot(x, w)
@@ -832,9 +839,7 @@ def _hashable(a):
     try:
         hash(a)
     except TypeError:
-        raise TypeError(
-            f"function: argument {a!r} of type {type(a).__name__} is neither an array nor hashable"
-        ) from None
+        raise not_hashable("function", a) from None
     return a
 
 

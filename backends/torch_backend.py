@@ -25,6 +25,8 @@ from unibackend.plugin import (
     scipy_grad_input,
     slice_bounds,
     sync_free_checks,
+    two_devices,
+    unsupported_dtype,
     unsupported_in_mode,
 )
 
@@ -242,9 +244,7 @@ class TorchBackend(Backend):
         first = tensors[0].device
         for x in tensors[1:]:
             if x.device != first:
-                raise ValueError(
-                    f"{op}: tensors on two devices, {first} and {x.device}; move one with .to()"
-                )
+                raise two_devices(op, first, x.device, ".to()")
 
     def for_tensor(self, x):
         if self._is_cpu and x.is_cpu:  # the common case, without building x.device
@@ -305,7 +305,7 @@ class TorchBackend(Backend):
         if td is None:
             if isinstance(dtype, self.torch.dtype):
                 return dtype
-            raise TypeError(f"torch backend: dtype {dtype} has no torch equivalent")
+            raise unsupported_dtype("torch", dtype, "has no torch equivalent")
         return td
 
     def to_numpy(self, x):

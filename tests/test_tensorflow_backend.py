@@ -680,8 +680,11 @@ def test_ops_on_unknown_dims_in_a_graph_match_numpy():
 def test_keep_topk_with_k_above_an_unknown_dim_fails_the_graph_with_the_contract_message():
     f = tf.function(lambda x: ub.keep_topk(x, 3), input_signature=[tf.TensorSpec([None], tf.float64)])
     same(f(np.arange(4.0)), ref(ub.keep_topk, np.arange(4.0), 3))
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"keep_topk: k=3 is out of range"):
+    msg = r"keep_topk: k=3 is out of range: need 0 <= k <= 2 \(the size of axis 0\)"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=msg):
         f(np.arange(2.0))
+    with pytest.raises(ValueError, match=msg + r"\Z"):  # ub.function raises the contract's exception
+        ub.function(lambda x: ub.keep_topk(x, 3))(tf.constant(np.arange(2.0)))
 
 
 # -- softmax with NaN / +inf in every float dtype ------------------------------

@@ -388,7 +388,8 @@ def test_dot_errors_are_raised_before_compiling():
 def test_dot_of_symbolic_unaligned_shapes_raises_value_error_when_run():
     a, b = T.matrix("a", dtype="float64"), T.matrix("b", dtype="float64")
     f = th.function([a, b], ub.dot(a, b))
-    with pytest.raises(ValueError, match="dot: shapes are not aligned"):
+    msg = r"dot: shapes \(3, 4\) and \(3, 2\) are not aligned: a's last dim 4 != b's first dim 3"
+    with pytest.raises(ValueError, match=msg):
         f(np.ones((3, 4)), np.ones((3, 2)))
 
 
@@ -431,7 +432,8 @@ def _ancestors(out):
 def test_sparse_dot_of_a_symbolic_x_with_a_misaligned_w_raises_value_error_when_run():
     x, w = S.csr_matrix("x", dtype="float64"), T.vector("w", dtype="float64")
     f = th.function([x, w], ub.sparse_dot(x, w))
-    with pytest.raises(ValueError, match="sparse_dot: shapes are not aligned"):
+    msg = r"sparse_dot: shapes \(2, 3\) and \(4,\) are not aligned: x has 3 columns but w has 4 rows"
+    with pytest.raises(ValueError, match=msg):
         f(sp.csr_matrix(np.ones((2, 3))), np.ones(4))
 
 

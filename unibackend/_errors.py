@@ -109,6 +109,64 @@ def k_out_of_range(op: str, k: Any, n: Any, axis: Any) -> ValueError:
     return ValueError(f"{op}: k={k} is out of range: need 0 <= k <= {n} (the size of axis {axis})")
 
 
+def dot_not_aligned(a_shape: Any, b_shape: Any, a_last: Any, b_first: Any) -> ValueError:
+    """dot's operands whose inner dims differ (a graph passes placeholders)."""
+    return ValueError(f"dot: shapes {a_shape} and {b_shape} are not aligned: "
+                      f"a's last dim {a_last} != b's first dim {b_first}")
+
+
+def sparse_dot_not_aligned(x_shape: Any, w_shape: Any, x_cols: Any, w_rows: Any) -> ValueError:
+    """sparse_dot's x and w whose inner dims differ (a graph passes placeholders)."""
+    return ValueError(f"sparse_dot: shapes {x_shape} and {w_shape} are not aligned: "
+                      f"x has {x_cols} columns but w has {w_rows} rows")
+
+
+def entry_outside_shape(op: str, arg: str, position: Any, shape: Any) -> IndexError:
+    """A sparse tensor that stores an entry outside its own dense shape."""
+    return IndexError(f"{op}: {arg} stores an entry at index {position}, outside its shape {shape}")
+
+
+# --------------------------------------------------------------------------
+# What one framework cannot do or hold (the backend's name says which).
+
+def cannot_order(op: str, dtype: Any, backend: str) -> TypeError:
+    """A dtype the backend's sort primitives cannot order."""
+    return TypeError(f"{op}: cannot order values of dtype {dtype} on {backend}")
+
+
+def unsupported_dtype(backend: str, dtype: Any, why: str) -> TypeError:
+    """A dtype the backend cannot hold as asked (``why``: what would happen)."""
+    return TypeError(f"{backend} backend: dtype {dtype} {why}")
+
+
+def unknown_rank(backend: str, what: str) -> ValueError:
+    """A tensor whose number of dims is unknown (``what``: how it was declared)."""
+    return ValueError(f"{backend}: a tensor of unknown rank ({what}) is not supported")
+
+
+def two_devices(op: str, first: Any, second: Any, how: str) -> ValueError:
+    """An op's tensors on two devices (``how``: the framework's way to move one)."""
+    return ValueError(f"{op}: tensors on two devices, {first} and {second}; move one with {how}")
+
+
+def cpu_only(backend: str, device: Any) -> ValueError:
+    return ValueError(f"backend {backend!r} runs on the CPU only, got device={device!r}")
+
+
+def no_device(backend: str, device: Any, why: Any) -> ValueError:
+    return ValueError(f"{backend} backend: no device {device!r} ({why})")
+
+
+def no_value_yet(what: str, how: str) -> TypeError:
+    """to_numpy of a symbolic value: ``what`` it is, ``how`` to get values."""
+    return TypeError(f"to_numpy: {what} has no value until its graph runs; {how}")
+
+
+def not_hashable(op: str, arg: Any) -> TypeError:
+    """A static argument of a compiled function that is neither an array nor hashable."""
+    return TypeError(f"{op}: argument {arg!r} of type {type(arg).__name__} is neither an array nor hashable")
+
+
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 

@@ -132,9 +132,7 @@ def dot(a: ArrayLike, b: ArrayLike) -> Tensor:
     if len(sb) not in (1, 2):
         raise ValueError(f"dot: b must have 1 or 2 dims, got shape {sb}")
     if not C.same_dim(sa[-1], sb[0]):
-        raise ValueError(
-            f"dot: shapes {sa} and {sb} are not aligned: a's last dim {sa[-1]} != b's first dim {sb[0]}"
-        )
+        raise E.dot_not_aligned(sa, sb, sa[-1], sb[0])
     return B.dot(a, b)
 
 
@@ -216,10 +214,7 @@ def _check_sparse_dot_shapes(xshape, wshape):
     if len(wshape) not in (1, 2):
         raise ValueError(f"sparse_dot: w must have 1 or 2 dims, got shape {tuple(wshape)}")
     if not C.same_dim(xshape[1], wshape[0]):
-        raise ValueError(
-            f"sparse_dot: shapes {tuple(xshape)} and {tuple(wshape)} are not aligned: "
-            f"x has {xshape[1]} columns but w has {wshape[0]} rows"
-        )
+        raise E.sparse_dot_not_aligned(tuple(xshape), tuple(wshape), xshape[1], wshape[0])
 
 
 def argsort(x: ArrayLike, axis: int = -1, descending: bool = False) -> Tensor:

@@ -30,13 +30,26 @@ from ._checks import GraphIndex, Subtensor, check_broadcast, is_scipy_sparse, sl
 from ._checks import subtensor as check_subtensor
 from ._errors import (
     CapabilityError,
+    cannot_order,
+    cpu_only,
     does_not_broadcast,
+    dot_not_aligned,
+    entry_outside_shape,
     fill,
     id_out_of_range,
+    index_not_integer,
     index_out_of_range,
     k_out_of_range,
     mask_shape_mismatch,
     mask_traced,
+    no_device,
+    no_value_yet,
+    not_hashable,
+    sparse_dot_not_aligned,
+    too_many_indices,
+    two_devices,
+    unknown_rank,
+    unsupported_dtype,
     unsupported_in_mode,
 )
 
@@ -51,10 +64,12 @@ Shape = tuple[Optional[int], ...]
 
 __all__ = [
     "Adapter", "Backend", "Capabilities", "CapabilityError", "GRAD_TRANSFORMS", "GraphIndex", "GraphInput", "Shape", "Subtensor",
-    "Tensor", "check_broadcast", "check_scalar_output", "check_subtensor", "does_not_broadcast", "fill",
-    "id_bounds", "id_out_of_range", "index_out_of_range", "is_scipy_sparse", "k_out_of_range",
-    "mask_shape_mismatch", "mask_traced", "missing_primitives", "scipy_grad_input", "slice_bounds",
-    "stable_descending", "sync_free_checks", "unsupported_in_mode",
+    "Tensor", "cannot_order", "check_broadcast", "check_scalar_output", "check_subtensor", "cpu_only",
+    "does_not_broadcast", "dot_not_aligned", "entry_outside_shape", "fill", "id_bounds", "id_out_of_range",
+    "index_not_integer", "index_out_of_range", "is_scipy_sparse", "k_out_of_range", "mask_shape_mismatch",
+    "mask_traced", "missing_primitives", "no_device", "no_value_yet", "not_hashable", "scipy_grad_input",
+    "slice_bounds", "sparse_dot_not_aligned", "stable_descending", "sync_free_checks", "too_many_indices",
+    "two_devices", "unknown_rank", "unsupported_dtype", "unsupported_in_mode",
 ]
 
 #: the two ways :meth:`Backend.transform_grad` differentiates: a gradient
