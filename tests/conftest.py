@@ -37,7 +37,7 @@ def agree(backend, fn, *args, exact=False, device=None, native=None, **kw):
     import numpy as np
 
     import unibackend as ub
-    from unibackend.conformance.tolerances import assert_within, terms_bound
+    from unibackend.conformance.tolerances import terms_bound
 
     copies = [a.copy() if isinstance(a, np.ndarray) else None for a in args]
     want = numpy_ref(fn, *args, **kw)
@@ -45,22 +45,38 @@ def agree(backend, fn, *args, exact=False, device=None, native=None, **kw):
         out = fn(*args, **kw)
         if native is None:
             native = type(ub.asarray(np.zeros(1)))
-    assert isinstance(out, native), type(out)
-    got = np.asarray(ub.to_numpy(out))
-    want = np.asarray(want)
-    assert got.shape == want.shape, (got.shape, want.shape)
-    assert got.dtype == want.dtype, (got.dtype, want.dtype)
-    if exact:
-        np.testing.assert_array_equal(got, want)
-    elif got.dtype.kind == "c":  # assert_within reads real values: each part on its own
-        for g, w in ((got.real, want.real), (got.imag, want.imag)):
-            assert_within(g, w, n_terms=terms_bound(*args), abs_sum=np.abs(want).max(initial=0.0))
-    else:
-        assert_within(got, want, n_terms=terms_bound(*args), dtype=want.dtype if want.dtype.kind == "f" else None)
+    same_as_reference(out, want, exact=exact, native=native, n_terms=terms_bound(*args))
     for a, c in zip(args, copies):
         if c is not None:
             np.testing.assert_array_equal(a, c)
     return out
+
+
+def same_as_reference(out, want, exact=False, native=None, n_terms=None):
+    """:func:`agree`'s comparison, for a result computed some other way (a
+    framework's own compiled graph, a literal reference): ``out`` is a
+    ``native`` (when given) with ``want``'s shape and dtype, values equal
+    (``exact``) or within the float bound of a sum of ``n_terms`` terms."""
+    import numpy as np
+
+    import unibackend as ub
+    from unibackend.conformance.tolerances import TEST_TERMS, assert_within
+
+    if native is not None:
+        assert isinstance(out, native), type(out)
+    native_tensor = native is not None and not isinstance(out, (np.ndarray, np.generic))
+    got = np.asarray(ub.to_numpy(out) if native_tensor else out)
+    want = np.asarray(want)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    assert got.dtype == want.dtype, (got.dtype, want.dtype)
+    n_terms = TEST_TERMS if n_terms is None else n_terms
+    if exact:
+        np.testing.assert_array_equal(got, want)
+    elif got.dtype.kind == "c":  # assert_within reads real values: each part on its own
+        for g, w in ((got.real, want.real), (got.imag, want.imag)):
+            assert_within(g, w, n_terms=n_terms, abs_sum=np.abs(want).max(initial=0.0))
+    else:
+        assert_within(got, want, n_terms=n_terms, dtype=want.dtype if want.dtype.kind == "f" else None)
 
 
 def special_rows(special, rows):

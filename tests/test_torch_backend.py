@@ -7,9 +7,10 @@ import threading
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import agree
 
 import unibackend as ub
-from unibackend.conformance.tolerances import assert_within, terms_bound
+from unibackend.conformance.tolerances import assert_within
 
 torch = pytest.importorskip("torch")
 
@@ -30,11 +31,6 @@ def device(request, monkeypatch):
     return request.param
 
 
-def on_numpy(fn, *args, **kw):
-    with ub.use_backend("numpy"):
-        return ub.to_numpy(fn(*args, **kw))
-
-
 def on_torch(device, fn, *args, **kw):
     """Run ``fn`` with torch in force on ``device``; the result must be a
     torch tensor on that device."""
@@ -45,22 +41,11 @@ def on_torch(device, fn, *args, **kw):
     return out
 
 
-def agree(device, fn, *args, exact=False, **kw):
-    """``fn`` on torch gives what it gives on numpy: same shape and dtype,
-    values equal (exact) or close; returns the torch result."""
-    want = on_numpy(fn, *args, **kw)
-    got = on_torch(device, fn, *args, **kw)
-    g = ub.to_numpy(got)
-    assert g.shape == want.shape, (g.shape, want.shape)
-    assert g.dtype == want.dtype, (g.dtype, want.dtype)
-    if exact:
-        np.testing.assert_array_equal(g, want)
-    elif g.dtype.kind == "c":  # assert_within reads real values: each part on its own
-        assert_within(g.real, want.real, n_terms=terms_bound(*args), abs_sum=np.abs(want).max(initial=0.0))
-        assert_within(g.imag, want.imag, n_terms=terms_bound(*args), abs_sum=np.abs(want).max(initial=0.0))
-    else:
-        assert_within(g, want, n_terms=terms_bound(*args))
-    return got
+def agree_on(device, fn, *args, **kw):
+    """conftest's ``agree`` with torch on ``device``; the result stays on that device."""
+    out = agree("torch", fn, *args, device=device, native=torch.Tensor, **kw)
+    assert out.device.type == device
+    return out
 
 
 def T(x, device="cpu", **kw):
@@ -242,14 +227,14 @@ def test_torch_and_tensorflow_tensors_together_raise_type_error():
                                    ((4, 5), (5, 3)), ((2, 4, 5), (5, 3)), ((2, 4, 5), (5,)),
                                    ((0, 5), (5, 3))])
 def test_dot_matches_numpy_for_1d_2d_and_nd(device, sa, sb):
-    agree(device, ub.dot, rng.standard_normal(sa), rng.standard_normal(sb))
+    agree_on(device, ub.dot, rng.standard_normal(sa), rng.standard_normal(sb))
 
 
 def test_dot_promotes_float32_with_float64_and_ints_to_float64(device):
     a32 = rng.standard_normal((3, 4)).astype(np.float32)
-    assert agree(device, ub.dot, a32, a32.T).dtype == torch.float32
-    assert agree(device, ub.dot, a32, rng.standard_normal(4)).dtype == torch.float64
-    assert agree(device, ub.dot, np.arange(4), np.arange(4)).dtype == torch.float64
+    assert agree_on(device, ub.dot, a32, a32.T).dtype == torch.float32
+    assert agree_on(device, ub.dot, a32, rng.standard_normal(4)).dtype == torch.float64
+    assert agree_on(device, ub.dot, np.arange(4), np.arange(4)).dtype == torch.float64
 
 
 def test_dot_of_torch_tensors_on_a_device_matches_numpy(device):
@@ -302,17 +287,17 @@ def _messy_coo():
 @pytest.mark.parametrize("wshape", [(5,), (5, 4)])
 def test_sparse_dot_of_scipy_matrices_matches_numpy(device, fmt, wshape):
     x = _messy_coo().asformat(fmt) if fmt != "coo" else _messy_coo()
-    agree(device, ub.sparse_dot, x, rng.standard_normal(wshape))
+    agree_on(device, ub.sparse_dot, x, rng.standard_normal(wshape))
 
 
 def test_sparse_dot_of_scipy_sparse_arrays_and_float32_matches_numpy(device):
     x = sp.csr_array(sp.random(20, 30, density=0.2, random_state=0, dtype=np.float32))
     w = rng.standard_normal((30, 3)).astype(np.float32)
-    assert agree(device, ub.sparse_dot, x, w).dtype == torch.float32
+    assert agree_on(device, ub.sparse_dot, x, w).dtype == torch.float32
 
 
 def test_dot_with_a_sparse_a_goes_to_sparse_dot(device):
-    agree(device, ub.dot, _messy_coo(), rng.standard_normal((5, 2)))
+    agree_on(device, ub.dot, _messy_coo(), rng.standard_normal((5, 2)))
 
 
 def _torch_coo(device, requires_grad=False, dtype=torch.float64):
@@ -429,8 +414,8 @@ def test_sparse_dot_errors_are_raised_before_torch_runs():
 
 def test_argsort_is_stable_in_both_directions_with_nan_largest_and_signed_zeros_equal(device):
     x = np.array([1.0, np.nan, -0.0, 2.0, 0.0, 1.0, -np.inf, np.nan, 2.0, -0.0, np.inf])
-    up = agree(device, ub.argsort, x, exact=True)
-    down = agree(device, ub.argsort, x, descending=True, exact=True)
+    up = agree_on(device, ub.argsort, x, exact=True)
+    down = agree_on(device, ub.argsort, x, descending=True, exact=True)
     assert up.dtype == down.dtype == torch.int64
     assert up.tolist() == [6, 2, 4, 9, 0, 5, 3, 8, 10, 1, 7]
     assert down.tolist() == [1, 7, 10, 3, 8, 0, 5, 2, 4, 9, 6]
@@ -442,22 +427,22 @@ def test_argsort_with_many_ties_matches_numpy_exactly(device, descending, axis):
     x = rng.integers(0, 4, size=(7, 50)).astype(np.float32)
     x[rng.random(x.shape) < 0.1] = np.nan
     x[x == 0] = np.where(rng.random((x == 0).sum()) < 0.5, -0.0, 0.0)
-    agree(device, ub.argsort, x, axis=axis, descending=descending, exact=True)
+    agree_on(device, ub.argsort, x, axis=axis, descending=descending, exact=True)
 
 
 @pytest.mark.parametrize("dt", ["int32", "int64", "uint8", "bool", "float16"])
 def test_argsort_of_other_dtypes_matches_numpy(device, dt):
     x = rng.integers(0, 3, size=(3, 40)).astype(dt)
-    agree(device, ub.argsort, x, exact=True)
-    agree(device, ub.argsort, x, descending=True, exact=True)
+    agree_on(device, ub.argsort, x, exact=True)
+    agree_on(device, ub.argsort, x, descending=True, exact=True)
 
 
 def test_argsort_of_a_large_slice_is_stable(device):
     # large enough that CUDA takes its radix-sort path
     x = rng.integers(0, 5, size=5000).astype(np.float64)
     x[::7] = -0.0
-    agree(device, ub.argsort, x, exact=True)
-    agree(device, ub.argsort, x, descending=True, exact=True)
+    agree_on(device, ub.argsort, x, exact=True)
+    agree_on(device, ub.argsort, x, descending=True, exact=True)
 
 
 def test_argsort_errors():
@@ -490,7 +475,7 @@ def test_subtensor_matches_numpy_and_mutates_nothing(device, op, index, value):
     x = rng.standard_normal((3, 4))
     keep = x.copy()
     # CUDA's accumulating scatter adds repeated positions in no fixed order.
-    agree(device, op, x, index, value, exact=op is ub.set_subtensor or not device.startswith("cuda"))
+    agree_on(device, op, x, index, value, exact=op is ub.set_subtensor or not device.startswith("cuda"))
     np.testing.assert_array_equal(x, keep)
     xt = T(x, device)
     out = op(xt, index, value)
@@ -536,8 +521,8 @@ def test_subtensor_keeps_the_float32_dtype_of_x(device):
 def test_subtensor_of_every_integer_dtype_matches_numpy(device, dt, op):
     x = np.array([3, 1, 2, 1, 0]).astype(dt)
     value = np.array([1, 1, 0]).astype(dt)
-    agree(device, op, x, [4, 0, 4], value, exact=True)
-    agree(device, op, x, slice(1, 4), value, exact=True)
+    agree_on(device, op, x, [4, 0, 4], value, exact=True)
+    agree_on(device, op, x, slice(1, 4), value, exact=True)
 
 
 def test_subtensor_errors_are_index_and_value_errors():
@@ -567,7 +552,7 @@ def test_grad_flows_through_set_subtensor_to_x_and_value(device):
 def test_masked_mean_ignores_masked_nan_and_inf_and_gives_zero_for_empty_slices(device):
     x = np.array([[1.0, np.nan, 3.0], [np.inf, -np.inf, np.nan], [2.0, 4.0, 6.0]])
     mask = np.array([[1, 0, 1], [0, 0, 0], [1, 1, 1]])
-    out = agree(device, ub.masked_mean, x, mask, axis=1, exact=True)
+    out = agree_on(device, ub.masked_mean, x, mask, axis=1, exact=True)
     assert out.tolist() == [2.0, 0.0, 4.0]
 
 
@@ -575,12 +560,12 @@ def test_masked_mean_ignores_masked_nan_and_inf_and_gives_zero_for_empty_slices(
 def test_masked_mean_matches_numpy_over_axes(device, axis):
     x = rng.standard_normal((3, 4, 5)).astype(np.float32)
     mask = rng.random((4, 5)) < 0.5  # broadcast over the first axis
-    out = agree(device, ub.masked_mean, x, mask, axis=axis)
+    out = agree_on(device, ub.masked_mean, x, mask, axis=axis)
     assert out.dtype == torch.float32
 
 
 def test_masked_mean_takes_integer_masks_as_nonzero(device):
-    agree(device, ub.masked_mean, np.arange(4.0), np.array([0, 1, -2, 0]), exact=True)
+    agree_on(device, ub.masked_mean, np.arange(4.0), np.array([0, 1, -2, 0]), exact=True)
 
 
 def test_masked_mean_gradient_is_zero_and_finite_at_masked_nan(device):
@@ -600,7 +585,7 @@ def test_keep_topk_breaks_ties_by_lower_index_on_every_device(device):
     """torch.topk itself returns [30, 17] on CPU and [17, 3] on CUDA here."""
     x = np.zeros(40)
     x[[3, 17, 30]] = 1
-    out = agree(device, ub.keep_topk, x, 2, exact=True)
+    out = agree_on(device, ub.keep_topk, x, 2, exact=True)
     assert torch.nonzero(out == 1).flatten().tolist() == [3, 17]
     assert int(torch.isinf(out).sum()) == 38
 
@@ -608,7 +593,7 @@ def test_keep_topk_breaks_ties_by_lower_index_on_every_device(device):
 def test_keep_topk_counts_nan_as_largest(device):
     x = np.array([1.0, np.nan, 5.0, np.nan, np.inf, 2.0])
     for k in range(7):
-        out = agree(device, ub.keep_topk, x, k, exact=True)
+        out = agree_on(device, ub.keep_topk, x, k, exact=True)
         assert int((~torch.isneginf(out)).sum()) == k
     # the k-th value itself NaN: the lower-index NaN stays
     out = on_torch(device, ub.keep_topk, x, 1)
@@ -620,7 +605,7 @@ def test_keep_topk_counts_nan_as_largest(device):
 def test_keep_topk_with_many_ties_keeps_what_numpy_keeps(device, axis, k):
     x = rng.integers(0, 3, size=(6, 6, 6)).astype(np.float32)
     x[rng.random(x.shape) < 0.05] = np.nan
-    out = agree(device, ub.keep_topk, x, k, axis=axis, exact=True)
+    out = agree_on(device, ub.keep_topk, x, k, axis=axis, exact=True)
     assert (~torch.isneginf(out)).sum(dim=axis).eq(k).all()
 
 
@@ -631,13 +616,13 @@ def test_keep_topk_matches_numpy_around_torchs_topk_algorithm_switch(device, k, 
     x = rng.integers(0, 4, size=(5, 128)) if ties else rng.standard_normal((5, 128))
     x = x.astype(np.float64)
     x[0, ::9] = np.nan
-    out = agree(device, ub.keep_topk, x, k, exact=True)
+    out = agree_on(device, ub.keep_topk, x, k, exact=True)
     assert (~torch.isneginf(out)).sum(dim=1).eq(k).all()
 
 
 def test_keep_topk_fill_and_dtype(device):
     x = rng.standard_normal((4, 9)).astype(np.float16)
-    out = agree(device, ub.keep_topk, x, 3, fill=0.0, exact=True)
+    out = agree_on(device, ub.keep_topk, x, 3, fill=0.0, exact=True)
     assert out.dtype == torch.float16
 
 
@@ -652,7 +637,7 @@ def test_keep_topk_k_out_of_range_is_value_error():
 
 def test_topk_gate_has_k_nonzero_weights_summing_to_one(device):
     logits = rng.integers(0, 3, size=(5, 8)).astype(np.float64)
-    out = agree(device, ub.topk_gate, logits, 3)
+    out = agree_on(device, ub.topk_gate, logits, 3)
     assert (out > 0).sum(dim=1).eq(3).all()
     np.testing.assert_allclose(out.sum(dim=1).cpu().numpy(), 1.0)
 
@@ -669,19 +654,19 @@ def test_grad_through_topk_gate_is_zero_off_the_kept_entries(device):
 
 def test_softmax_gives_exact_zeros_for_minus_inf_and_for_all_minus_inf_slices(device):
     x = np.array([[0.0, -np.inf, 1.0], [-np.inf, -np.inf, -np.inf], [np.nan, 0.0, -np.inf]])
-    out = agree(device, ub.softmax, x)
+    out = agree_on(device, ub.softmax, x)
     assert out[0, 1] == 0 and out[1].eq(0).all() and torch.isnan(out[2]).all()
 
 
 def test_softmax_is_stable_for_large_logits_and_keeps_float32(device):
     x = np.array([[1000.0, 1001.0, 999.0], [-1000.0, -1001.0, -999.0]], np.float32)
-    out = agree(device, ub.softmax, x, axis=1)
+    out = agree_on(device, ub.softmax, x, axis=1)
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("axis", [0, 1, -1])
 def test_softmax_matches_numpy_over_each_axis(device, axis):
-    agree(device, ub.softmax, rng.standard_normal((3, 4, 5)), axis=axis)
+    agree_on(device, ub.softmax, rng.standard_normal((3, 4, 5)), axis=axis)
 
 
 def test_softmax_of_an_empty_axis_is_empty(device):
@@ -707,7 +692,7 @@ def test_embedding_mean_skips_padding_counts_repeats_and_zeros_all_pad_rows(devi
     ids = np.array([[real[0], pad_id, real[1], real[1]],
                     [pad_id] * 4,
                     [real[2], real[3], real[4], pad_id]])
-    out = agree(device, ub.embedding_mean, TABLE, ids, pad_id=pad_id)
+    out = agree_on(device, ub.embedding_mean, TABLE, ids, pad_id=pad_id)
     np.testing.assert_allclose(ub.to_numpy(out)[0], (TABLE[real[0]] + 2 * TABLE[real[1]]) / 3)
     assert out[1].eq(0).all()
 
@@ -715,7 +700,7 @@ def test_embedding_mean_skips_padding_counts_repeats_and_zeros_all_pad_rows(devi
 @pytest.mark.parametrize("idt", ["int32", "int64", "uint8", "int16"])
 def test_embedding_mean_accepts_every_integer_id_dtype(device, idt):
     ids = rng.integers(0, 6, size=(4, 5)).astype(idt)
-    agree(device, ub.embedding_mean, TABLE.astype(np.float32), ids)
+    agree_on(device, ub.embedding_mean, TABLE.astype(np.float32), ids)
 
 
 def test_embedding_mean_of_torch_ids_on_the_device(device):
@@ -725,8 +710,8 @@ def test_embedding_mean_of_torch_ids_on_the_device(device):
 
 
 def test_embedding_mean_of_empty_rows_and_no_rows(device):
-    agree(device, ub.embedding_mean, TABLE, np.zeros((3, 0), np.int64))
-    agree(device, ub.embedding_mean, TABLE, np.zeros((0, 4), np.int64))
+    agree_on(device, ub.embedding_mean, TABLE, np.zeros((3, 0), np.int64))
+    agree_on(device, ub.embedding_mean, TABLE, np.zeros((0, 4), np.int64))
 
 
 @pytest.mark.parametrize("pad_id", [0, 3, -1])
@@ -860,10 +845,10 @@ def test_ops_compose_with_plain_torch_autograd_and_parameters(device):
 
 def test_complex_inputs_work_where_numpy_and_torch_agree(device):
     x = (rng.standard_normal((4, 3)) + 1j * rng.standard_normal((4, 3)))
-    agree(device, ub.dot, x, x.T)
-    agree(device, ub.masked_mean, x, np.array([1, 0, 1]), axis=1)
-    agree(device, ub.embedding_mean, x, np.array([[1, 2, 0], [0, 0, 0]]))
-    agree(device, ub.embedding_mean, x, np.array([[1, 2, -1]]), pad_id=-1)
+    agree_on(device, ub.dot, x, x.T)
+    agree_on(device, ub.masked_mean, x, np.array([1, 0, 1]), axis=1)
+    agree_on(device, ub.embedding_mean, x, np.array([[1, 2, 0], [0, 0, 0]]))
+    agree_on(device, ub.embedding_mean, x, np.array([[1, 2, -1]]), pad_id=-1)
 
 
 @pytest.mark.parametrize("op", [ub.argsort, ub.softmax, lambda x: ub.keep_topk(x, 1)],
@@ -888,7 +873,7 @@ def test_tensors_on_two_devices_raise_value_error_naming_both():
 def test_dot_over_an_empty_axis_gives_zeros_and_zero_gradients(device, shapes):
     """Pinned from the conformance run on CUDA: cuBLAS's dot failed on n=0."""
     a, b = np.zeros(shapes[0], np.float32), np.zeros(shapes[1], np.float32)
-    out = agree(device, ub.dot, a, b, exact=True)
+    out = agree_on(device, ub.dot, a, b, exact=True)
     assert out.shape == np.dot(a, b).shape
     with ub.use_backend("torch", device):
         g = ub.grad(lambda a, b: ub.dot(a, b).sum())(a, b)
