@@ -18,6 +18,7 @@ import os
 import sys
 import warnings
 import weakref
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,8 @@ def chunking(spec):
 
 
 def _uneven(n):
-    out, i = [], 0
+    out: list[int] = []
+    i = 0
     while sum(out) < n:
         out.append(min(_UNEVEN[i % len(_UNEVEN)], n - sum(out)))
         i += 1
@@ -269,7 +271,7 @@ class DaskBackend(Backend):
         self.da = da
         self.sp = sp
         self._Array = da.Array
-        self._numpy_sources = weakref.WeakValueDictionary()
+        self._numpy_sources: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
     def version(self):
         return self.dask.__version__
@@ -354,7 +356,7 @@ class DaskBackend(Backend):
         a LargeChunkWarning when a block then exceeds ``array.chunk-size``."""
         if x.numblocks[axis] == 1:
             return x
-        spec = {a: "auto" for a in range(x.ndim)}
+        spec: dict[int, int | str] = {a: "auto" for a in range(x.ndim)}
         spec[axis] = -1
         y = x.rechunk(spec)
         limit = self.dask.utils.parse_bytes(self.dask.config.get("array.chunk-size"))
@@ -391,7 +393,7 @@ class DaskBackend(Backend):
                 # them (three keys cost dask's compute about twice the product
                 # at the size of issue 21).
                 name = "ub-sparse-dot-" + tokenize(x.name, w.name)
-                key = (name, 0) if w.ndim == 1 else (name, 0, 0)
+                key: tuple = (name, 0) if w.ndim == 1 else (name, 0, 0)
                 return self._array(name, {key: Task(key, _sparse_times, DataNode(None, xv), DataNode(None, wv))},
                                    [], tuple((c,) for c in (x.shape[0],) + w.shape[1:]), w.dtype)
         same = x.chunks[1] == w.chunks[0]
@@ -537,7 +539,7 @@ class DaskBackend(Backend):
         blocks, counts = np.unique(block_id[order], return_counts=True)
         vsorted = vals[order].rechunk((tuple(int(c) for c in counts),))
         name = "ub-subtensor-" + tokenize(x, vsorted, pos, accumulate)
-        dsk = {}
+        dsk: dict[Any, Any] = {}
         touched = {int(b): i for i, b in enumerate(blocks)}
         bounds = np.concatenate([[0], np.cumsum(counts)])
         for idx in np.ndindex(*x.numblocks):
@@ -619,12 +621,13 @@ class DaskBackend(Backend):
         name = "ub-embedding-mean-" + tokenize(table.name, ids.name, pad_id)
         starts = tuple(np.concatenate([[0], np.cumsum(table.chunks[0])]).tolist())
         B, J = table.numblocks
-        dsk, prio = {}, {}
+        dsk: dict[tuple, Any] = {}
+        prio: dict[tuple, int] = {}
         for i in range(ids.numblocks[0]):
             split = (f"{name}-ids", i)
             dsk[split] = Task(split, _id_pieces, TaskRef((ids.name, i, 0)), pad_id, starts, table.dtype)
             prio[split] = 2 * B + 4  # the ids first: small, and every block's tasks need them
-            parts = {j: [] for j in range(J)}
+            parts: dict[int, list] = {j: [] for j in range(J)}
             for b in range(B):
                 piece = (f"{name}-piece", i, b)
                 dsk[piece] = Task(piece, _piece, TaskRef(split), b)

@@ -23,6 +23,7 @@ import functools
 import math
 import re
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -60,6 +61,18 @@ class JaxBackend(Backend):
     distributions = ("jax",)
     capabilities = Capabilities(autodiff=True, sparse=True, symbolic=False, devices=True, vmap=True,
                                 transform_grad=True)
+    # the jitted kernels, set by _build_kernels at load
+    _k_check: Any
+    _k_bounds: Any
+    _k_dot: Any
+    _k_fast_dot: Any
+    _k_sparse_dot: Any
+    _k_argsort: Any
+    _k_keep_topk: Any
+    _k_softmax: Any
+    _k_masked_mean: Any
+    _k_embedding_mean: Any
+    _k_embedding_mean_checked: Any
     #: jax.jit (the plugin's ``function``, with checkify)
     compile_modes = ("jit",)
 
@@ -338,7 +351,8 @@ class JaxBackend(Backend):
     def value_and_grad(self, f, argnums, args, kwargs):
         jax = self.jax
         args = list(args)
-        leaves, rebuild = [], []
+        leaves: list = []
+        rebuild: list[Any] = []  # how to rebuild each leaf: None for a dense one
         for i in argnums:
             a = args[i]
             if self.sp.issparse(a):
@@ -392,10 +406,11 @@ class JaxBackend(Backend):
                 found = _TAGGED.search(msg)
                 if found is None:
                     err.throw()
-                raise _KINDS[found.group(1)](found.group(2).strip()) from None
+                else:
+                    raise _KINDS[found.group(1)](found.group(2).strip()) from None
             return out
 
-        run.traced = compiled  # for tests: jax's own trace cache
+        run.traced = compiled  # type: ignore[attr-defined]  # for tests: jax's own trace cache
         return run
 
     def compile(self, f, mode=None):

@@ -340,7 +340,9 @@ class OnnxBackend(Backend):
         def compiled(*args):
             if any(self.is_symbolic(a) for a in args):
                 return f(*args)  # inside a graph being built: compose
-            key, feeds, specs = ["function", f], [], []
+            key: list[Any] = ["function", f]
+            feeds: list[Any] = []
+            specs: list[tuple[Any, ...]] = []
             for a in args:
                 if self.sp.issparse(a):
                     csr = self.sp.csr_matrix(a)
@@ -495,7 +497,7 @@ class OnnxBackend(Backend):
     def _build(self, build, feeds, shapes):
         from spox import Tensor, argument
 
-        checks = []
+        checks: list[Any] = []
         token = _tracing.set(checks)
         try:
             args = [argument(Tensor(a.dtype, s)) for a, s in zip(feeds, shapes)]
@@ -668,8 +670,9 @@ class OnnxBackend(Backend):
             full.extend([slice(None)] * (len(x.shape) - n_real) if q is Ellipsis else [q])
         full.extend([slice(None)] * (len(x.shape) - len(full)))
         axis = next(i for i, q in enumerate(full) if isinstance(q, OnnxTensor))
-        n = x.shape[axis]
-        grid = np.arange(int(np.prod(x.shape, dtype=np.int64)), dtype=np.int64).reshape(x.shape)
+        shape = tuple(d for d in x.shape if d is not None)  # every dim static: checked above
+        n = shape[axis]
+        grid = np.arange(int(np.prod(shape, dtype=np.int64)), dtype=np.int64).reshape(shape)
         grid = grid[tuple(slice(None) if i == axis else q for i, q in enumerate(full))]
         idx = op.cast(p.var, to=np.int64)
         bad = op.or_(op.less(idx, self._c(-n)), op.greater_or_equal(idx, self._c(n)))

@@ -350,9 +350,13 @@ class TensorflowBackend(Backend):
         begin, end, strides, shrink = [], [], [], 0
         for axis, p in enumerate(sub.index):
             if isinstance(p, slice):
-                begin.append(p.start), end.append(p.stop), strides.append(p.step)
+                begin.append(p.start)
+                end.append(p.stop)
+                strides.append(p.step)
             else:
-                begin.append(p), end.append(p + 1), strides.append(1)
+                begin.append(p)
+                end.append(p + 1)
+                strides.append(1)
                 shrink |= 1 << axis
         value = tf.broadcast_to(value, sub.shape)
         if accumulate:

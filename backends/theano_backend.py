@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -88,6 +88,10 @@ def _sig_nd(a):
 class TheanoBackend(Backend):
     name = "theano"
     modules: ClassVar[tuple[str, ...]] = ("pytensor", "theano")  # the alias below narrows them
+    # the framework's graph classes, from PyTensor or Theano (set by load)
+    _Var: Any
+    _Const: Any
+    _Shared: Any
     extra = "theano"
     distributions: ClassVar[tuple[str, ...]] = ("pytensor", "Theano")
     capabilities = Capabilities(autodiff=True, sparse=True, symbolic=True, devices=False, eager_compiles=True)
@@ -166,21 +170,21 @@ class TheanoBackend(Backend):
             try:
                 from pytensor.graph.traversal import graph_inputs
             except ImportError:  # older PyTensor
-                from pytensor.graph.basic import graph_inputs
+                from pytensor.graph.basic import graph_inputs  # type: ignore[no-redef]
 
             self._graph_inputs = graph_inputs
         else:
-            import theano as th
-            import theano.sparse as S
-            import theano.tensor as T
-            from theano.compile.sharedvalue import SharedVariable
-            from theano.gof import Constant, Variable
+            import theano as th  # type: ignore[no-redef]
+            import theano.sparse as S  # type: ignore[no-redef]
+            import theano.tensor as T  # type: ignore[no-redef]
+            from theano.compile.sharedvalue import SharedVariable  # type: ignore[no-redef]
+            from theano.gof import Constant, Variable  # type: ignore[no-redef]
             from theano.sparse.type import SparseType
 
             self._tensor = lambda dtype, bc: T.TensorType(dtype, tuple(bc))()
             self._check_op = _theano_check_op("theano")
             self._sparse_type = SparseType
-            from theano.gof.graph import inputs as graph_inputs
+            from theano.gof.graph import inputs as graph_inputs  # type: ignore[no-redef]
 
             self._graph_inputs = graph_inputs
         import scipy.sparse as sp
@@ -520,13 +524,13 @@ class TheanoBackend(Backend):
         """``value``, passed through a check that raises ``exc(msg)`` at run
         time unless every condition holds; ``values`` fill ``msg``'s
         placeholders of the same names."""
-        conds = [self.T.all(c) if c.ndim else c for c in conds]
+        checks = [self.T.all(c) if c.ndim else c for c in conds]
         if values:
             if self._value_check_op is None:
                 self._value_check_op = _theano_check_op(self.implementation)
             names = sorted(values)
-            return self._value_check_op(_KINDS[exc], msg, names)(value, *conds, *[values[n] for n in names])
-        return self._check_op(_KINDS[exc], msg)(value, *conds)
+            return self._value_check_op(_KINDS[exc], msg, names)(value, *checks, *[values[n] for n in names])
+        return self._check_op(_KINDS[exc], msg)(value, *checks)
 
     def _eager_subtensor(self, op, x, sub, value, accumulate):
         if sub.basic:
@@ -538,10 +542,10 @@ class TheanoBackend(Backend):
                 else:
                     pattern.append("i")
                     scalars.append(p)
-            pattern = "".join(pattern)
-            key = ("subtensor", accumulate, pattern, _sig(x), _sig(value))
+            kinds = "".join(pattern)
+            key: tuple = ("subtensor", accumulate, kinds, _sig(x), _sig(value))
             args = (x, value, *[np.array(s, np.int64) for s in scalars])
-            return self._eager(key, self._g_subtensor_basic, args, (pattern, accumulate))
+            return self._eager(key, self._g_subtensor_basic, args, (kinds, accumulate))
         # Advanced: write the flat positions the core worked out, one graph per dtype.
         vals = np.broadcast_to(value, sub.shape).reshape(-1)
         if accumulate:
@@ -744,7 +748,7 @@ class TheanoBackend(Backend):
         # A -inf in front of each slice keeps the pick in range when n = 0.
         lead = T.alloc(np.asarray(-np.inf, x.dtype), *self._shape_with(x, axis, 1))
         ranked = T.sort(T.concatenate([lead, x], axis=axis), axis=axis)
-        pattern = list(range(x.ndim - 1))
+        pattern: list[int | str] = list(range(x.ndim - 1))
         pattern.insert(axis, "x")  # t keeps a broadcastable axis
         t = ranked[(slice(None),) * axis + (n + 1 - T.maximum(k, 1),)].dimshuffle(*pattern)
         nan_x, nan_t = T.isnan(x), T.isnan(t)
@@ -860,7 +864,7 @@ def _pytensor_cast_as_astype():
         def __init__(self, dtype):
             self.dtype = dtype
 
-        def make_node(self, x):
+        def make_node(self, x):  # type: ignore[override]  # one named input, not *inputs
             return Apply(self, [x], [T.tensor(dtype=self.dtype, shape=x.type.shape)])
 
         def perform(self, node, inputs, out):
@@ -888,9 +892,9 @@ def _theano_check_op(impl="theano"):
         from pytensor.graph.basic import Apply
         from pytensor.graph.op import Op
     else:
-        import theano.tensor as T
-        from theano.gof import Apply, Op
-        from theano.gradient import DisconnectedType
+        import theano.tensor as T  # type: ignore[no-redef]
+        from theano.gof import Apply, Op  # type: ignore[no-redef]
+        from theano.gradient import DisconnectedType  # type: ignore[no-redef]
 
     class CheckAndRaise(Op):
         """Passes ``value`` through; raises ``exc_type(msg)`` unless every
@@ -903,9 +907,9 @@ def _theano_check_op(impl="theano"):
         def __init__(self, exc_type, msg, names=()):
             self.exc_type, self.msg, self.names = exc_type, msg, tuple(names)
 
-        def make_node(self, value, *conds):
-            conds = [T.as_tensor_variable(c) for c in conds]
-            return Apply(self, [value] + conds, [value.type()])
+        def make_node(self, value, *conds):  # type: ignore[override]  # the value, then the conditions
+            checks = [T.as_tensor_variable(c) for c in conds]
+            return Apply(self, [value, *checks], [value.type()])
 
         def perform(self, node, inputs, out):
             k = len(inputs) - 1 - len(self.names)

@@ -298,9 +298,9 @@ class TorchBackend(Backend):
     def _torch_dtype(self, dtype):
         if self._compiling():
             # numpy dtypes as dict keys defeat the tracer; equality does not
-            for nd, td in self._to_np_pairs:
+            for nd, pair in self._to_np_pairs:
                 if nd == dtype:
-                    return td
+                    return pair
         td = self._to_torch.get(dtype)
         if td is None:
             if isinstance(dtype, self.torch.dtype):
@@ -806,7 +806,7 @@ class TorchBackend(Backend):
                     raise
                 raise found from None
 
-        run.compiled = compiled  # for tests: torch's own compiled function
+        run.compiled = compiled  # type: ignore[attr-defined]  # for tests: torch's own compiled function
         return run
 
     def vmap(self, f):

@@ -61,7 +61,7 @@ def case_compiled(nat, peer, size, settings):
         rec = {"op": "compiled", "label": f"{op} {label}", "short": op, "params": params,
                "backend": nat.backend, "device": nat.device, "candidates": [], "first_call_s": None,
                "compiler": nat.compiler, "compiled_op": op}
-        info = {"unified": {}, "native": {}}
+        info: dict[str, dict] = {"unified": {}, "native": {}}
         if hasattr(nat, "graph_breaks"):   # before any compile: explain resets Dynamo
             for side, fn in (("unified", ub_fn), ("native", native_fn)):
                 n, reasons = nat.graph_breaks(fn, args)

@@ -29,7 +29,7 @@ def main(rounds=15, number=20_000):
     def empty():
         return None
 
-    out = {"empty call": []}
+    out: dict[str, list[float]] = {"empty call": []}
     out.update({f"{name} overhead": [] for name in pairs})
     for unified, native in pairs.values():
         unified(), native()

@@ -10,6 +10,7 @@ applied to symbolic inputs (the way ops compose into a user's graph).
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ class Natives:
     def __init__(self, device=None):
         from unibackend import _registry
 
-        B = _registry.backend("theano")
+        B: Any = _registry.backend("theano")  # the theano plugin: its framework modules
         self.th, self.T, self.S = B.th, B.T, B.S
         self.implementation = getattr(B, "implementation", "")
         self.device = "cpu"

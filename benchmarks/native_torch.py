@@ -7,6 +7,8 @@ throughput is set against a measured device-to-device copy bandwidth.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from .timing import Candidate, peak_cuda
 
@@ -31,8 +33,8 @@ class Natives:
                 self.dev = torch.device("cuda", torch.cuda.current_device())
             self.device = str(self.dev)
             self.memory_tool = "torch.cuda.max_memory_allocated"
-            self.sync = lambda: torch.cuda.synchronize(self.dev)
-            self.copy_bandwidth = self._copy_bandwidth
+            self.sync: Callable[[], Any] | None = lambda: torch.cuda.synchronize(self.dev)
+            self.copy_bandwidth: Callable[[], Any] | None = self._copy_bandwidth
         else:
             self.dev = torch.device("cpu")
             self.device = "cpu"
@@ -121,7 +123,7 @@ class Natives:
         dynamo = self.torch._dynamo
         try:
             ex = dynamo.explain(fn)(*args)
-            out = int(ex.graph_break_count), [str(getattr(r, "reason", r)).splitlines()[0][:200]
+            out: tuple[int | None, list[str]] = int(ex.graph_break_count), [str(getattr(r, "reason", r)).splitlines()[0][:200]
                                               for r in ex.break_reasons[:3]]
         except Exception as e:
             out = None, [f"explain failed: {type(e).__name__}: {_first_line(e)}"]

@@ -263,7 +263,7 @@ def import_times(repeats):
 
     env = {k: v for k, v in os.environ.items() if k != "UNIBACKEND_BACKEND"}
     stmts = {"python": "pass", "numpy": "import numpy", "unibackend": "import unibackend"}
-    rounds = {k: [] for k in stmts}
+    rounds: dict[str, list[float]] = {k: [] for k in stmts}
     # An empty working directory: ``python -c`` puts it first on sys.path, and
     # a source tree there would shadow the installed package.
     with tempfile.TemporaryDirectory() as cwd:

@@ -10,6 +10,7 @@ first run on a machine pays.
 """
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ def main(mode_name):
 
     from unibackend import _registry as R
 
-    B = R.backend("theano")
+    B: Any = R.backend("theano")  # the theano plugin: its private graph builders
     modes = {
         "default": None,
         "cvm": Mode(linker="cvm", optimizer="fast_run"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import linecache
+from typing import Any
 
 import numpy as np
 
@@ -346,7 +347,7 @@ class VmapCase(CompiledCase):
 
             src, params = self.compiled_source()
             _, stacked = self.batch()
-            env = {"np": np, "ub": ub, "nan": np.nan, "inf": np.inf}
+            env: dict[str, Any] = {"np": np, "ub": ub, "nan": np.nan, "inf": np.inf}
             env.update({k: v for k, v in self.values().items() if k not in params})
             _exec_with_source(src, env)
             snaps = [a.copy() for a in stacked]

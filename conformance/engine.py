@@ -116,7 +116,7 @@ def hypothesis_settings(profile=DEFAULT_PROFILE, max_examples=None, seed=None):
     from hypothesis.database import DirectoryBasedExampleDatabase
 
     prof = PROFILES[profile]
-    derandomize = prof["derandomize"] and seed is None
+    derandomize = bool(prof["derandomize"]) and seed is None
     db = None  # derandomized runs replay nothing: the same examples every time
     if not derandomize:
         try:
@@ -327,7 +327,8 @@ def run_check(check, backend, *, device=None, profile=DEFAULT_PROFILE, max_examp
                 raise Disagreement(f"raised {type(e).__name__}: {e}", case=c, kind="error") from e
 
     # One database key per check: every backend gets the same cases.
-    conformance_case._hypothesis_internal_add_digest = f"unibackend-conformance:{check.name}".encode()
+    conformance_case._hypothesis_internal_add_digest = (  # type: ignore[attr-defined]  # hypothesis reads it
+        f"unibackend-conformance:{check.name}".encode())
     test = given(check.strategy)(conformance_case)
     explicit_cases = [c for c in (check.examples if explicit else ()) if mode == "eager" or mode_accepts(mode, c)]
     for case in reversed(explicit_cases):  # (hypothesis runs the last decorator's first)

@@ -14,6 +14,7 @@ import platform
 import re
 import sys
 import time
+from typing import Any
 
 from . import engine
 
@@ -146,6 +147,7 @@ def matrix_table(results, backends, checks):
     title = "conformance: each backend against the numpy reference"
     if len({m for _, m in cols}) > 1:
         title += " (one column per backend and call mode)"
+    table: Any
     try:
         from rich.table import Table
     except ImportError:
@@ -234,7 +236,7 @@ def register_plugins(specs):
         if not module or not attr:
             raise ValueError(f"--plugin {spec!r}: expected package.module:Class")
         try:
-            cls = importlib.import_module(module)
+            cls: Any = importlib.import_module(module)
             for part in attr.split("."):
                 cls = getattr(cls, part)
         except (ImportError, AttributeError) as e:

@@ -10,6 +10,8 @@ transposed, strided and reversed (non-contiguous) inputs, extra batch axes.
 """
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -42,7 +44,7 @@ def elements(dtype, *, lo=-1e3, hi=1e3, nan=False, inf=False, neg_inf=False, pos
     """Float elements of ``dtype``: mostly colliding values, some arbitrary
     finite ones in [lo, hi], and the special values asked for (``inf``: both
     infinities; ``neg_inf``/``pos_inf``: one)."""
-    width = {2: 16, 4: 32}.get(np.dtype(dtype).itemsize, 64)
+    width: Literal[16, 32, 64] = {2: 16, 4: 32}.get(np.dtype(dtype).itemsize, 64)  # type: ignore[assignment]
     parts = [
         st.sampled_from([v for v in TIE_POOL if lo <= v <= hi]),
         st.floats(lo, hi, width=width, allow_subnormal=False),
@@ -206,7 +208,7 @@ def subtensor_indices(draw, shape):
     b = draw(st.integers(0, nd - a)) if kind == "ellipsis" else 0
     axes = list(range(a)) + list(range(nd - b, nd))
     use_array_at = draw(st.sampled_from(axes)) if kind == "array" else -1
-    parts = []
+    parts: list[Any] = []
     for ax in axes:
         size = shape[ax]
         if ax == use_array_at:
@@ -214,7 +216,7 @@ def subtensor_indices(draw, shape):
             dt = draw(id_dtypes())
             parts.append(np.array([draw(st.integers(-size, size - 1)) for _ in range(m)], dtype=dt))
             continue
-        options = [st.builds(slice, st.none() | st.integers(-size - 2, size + 2),
+        options: list[st.SearchStrategy] = [st.builds(slice, st.none() | st.integers(-size - 2, size + 2),
                              st.none() | st.integers(-size - 2, size + 2),
                              st.none() | st.sampled_from([1, 2, 3, -1, -2]))]
         if size:

@@ -11,6 +11,7 @@ import numbers
 import operator
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -420,7 +421,9 @@ def index_walk(op, B, index, xshape, owner, to_numpy=None, readable=None):
     nd = len(xshape)
     if sum(widths) > nd:
         raise E.too_many_indices(op, sum(widths), nd)
-    axes, unchecked, axis = [], [], 0
+    axes: list[int | None] = []
+    unchecked: list[int] = []
+    axis = 0
     for j, (p, kind, w) in enumerate(zip(parts, kinds, widths)):
         if kind == "ellipsis":
             axes.append(None)
@@ -470,7 +473,7 @@ def subtensor(op, xshape, index, to_numpy, B=None, owner=None):
     if basic:
         # Expand the Ellipsis and make every int/slice explicit and non-negative.
         n_real = sum(1 for p in idx if p is not Ellipsis)
-        full = []
+        full: list[Any] = []
         for p in idx:
             if p is Ellipsis:
                 full.extend([slice(None)] * (len(xshape) - n_real))

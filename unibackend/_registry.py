@@ -28,7 +28,7 @@ _entry_points = None            # name -> EntryPoint
 _classes: dict = {}             # name -> plugin class
 _instances: dict = {}           # (name, device) -> loaded plugin instance
 _lock = threading.RLock()
-_default = None                 # (name, device) set by set_backend / UNIBACKEND_BACKEND
+_default: tuple[str, str | None] | None = None  # (name, device) set by set_backend / UNIBACKEND_BACKEND
 _current: contextvars.ContextVar = contextvars.ContextVar("unibackend_backend", default=None)
 _type_cache: dict = {}          # type -> backend name, or None for neutral types
 _fast_dot: dict = {}            # native type -> its plugin's fast_dot (see ops.dot)
@@ -440,7 +440,7 @@ def _load_own_plugins():
 ADAPTER_GROUP = "unibackend.adapters"
 _WRAPPED = "<wrapper>"          # _type_cache's mark of a wrapper type (not a backend name)
 _unwrap: dict = {}              # wrapper type -> its adapter's unwrap; read by the ops
-_adapter_classes: dict = {}     # name -> Adapter class (entry points, register_adapter)
+_adapter_classes: dict[str, Any] = {}  # name -> Adapter class (entry points, register_adapter)
 _adapter_instances: dict = {}   # name -> Adapter instance
 _adapters_found = False
 
@@ -488,7 +488,7 @@ def _adapt(t):
     adapters' entry points are read."""
     for name in _adapter_names():
         cls = _adapter_classes[name]
-        mods = cls.modules if isinstance(cls, type) else None
+        mods = getattr(cls, "modules", None) if isinstance(cls, type) else None
         if mods is not None and not any(m in sys.modules for m in mods):
             continue
         try:

@@ -6,6 +6,8 @@ inc_subtensor.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -25,6 +27,7 @@ def subtensor_cases(draw, op):
     sel = np.empty(shape, np.int8)[index].shape
     vshape = draw(S.broadcast_value_shapes(sel))
     vdt = draw(S.float_dtypes())
+    value: Any
     if vshape == () and draw(st.booleans()):
         value = float(draw(S.elements(vdt, lo=-100, hi=100)))
     elif draw(st.integers(0, 2)) == 0:

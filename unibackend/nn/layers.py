@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 import numpy as np
 
@@ -53,8 +54,8 @@ class Layer:
 
     def __init__(self, name=None):
         self.name = None if name is None else _check_name(name)
-        self.inputs = ()
-        self.dim = None  # width of the output, known once connected
+        self.inputs: tuple[Layer, ...] = ()
+        self.dim: Any = None  # width of the output (an int), known once connected
 
     def __call__(self, *inputs):
         cls = type(self).__name__
@@ -145,7 +146,7 @@ class Projection(Layer):
         return "W" if len(self.inputs) == 1 else f"W{i}"
 
     def param_shapes(self):
-        shapes = {self._wname(i): (x.dim, self.units) for i, x in enumerate(self.inputs)}
+        shapes: dict[str, tuple[int, ...]] = {self._wname(i): (x.dim, self.units) for i, x in enumerate(self.inputs)}
         if self.bias:
             shapes["b"] = (self.units,)
         return shapes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +21,8 @@ def _topo(outputs):
 
     Iterative (an explicit stack), so the depth of a model, which a loaded
     file controls, never meets Python's recursion limit."""
-    order, state = [], {}
+    order: list = []
+    state: dict[int, int] = {}  # id(layer) -> 1 (on the stack) or 2 (done)
     for root in outputs:
         if state.get(id(root)) == 2:
             continue
@@ -69,7 +71,7 @@ class Model:
         if self.dtype.kind != "f":
             raise ValueError(f"Model: dtype must be a float dtype, got {self.dtype}")
         self.layers = _topo(self.outputs)
-        counts = {}
+        counts: dict[str, int] = {}
         for layer in self.layers:
             if layer.name is None:
                 base = type(layer).__name__.lower()
@@ -161,7 +163,7 @@ class Model:
         values = data if isinstance(data, (list, tuple)) else self._feed(data)
         names, single = self._wanted(output)
         memo = {x.name: v for x, v in zip(self.inputs, values)}
-        per_layer = {}
+        per_layer: dict[str, dict[str, Any]] = {}
         for k, v in params.items():
             layer_name, pname = k.split("/", 1)
             per_layer.setdefault(layer_name, {})[pname] = v

@@ -20,6 +20,7 @@ import re
 import struct
 import zipfile
 import zlib
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,7 @@ def write(path, arch, params):
         arrays[_PARAM_PREFIX + k] = np.ascontiguousarray(v)
     path = os.fspath(path)
     with open(path, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub reads the names as allow_pickle
     return path
 
 
@@ -88,7 +89,7 @@ def _is(v, t):
     return isinstance(v, t) and (t is bool or not isinstance(v, bool))
 
 
-_CONFIG_TYPES = {
+_CONFIG_TYPES: dict[str, dict[str, Any]] = {
     "Input": {"dim": (int, type(None)), "sparse": bool, "ids": bool},
     "Projection": {"units": int, "bias": bool},
     "Dense": {"units": int, "activation": str, "bias": bool},
@@ -149,13 +150,14 @@ def _rebuild(path, arch, cap):
     ``cap``: the most bytes a layer may allocate for itself at predict time."""
     where = f"member {_ARCH_KEY}.npy"
     itemsize = np.dtype(arch["dtype"]).itemsize
-    layers = {}
+    layers: dict[str, Any] = {}
     for spec in arch["layers"]:
         cls_name, name, ins, cfg = spec["class"], spec["name"], spec["inputs"], spec["config"]
         _expect(name not in layers, path, f"{where}: repeated layer name {name!r}")
         _expect(all(i in layers for i in ins), path,
                 f"{where}: layer {name!r}: inputs {ins!r:.200} do not name earlier layers")
         try:
+            layer: Any
             if cls_name == "Input":
                 layer = Input(name, cfg["dim"], cfg["sparse"], cfg["ids"])
             elif cls_name == "EmbeddingMean":
