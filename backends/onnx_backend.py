@@ -273,8 +273,12 @@ class OnnxBackend(Backend):
 
     def set_subtensor(self, x, index, value, accumulate):
         op = "inc_subtensor" if accumulate else "set_subtensor"
-        if not isinstance(index, Subtensor):  # an index part is a graph value
-            return self._traced_subtensor(op, x, index, value, accumulate)
+        if not isinstance(index, Subtensor):  # a GraphIndex: an index part is a graph value
+            return self._traced_subtensor(op, x, index.parts, value, accumulate)
+        if 0 in index.shape:
+            # nothing is selected: onnxruntime's Expand of a 1 to a 0 dim keeps the 1, and
+            # ScatterElements then refuses the updates' size (pinned: a (0,) x, a (1,) value)
+            return x if self._symbolic(x, value) else np.array(x, copy=True)
         if self._symbolic(x, value):
             pos = self.op.const(index.positions().reshape(-1).astype(np.int64))
             xs, vs = self._sym(x), self._sym(value, like=x.dtype)
