@@ -75,7 +75,7 @@ rng = np.random.default_rng(1234)
 def test_backends_lists_torch_with_autodiff_sparse_and_devices():
     info = {b.name: b for b in ub.backends()}["torch"]
     assert info.installed and info.version.split("+")[0] == torch.__version__.split("+")[0]
-    assert set(info.capabilities) == {"autodiff", "sparse", "devices"}
+    assert set(info.capabilities) == {"autodiff", "sparse", "devices", "vmap", "transform_grad"}
 
 
 def test_asarray_returns_a_torch_tensor_of_the_right_dtype_unchanged():
