@@ -38,7 +38,6 @@ from unibackend.plugin import (
     Backend,
     Capabilities,
     CapabilityError,
-    GraphIndex,
     Subtensor,
     cpu_only,
     id_out_of_range,
@@ -269,12 +268,12 @@ class OnnxBackend(Backend):
 
     def set_subtensor(self, x, index, value, accumulate):
         op = "inc_subtensor" if accumulate else "set_subtensor"
-        if not isinstance(index, Subtensor):  # an index part is a graph value
-            return self._traced_subtensor(op, x, index, value, accumulate)
-        if index.positions().size == 0:
-            # nothing to write: a (1,) value reached ScatterElements as one
-            # update for no index, and ONNX Runtime refused the run
-            return self._wrap(self.op.identity(self._sym(x))) if self._symbolic(x, value) else np.array(x)
+        if not isinstance(index, Subtensor):  # a GraphIndex: an index part is a graph value
+            return self._traced_subtensor(op, x, index.parts, value, accumulate)
+        if 0 in index.shape:
+            # nothing is selected: onnxruntime's Expand of a 1 to a 0 dim keeps the 1, and
+            # ScatterElements then refuses the updates' size (pinned: a (0,) x, a (1,) value)
+            return x if self._symbolic(x, value) else np.array(x, copy=True)
         if self._symbolic(x, value):
             pos = self.op.const(index.positions().reshape(-1).astype(np.int64))
             xs, vs = self._sym(x), self._sym(value, like=x.dtype)
@@ -653,8 +652,7 @@ class OnnxBackend(Backend):
         op = self.op
         if not isinstance(x, OnnxTensor) or x.shape is None or any(d is None for d in x.shape):
             raise unsupported_in_mode(op_name, MODE, "x needs a static shape")
-        # the core hands a GraphIndex (types and axes checked, values not)
-        parts = index.parts if isinstance(index, GraphIndex) else index if isinstance(index, tuple) else (index,)
+        parts = index if isinstance(index, tuple) else (index,)
         sym = [i for i, p in enumerate(parts) if isinstance(p, OnnxTensor)]
         others_ok = all(isinstance(p, slice) or p is Ellipsis for i, p in enumerate(parts) if i not in sym)
         if len(sym) != 1 or not others_ok:

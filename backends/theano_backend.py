@@ -687,6 +687,14 @@ class TheanoBackend(Backend):
     def _g_scatter(self, flat, pos, vals, accumulate):
         return self._g_write(flat[pos], vals, accumulate)
 
+    def _min_max(self, x, lo_empty, hi_empty):
+        """(min, max) of symbolic ``x``, (lo_empty, hi_empty) when it is empty:
+        Theano 1.0.5's min/max of a zero-size array raise (no identity)."""
+        T = self.T
+        flat = T.flatten(x)
+        return (T.min(T.concatenate([flat, T.as_tensor_variable(np.array([lo_empty], flat.dtype))])),
+                T.max(T.concatenate([flat, T.as_tensor_variable(np.array([hi_empty], flat.dtype))])))
+
     def _set_in_graph(self, x, index, value, accumulate):
         """``x[index] = value`` (or ``+=``) for a symbolic ``x`` or index: the
         core checked what it could; the rest is checked in the graph."""
@@ -696,7 +704,7 @@ class TheanoBackend(Backend):
         for j, axis, _ in index.unchecked():
             p, n = parts[j], x.shape[axis]
             ok = T.and_(T.all(T.ge(p, -n)), T.all(T.lt(p, n)))
-            lo, hi = T.min(p), T.max(p)
+            lo, hi = self._min_max(p, 0, 0)
             x = self._check(IndexError, str(index_out_of_range(op, "{bad}", axis, "{size}")), x, ok,
                             bad=T.switch(T.lt(lo, -n), lo, hi), size=n)
         for p, axis in zip(parts, index.axes):
@@ -787,8 +795,8 @@ class TheanoBackend(Backend):
             ok = T.or_(T.eq(ids, pad), T.and_(T.ge(ids, 0), T.lt(ids, V)))
             big = np.iinfo(np.int64)
             i64 = T.cast(ids, "int64")
-            lo = T.min(T.switch(real, i64, big.max))
-            hi = T.max(T.switch(real, i64, big.min))
+            lo, _ = self._min_max(T.switch(real, i64, big.max), big.max, big.max)
+            _, hi = self._min_max(T.switch(real, i64, big.min), big.min, big.min)
             msg = str(id_out_of_range("embedding_mean", "{bad}", "{rows}", "{pad}", "{last}"))
             ids = self._check(IndexError, msg, ids, ok, bad=T.switch(T.lt(lo, 0), lo, hi), rows=V, last=V - 1,
                               pad=pad)

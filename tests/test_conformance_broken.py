@@ -140,7 +140,11 @@ def test_generated_cases_alone_find_each_broken_plugin(name):
     cls, op, _ = BROKEN[name]
     ub.register(name, cls)
     try:
-        result = engine.run_check(CHECKS[op], name, max_examples=60, explicit=False)
+        # 200, not the profile's 40: hypothesis also draws constants from the
+        # modules already imported, so which cases a derandomized run makes
+        # depends on the tests that ran before (60 found the tie bug alone,
+        # not after the bench tests)
+        result = engine.run_check(CHECKS[op], name, max_examples=200, explicit=False)
     finally:
         R.unregister(name)
     assert result.status == "fail" and result.reason.startswith(f"{op} on {name!r}")

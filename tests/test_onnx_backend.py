@@ -107,6 +107,18 @@ def test_pinned_cases_the_suite_found():
         assert out.shape == (0, 0) and out.dtype == np.float32
 
 
+def test_empty_selection_with_a_broadcast_value_eager_and_traced():
+    """Pinned from the suite: inc_subtensor of a (0,) x at [:] with a (1,)
+    value (onnxruntime's Expand keeps the 1, and ScatterElements refused it)."""
+    x, value = np.zeros(0, np.float32), np.array([1.0])
+    with ub.use_backend("onnx"):
+        for f in (ub.inc_subtensor, ub.set_subtensor):
+            eager = f(x, slice(None), value)
+            traced = R.backend("onnx").compile(lambda x, v, f=f: f(x, slice(None), v))(ub.asarray(x), ub.asarray(value))
+            for out in (eager, ub.to_numpy(traced)):
+                assert out.shape == (0,) and out.dtype == np.float32
+
+
 def test_conformance_tricky_ops_eager_and_compiled():
     """The suite's checks of the ops ONNX leaves loose pass on onnx in both modes."""
     out = io.StringIO()

@@ -1005,3 +1005,16 @@ def test_ub_function_of_each_op_agrees_with_eager_on_nan_inf_and_ties(name, fn, 
     assert compiled.dtype == eager.dtype
     np.testing.assert_array_equal(compiled, eager)
     same_as_reference(eager, numpy_ref(fn, *args))
+
+
+def test_grad_through_the_id_check_of_an_empty_ids_matrix():
+    """Pinned from the suite on Theano 1.0.5: the in-graph id check took the
+    min/max of an empty ids matrix, which Theano 1.0.5 refuses (no identity);
+    the gradient over no rows is zeros."""
+    table = np.zeros((1, 0), np.float32)
+    ids = np.zeros((0, 0), np.int32)
+    u = v = np.zeros((0,), np.float32)
+    with ub.use_backend("theano"):
+        g = ub.grad(lambda table, u, v: ub.dot(ub.dot(ub.embedding_mean(table, ids), u), v))(table, u, v)
+    g = ub.to_numpy(g)
+    assert g.shape == (1, 0) and g.dtype == np.float32

@@ -32,6 +32,9 @@ for n in names:
         continue  # a pytest module, the deprecated shim (warns), the command line (runs)
     try:
         importlib.import_module(n)
+    except ImportError as e:
+        if n != "unibackend.keras" or "unibackend[keras]" not in str(e):
+            failed.append(f"{n}: {type(e).__name__}: {e}")  # (unibackend.keras: names its extra)
     except Exception as e:
         failed.append(f"{n}: {type(e).__name__}: {e}")
 frameworks = [m for m in ("torch", "tensorflow", "pytensor", "theano", "jax", "dask", "onnxruntime", "spox", "onnx")

@@ -77,7 +77,7 @@ def value_and_grad(f: Callable[..., Any], argnums: int | tuple[int, ...] = 0) ->
     --------
     >>> import numpy as np, unibackend as ub
     >>> def loss(w, x):
-    ...     return ub.masked_mean(ub.dot(x, w) ** 2, np.ones(2))
+    ...     return ub.masked_mean(ub.dot(x, w) ** 2, np.ones(2, dtype=bool))
     >>> with ub.use_backend("torch"):
     ...     value, g = ub.value_and_grad(loss)(np.array([1.0, 2.0]), np.eye(2))
     >>> float(ub.to_numpy(value)), ub.to_numpy(g)
@@ -130,7 +130,7 @@ def grad(f: Callable[..., Any], argnums: int | tuple[int, ...] = 0) -> Callable[
     --------
     >>> import numpy as np, unibackend as ub
     >>> with ub.use_backend("torch"):
-    ...     g = ub.grad(lambda w: ub.masked_mean(w * w, np.ones(3)))(np.array([3.0, 0.0, -3.0]))
+    ...     g = ub.grad(lambda w: ub.masked_mean(w * w, np.ones(3, dtype=bool)))(np.array([3.0, 0.0, -3.0]))
     >>> ub.to_numpy(g)
     array([ 2.,  0., -2.])
     """

@@ -507,7 +507,38 @@ def _adapt(t):
 def register_adapter(name: str, cls: type) -> None:
     """Register an :class:`~unibackend.plugin.Adapter` class by hand (tests,
     or one not installed as a distribution); entry points of the group
-    ``unibackend.adapters`` are the normal way."""
+    ``unibackend.adapters`` are the normal way.
+
+    Parameters
+    ----------
+    name : str
+        The adapter's name (a later registration under the same name replaces it).
+    cls : type
+        A subclass of :class:`~unibackend.plugin.Adapter` that implements
+        ``wrapper_types`` and ``unwrap``.
+
+    Raises
+    ------
+    TypeError
+        When ``cls`` is not a complete ``Adapter`` subclass.
+
+    Examples
+    --------
+    >>> import numpy as np, unibackend as ub
+    >>> from unibackend.plugin import Adapter
+    >>> class Boxed:  # a library's wrapper of a numpy array
+    ...     def __init__(self, value):
+    ...         self.value = value
+    >>> class BoxedAdapter(Adapter):
+    ...     modules = ("builtins",)
+    ...     def wrapper_types(self):
+    ...         return (Boxed,)
+    ...     def unwrap(self, x):
+    ...         return x.value
+    >>> ub.register_adapter("boxed", BoxedAdapter)
+    >>> ub.softmax(Boxed(np.array([0.0, 0.0])))
+    array([0.5, 0.5])
+    """
     _checked_adapter(name, cls)
     with _lock:
         _adapter_names()

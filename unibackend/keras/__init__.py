@@ -16,8 +16,12 @@ the optimizer updates them.  See docs/keras.md.
 """
 from __future__ import annotations
 
-import keras
 import numpy as np
+
+try:
+    import keras
+except ImportError as e:  # the one module of the package that needs an extra to import
+    raise ImportError("unibackend.keras needs Keras 3: pip install 'unibackend[keras]'") from e
 
 import unibackend as ub
 from unibackend import CapabilityError
