@@ -647,10 +647,22 @@ class TensorflowBackend(Backend):
         # uninitialised when no id is real.
         n = tf.shape(ids, out_type=tf.int64)[0]
         if self.is_symbolic(ids):
-            return self._embedding_mean_static(table, ids, real, n)
+            return self._exact_gradient_shape(self._embedding_mean_static(table, ids, real, n))
         where = tf.where(real)                                  # (nnz, 2), row-major
-        return tf.sparse.segment_mean(table, tf.gather_nd(ids, where), where[:, 0], num_segments=n,
-                                      **self._sparse_gradient)
+        return self._exact_gradient_shape(
+            tf.sparse.segment_mean(table, tf.gather_nd(ids, where), where[:, 0], num_segments=n,
+                                   **self._sparse_gradient))
+
+    def _exact_gradient_shape(self, out):
+        """``out``, through a reshape to its own shape when it may be empty:
+        pfor (tape.jacobian, vectorized_map) batches a MatMul's gradient with
+        a reshape to [x, y, -1], which makes an empty (0, 0) gradient (0, 1)
+        (tensorflow/python/ops/parallel_for/pfor.py, _convert_matmul), and
+        SparseSegmentMeanGrad's while-loop fallback then fails on it; the
+        reshape's own gradient restores the shape.  Free when not empty."""
+        if out.shape.is_fully_defined() and out.shape.num_elements():
+            return out
+        return self.tf.reshape(out, self.tf.shape(out))
 
     def _embedding_mean_static(self, table, ids, real, n):
         """The same segment mean over all n * L entries (no shape depends on
