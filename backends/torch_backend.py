@@ -507,13 +507,21 @@ class TorchBackend(Backend):
         for j, axis, _ in index.unchecked():
             if isinstance(parts[j], self._Tensor):
                 parts[j] = self._checked_index(op, parts[j], shape[axis], axis, shape)
+        flipped = []
         for j, (p, axis) in enumerate(zip(parts, index.axes)):
             if isinstance(p, self._Tensor) and p.dtype is t.bool and self._batched(p):
                 raise unsupported_in_mode(op, "torch.func.vmap", "a boolean mask index selects a different number "
                                           "of positions in each example; batch an integer index instead")
             if isinstance(p, slice) and p.step is not None and p.step < 0:
-                parts[j] = t.arange(*slice_bounds(p, shape[axis]), device=x.device)  # torch slices step forward only
-        pos = t.arange(x.numel(), device=x.device).view(shape)[tuple(parts)]
+                # torch slices step forward only: the same slice of the axis
+                # flipped (an arange here would be an advanced index, and
+                # broadcast with the others instead of adding an axis)
+                n = shape[axis]
+                start, stop, step = slice_bounds(p, n)
+                parts[j] = slice(n - 1 - start, n - 1 - stop, -step)
+                flipped.append(axis)
+        grid = t.arange(x.numel(), device=x.device).view(shape)
+        pos = (grid.flip(flipped) if flipped else grid)[tuple(parts)]
         check_broadcast(op, "value", tuple(value.shape), tuple(pos.shape))
         return self._write_flat(x, pos, value, accumulate)
 
@@ -588,11 +596,16 @@ class TorchBackend(Backend):
                     excess = (tied.sum(dim=axis, keepdim=True, dtype=room.dtype) > room).any()
                 # fill as a tensor: a traced float (Dynamo's automatic dynamic)
                 # cannot be an operand of torch.cond, a tensor can; both
-                # branches contiguous (cond wants one layout, x may have any)
+                # branches in row-major strides (cond compares the stride
+                # order, size-1 axes included, where .contiguous() of a
+                # transposed (n, 1) x would keep its (1, n) strides)
                 fill_t = t.full((), fill, dtype=x.dtype, device=x.device)
+                row_major = t.contiguous_format
                 return t.cond(excess,
-                              lambda x, vals, idx, f: self._keep_topk_blocks(x, vals, k, axis, f).contiguous(),
-                              lambda x, vals, idx, f: f.expand_as(x).scatter(axis, idx, vals).contiguous(),
+                              lambda x, vals, idx, f: self._keep_topk_blocks(x, vals, k, axis, f).clone(
+                                  memory_format=row_major),
+                              lambda x, vals, idx, f: f.expand_as(x).scatter(axis, idx, vals).clone(
+                                  memory_format=row_major),
                               (x, vals, idx, fill_t))
             vals = t.topk(x, k, dim=axis).values
             return self._keep_topk_blocks(x, vals, k, axis, fill)

@@ -361,3 +361,65 @@ def test_compiled_keep_topk_and_topk_gate_on_a_transposed_input(compiled_path):
         for x in (torch.zeros(shape).permute(2, 1, 0), torch.arange(float(np.prod(shape))).reshape(shape).permute(2, 1, 0)):
             torch.testing.assert_close(f(x), _numpy_keep_topk(x.contiguous(), 1, 0))
             torch.testing.assert_close(g(x), ub.topk_gate(x.contiguous(), 1, axis=0))
+
+
+# -- Backend.compile's modes: pinned conformance --compiled finds ----------------------------
+
+@pytest.fixture
+def aot_eager(monkeypatch):
+    monkeypatch.setenv("UNIBACKEND_TORCH_COMPILER", "aot_eager")
+    return R.backend("torch")
+
+
+def _np_answer(fn, *args):
+    with ub.use_backend("numpy"):
+        return ub.to_numpy(fn(*args))
+
+
+@pytest.mark.parametrize("mode", ["fullgraph", "dynamic"])
+def test_compiled_keep_topk_down_a_size_1_transposed_layout(aot_eager, mode):
+    """keep_topk compiled in each mode is numpy's answer on layouts whose
+    size-1 axes have non-row-major strides (x (n, 1) as a transpose: the CPU
+    graph's torch.cond branches once differed in stride order, and
+    .contiguous() does not restride a size-1 axis), at k + 1 == n and n == k.
+    Found by conformance --compiled: [[nan], [250]], k=1, axis=0."""
+    cases = [(np.array([[np.nan, 250.0]], np.float32).T, 1, 0),
+             (np.array([[np.nan, 250.0]], np.float32).T, 2, 0),
+             (np.array([[1.0, 1.0, 3.0]], np.float32).T, 2, 0),
+             (np.arange(6, dtype=np.float32).reshape(3, 1, 2).transpose(2, 1, 0), 1, 2),
+             (np.array([[2.0], [2.0]], np.float32).T, 1, 1)]
+    with ub.use_backend("torch"):
+        for x, k, axis in cases:
+            torch._dynamo.reset()
+            fn = lambda a, k=k, axis=axis: ub.keep_topk(a, k, axis=axis)  # noqa: E731
+            out = ub.to_numpy(aot_eager.compile(fn, mode)(ub.asarray(x)))
+            np.testing.assert_array_equal(out, _np_answer(fn, x))
+
+
+_R = slice(None, None, -1)
+
+
+@pytest.mark.parametrize("mode", ["fullgraph", "dynamic"])
+def test_compiled_subtensor_with_a_negative_step_slice_beside_other_index_parts(aot_eager, mode):
+    """set/inc_subtensor compiled in each mode is numpy's answer when a
+    negative-step slice stands beside an int array or another such slice:
+    the slice adds an axis (it once became an arange, an advanced index that
+    broadcast with the others).  Found by conformance --compiled: x (0, 0),
+    index ([], ::-1); x[::-1, ::-1] with a (3,) value once wrote a diagonal."""
+    cases = [((0, 0), (np.zeros((0,), np.int32), _R), (0, 0)),
+             ((3, 3), (_R, _R), (3,)),
+             ((3, 4), (np.array([0, 2]), _R), (2, 4)),
+             ((2, 3, 4), (np.array([1, 0]), slice(None), slice(3, None, -2)), (2, 3, 2)),
+             ((2, 3, 4), (np.array([1, 0]), _R, np.array([3, 0])), (2, 3))]
+    gen = np.random.default_rng(0)
+    with ub.use_backend("torch"):
+        for xshape, index, vshape in cases:
+            x = gen.standard_normal(xshape).astype(np.float32)
+            v = gen.standard_normal(vshape).astype(np.float32)
+            for op in (ub.inc_subtensor, ub.set_subtensor):
+                torch._dynamo.reset()
+                fn = lambda a, b, op=op, index=index: op(a, index, b)  # noqa: E731
+                out = ub.to_numpy(aot_eager.compile(fn, mode)(ub.asarray(x), ub.asarray(v)))
+                want = _np_answer(fn, x, v)
+                assert out.shape == want.shape
+                np.testing.assert_allclose(out, want, rtol=1e-6)
