@@ -509,6 +509,10 @@ class TorchBackend(Backend):
                 parts[j] = self._checked_index(op, parts[j], shape[axis], axis, shape)
         flipped = []
         for j, (p, axis) in enumerate(zip(parts, index.axes)):
+            if isinstance(p, self._Tensor) and p.dtype is t.bool and self._compiling():
+                # (Dynamo: "Could not guard on data-dependent expression" otherwise)
+                raise unsupported_in_mode(op, "torch.compile", "a boolean mask index selects a number of positions "
+                                          "known only from its values; index with np.nonzero(mask) instead")
             if isinstance(p, self._Tensor) and p.dtype is t.bool and self._batched(p):
                 raise unsupported_in_mode(op, "torch.func.vmap", "a boolean mask index selects a different number "
                                           "of positions in each example; batch an integer index instead")

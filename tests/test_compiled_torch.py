@@ -423,3 +423,17 @@ def test_compiled_subtensor_with_a_negative_step_slice_beside_other_index_parts(
                 want = _np_answer(fn, x, v)
                 assert out.shape == want.shape
                 np.testing.assert_allclose(out, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["fullgraph", "dynamic"])
+def test_compiled_subtensor_with_a_boolean_mask_raises_the_contracts_type_error(mode):
+    """Pinned from the suite: a numpy boolean mask index inside torch.compile
+    selects a data-dependent number of positions (Dynamo: "Could not guard on
+    data-dependent expression"); the call raises the contract's TypeError
+    naming the op and the mode, never a framework error."""
+    from unibackend import _registry
+
+    with ub.use_backend("torch"):
+        f = _registry.backend("torch").compile(lambda x, v: ub.inc_subtensor(x, np.array([False]), v), mode)
+        with pytest.raises(TypeError, match=r"^inc_subtensor: not supported under torch.compile: a boolean mask"):
+            f(ub.asarray(np.array([0.0], np.float32)), ub.asarray(np.zeros(0, np.float32)))
