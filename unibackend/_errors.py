@@ -92,12 +92,6 @@ def mask_shape_mismatch(op: str, axis: Any, got: Any, size: Any) -> IndexError:
     return IndexError(f"{op}: a boolean index of size {got} does not match axis {axis} of size {size}")
 
 
-def mask_traced(op: str) -> IndexError:
-    """A boolean index whose values are unknown where its count decides the shape."""
-    return IndexError(f"{op}: a boolean mask index must have values when the op is traced "
-                      "(its count decides the shape); pass it as a numpy array")
-
-
 # --------------------------------------------------------------------------
 # Bad shapes and sizes (ValueError).
 

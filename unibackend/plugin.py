@@ -41,7 +41,6 @@ from ._errors import (
     index_out_of_range,
     k_out_of_range,
     mask_shape_mismatch,
-    mask_traced,
     no_device,
     no_value_yet,
     not_hashable,
@@ -67,7 +66,7 @@ __all__ = [
     "Tensor", "cannot_order", "check_broadcast", "check_scalar_output", "check_subtensor", "cpu_only",
     "does_not_broadcast", "dot_not_aligned", "entry_outside_shape", "fill", "id_bounds", "id_out_of_range",
     "index_not_integer", "index_out_of_range", "is_scipy_sparse", "k_out_of_range", "mask_shape_mismatch",
-    "mask_traced", "missing_primitives", "no_device", "no_value_yet", "not_hashable", "scipy_grad_input",
+    "missing_primitives", "no_device", "no_value_yet", "not_hashable", "scipy_grad_input",
     "slice_bounds", "sparse_dot_not_aligned", "stable_descending", "sync_free_checks", "too_many_indices",
     "two_devices", "unknown_rank", "unsupported_dtype", "unsupported_in_mode",
 ]
