@@ -691,7 +691,7 @@ class TheanoBackend(Backend):
         """(min, max) of symbolic ``x``, (lo_empty, hi_empty) when it is empty:
         Theano 1.0.5's min/max of a zero-size array raise (no identity)."""
         T = self.T
-        flat = T.flatten(x)
+        flat = T.flatten(T.as_tensor_variable(x))  # a part may be a plain int or array
         return (T.min(T.concatenate([flat, T.as_tensor_variable(np.array([lo_empty], flat.dtype))])),
                 T.max(T.concatenate([flat, T.as_tensor_variable(np.array([hi_empty], flat.dtype))])))
 
