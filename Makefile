@@ -26,8 +26,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install $(PIPFLAGS) -e '.[all,test,lint,docs]'
 	touch $@
 
+# pytest-xdist: 2 worker processes (this machine's cores), each taking the next test as it
+# frees up (worksteal: the theano and dask files are long, and a per-file split left one
+# worker idle); TEST_JOBS=0 runs in one process.
+TEST_JOBS ?= 2
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist worksteal
 
 # Every call mode (compile paths, ub.function, vmap, grad; the last line prints the
 # time of each column), the backends in 2 worker processes; torch compiles with
