@@ -377,8 +377,8 @@ class DaskBackend(Backend):
         # in one chunk, one task per output block, x @ w, and nothing else (the
         # one-chunk case pays dask's own compute only).  When they are in
         # several, x's columns are cut to match them and the partial products
-        # of each (x row block, w row block) are tree-summed: w is never
-        # gathered whole.
+        # of each (x row block, w row block) are summed block by block (see
+        # _block_by_block): w is never gathered whole.
         from dask.base import tokenize
         from dask.task_spec import DataNode, Task, TaskRef
 
