@@ -355,3 +355,42 @@ def _sharded(nat, size, settings):
     rec = {"op": "sharded", "label": label, "params": dict(p), "backend": "dask", "device": "cpu",
            "candidates": [], "sharded": {"runs": runs}}
     return [rec]
+
+
+def main(argv=None):
+    """One sharded pass on a fresh LocalCluster, as JSON (sizes in MiB):
+    ``python -m benchmarks.dask_scaling embedding_mean 1024 4 512MiB``.
+    The paired before/after figures of docs/backends/dask.md (*Order*) are
+    this command run in turn in two checkouts."""
+    import argparse
+    import json
+    import logging
+    import os
+
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.dask_scaling", description=main.__doc__)
+    ap.add_argument("op", choices=("embedding_mean", "sparse_dot"))
+    ap.add_argument("table_mib", type=float)
+    ap.add_argument("workers", type=int)
+    ap.add_argument("memory_limit")
+    ap.add_argument("--ids-rows", type=int, default=400_000)
+    ap.add_argument("--ids-chunk", type=int, default=25_000)
+    ap.add_argument("--no-barriers", action="store_true", help="dask's own order (the thrash the barriers avoid)")
+    ap.add_argument("--persist-table", action="store_true", help="persist the table on the workers first")
+    ap.add_argument("--check", action="store_true", help="compare with numpy done block by block")
+    a = ap.parse_args(argv)
+    logging.disable(logging.WARNING)
+    p = {"ids_rows": a.ids_rows, "ids_chunk": a.ids_chunk, "L": 20, "d": 64, "block": None}
+    load = os.getloadavg()[0]
+    cluster, client = _cluster(a.workers, a.memory_limit)
+    try:
+        kw = {"barriers": False} if a.no_barriers else {}  # an older _pass has no barriers argument
+        rec = sharded_pass(client, a.op, a.table_mib * MiB, p, check=a.check, persist_table=a.persist_table, **kw)
+    finally:
+        client.close()
+        cluster.close()
+    rec["load_average"] = [load, os.getloadavg()[0]]
+    print(json.dumps({k: round(v / MiB, 1) if k.endswith("_bytes") else v for k, v in rec.items()}))
+
+
+if __name__ == "__main__":
+    main()
