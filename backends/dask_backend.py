@@ -225,19 +225,17 @@ def _sparse_cols_times(x, w, lo, hi):
     return np.asarray(x @ w)
 
 
-class _Priorities(dict):
-    """Key -> priority, as a layer annotation (dask calls a callable one per
-    key): a distributed worker runs its ready tasks highest first."""
+def _step(prev, gate, part, *args):
+    """The running sum over table blocks: ``prev`` plus this block's partial
+    product ``part(*args)`` (a new array: ``prev`` is left as it is).
+    ``gate`` (None) is the barrier of the block before: it only orders."""
+    return prev + part(*args)
 
-    def __call__(self, key):
-        return self.get(key, 0)
 
-
-def _add(*parts):
-    out = parts[0] + parts[1]
-    for p in parts[2:]:
-        out += p
-    return out
+def _done(*_):
+    """A barrier's token: None, made once its inputs exist (nothing is read
+    from them, so a token costs a worker no transfer)."""
+    return None
 
 
 def _write_block(block, local, vals, accumulate):
@@ -379,8 +377,8 @@ class DaskBackend(Backend):
         # in one chunk, one task per output block, x @ w, and nothing else (the
         # one-chunk case pays dask's own compute only).  When they are in
         # several, x's columns are cut to match them and the partial products
-        # of each (x row block, w row block) are tree-summed: w is never
-        # gathered whole.
+        # of each (x row block, w row block) are summed block by block (see
+        # _block_by_block): w is never gathered whole.
         from dask.base import tokenize
         from dask.task_spec import DataNode, Task, TaskRef
 
@@ -401,92 +399,61 @@ class DaskBackend(Backend):
         name = "ub-sparse-dot-" + tokenize(x.name, w.name)
         vec = w.ndim == 1
         J = 1 if vec else w.numblocks[1]
-        nb = w.numblocks[0]
-        dsk, prio = {}, {}
+        partials: dict[tuple, list] = {}
         for i in range(x.numblocks[0]):
             for j in range(J):
-                parts = []
+                parts = partials[self._out_key(name, i, j, vec)] = []
                 for b in range(w.numblocks[0]):
-                    wk = (w.name, b) if vec else (w.name, b, j)
-                    key = (name, i, j, b) if w.numblocks[0] > 1 else self._out_key(name, i, j, vec)
+                    wk = TaskRef((w.name, b) if vec else (w.name, b, j))
                     if same:
-                        dsk[key] = Task(key, _sparse_times, TaskRef((x.name, i, b)), TaskRef(wk))
+                        parts.append((_sparse_times, TaskRef((x.name, i, b)), wk))
                     else:
-                        dsk[key] = Task(key, _sparse_cols_times, TaskRef((x.name, i, 0)), TaskRef(wk),
-                                        starts[b], starts[b + 1])
-                    prio[key] = 2 * (nb - b) + 2  # block by block, see _sharded_embedding
-                    parts.append((key, b))
-                if len(parts) > 1:
-                    self._tree_sum(dsk, prio, name, parts, self._out_key(name, i, j, vec))
+                        parts.append((_sparse_cols_times, TaskRef((x.name, i, 0)), wk, starts[b], starts[b + 1]))
+        dsk: dict = {}
+        self._block_by_block(dsk, name, partials)
         chunks = (x.chunks[0],) if vec else (x.chunks[0], w.chunks[1])
-        if nb == 1:
-            return self._array(name, dsk, [x, w], chunks, w.dtype)
-        up = {k: 2 * nb + 4 for k in self._keys(x)}
-        up.update({k: 2 * (nb - k[1]) + 1 for k in self._keys(w)})
-        return self._array(name, dsk, [x, w], chunks, w.dtype, prio, up)
-
-    @staticmethod
-    def _keys(a):
-        return [(a.name,) + idx for idx in np.ndindex(*a.numblocks)]
+        return self._array(name, dsk, [x, w], chunks, w.dtype)
 
     @staticmethod
     def _out_key(name, i, j, vec):
         return (name, i) if vec else (name, i, j)
 
     @staticmethod
-    def _tree_sum(dsk, prio, name, parts, out):
-        """``out`` = the sum of ``parts`` (key, table block) in pairs, in
-        block order.  A pair's sum has the priority just above the partials
-        of the block after its last one: on a worker running blocks in order
-        it runs as soon as it can, and a row block of ids holds at most
-        log2(blocks) + 1 partial sums at a time."""
-        from dask.task_spec import Alias, Task, TaskRef
+    def _block_by_block(dsk, name, partials):
+        """Into ``dsk``: each output key of ``partials`` (key -> the partial
+        products (func, *args) of table blocks 0..B-1) as the running sum
+        S_0 = p_0, S_b = S_{b-1} + p_b, in block order.  Block b's steps
+        (b >= 1) wait on a barrier made from a token of every S_{b-1}, so
+        every output passes block b - 1 before any reads block b: whatever
+        order dask.order or a worker picks, a table block's tasks run
+        together and the block is read once per pass (without the barrier
+        dask.order finishes one output at a time, every block again for
+        each).  A token is None, made where its S is: the barrier moves no
+        data."""
+        from dask.task_spec import Task, TaskRef
 
-        level = 0
-        while len(parts) > 1:
-            nxt = []
-            for g in range(0, len(parts), 2):
-                group = parts[g:g + 2]
-                if len(group) == 1:
-                    nxt.append(group[0])
-                    continue
-                key = out if len(parts) == 2 else (f"{name}-sum{level}",) + tuple(out[1:]) + (g // 2,)
-                last = group[-1][1]
-                dsk[key] = Task(key, _add, *(TaskRef(k) for k, _ in group))
-                prio[key] = prio[group[-1][0]] - 1
-                nxt.append((key, last))
-            parts, level = nxt, level + 1
-        if parts[0][0] != out:
-            dsk[out] = Alias(out, parts[0][0])
+        prev: dict = {}
+        B = len(next(iter(partials.values())))
+        for b in range(B):
+            gate = (f"{name}-barrier", b - 1)
+            if b:
+                dsk[gate] = Task(gate, _done, *(TaskRef((f"{name}-done", b - 1) + out[1:]) for out in partials))
+            for out, parts in partials.items():
+                key = out if b == B - 1 else (f"{name}-acc", b) + out[1:]
+                if b == 0:
+                    dsk[key] = Task(key, *parts[b])
+                else:
+                    dsk[key] = Task(key, _step, TaskRef(prev[out]), TaskRef(gate), *parts[b])
+                if b < B - 1:
+                    done = (f"{name}-done", b) + out[1:]
+                    dsk[done] = Task(done, _done, TaskRef(key))
+                prev[out] = key
 
-    def _array(self, name, dsk, deps, chunks, dtype, prio=None, upstream=None):
-        """The dask array of layer ``dsk`` over ``deps``; ``prio`` its tasks'
-        priorities, ``upstream`` those of input keys, given to every task
-        that produces them (the highest where a task feeds several) in a
-        copy of its layer, unless that layer has annotations of its own."""
-        from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+    def _array(self, name, dsk, deps, chunks, dtype):
+        """The dask array of layer ``dsk`` over ``deps``."""
+        from dask.highlevelgraph import HighLevelGraph
 
         graph = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
-        if prio:
-            layers = dict(graph.layers)
-            layers[name] = MaterializedLayer(dsk, annotations={"priority": _Priorities(prio)})
-            if upstream:
-                inputs = graph.get_all_dependencies()
-                up: dict = {}
-                for key, p in upstream.items():
-                    stack = [key]
-                    while stack:
-                        k = stack.pop()
-                        if up.get(k, -1) < p:
-                            up[k] = p
-                            stack.extend(inputs.get(k, ()))
-                for lname, layer in graph.layers.items():
-                    if lname == name or layer.annotations:
-                        continue
-                    sub = {k: up[k] for k in layer if k in up}
-                    if sub:
-                        layers[lname] = MaterializedLayer(dict(layer), annotations={"priority": _Priorities(sub)})
-            graph = HighLevelGraph(layers, graph.dependencies)
         meta = np.empty((0,) * len(chunks), dtype=dtype)
         return self.da.Array(graph, name, chunks=chunks, dtype=dtype, meta=meta)
 
@@ -613,8 +580,9 @@ class DaskBackend(Backend):
     def _sharded_embedding(self, table, ids, pad_id):
         """Per ids chunk i, one task splits the chunk's ids by table block
         (and checks them); per (i, table block b, column block j) one task
-        multiplies that piece by block (b, j); the partials of (i, j) are
-        tree-summed over b.  No task holds more than one table block."""
+        adds that piece times block (b, j) to the running sum of (i, j), block
+        by block (see _block_by_block).  No task holds more than one table
+        block."""
         from dask.base import tokenize
         from dask.task_spec import Task, TaskRef
 
@@ -622,29 +590,18 @@ class DaskBackend(Backend):
         starts = tuple(np.concatenate([[0], np.cumsum(table.chunks[0])]).tolist())
         B, J = table.numblocks
         dsk: dict[tuple, Any] = {}
-        prio: dict[tuple, int] = {}
+        partials: dict[tuple, list] = {}
         for i in range(ids.numblocks[0]):
             split = (f"{name}-ids", i)
             dsk[split] = Task(split, _id_pieces, TaskRef((ids.name, i, 0)), pad_id, starts, table.dtype)
-            prio[split] = 2 * B + 4  # the ids first: small, and every block's tasks need them
-            parts: dict[int, list] = {j: [] for j in range(J)}
             for b in range(B):
                 piece = (f"{name}-piece", i, b)
                 dsk[piece] = Task(piece, _piece, TaskRef(split), b)
-                prio[piece] = 2 * B + 4
-                for j in range(J):
-                    key = (f"{name}-part", i, j, b)
-                    dsk[key] = Task(key, _sparse_times, TaskRef(piece), TaskRef((table.name, b, j)))
-                    prio[key] = 2 * (B - b) + 2  # block by block: a worker reads each block once per pass
-                    parts[j].append((key, b))
             for j in range(J):
-                self._tree_sum(dsk, prio, name, parts[j], (name, i, j))
-        # The tasks that make block b (read it, compute it) rank just below
-        # its partials and above block b + 1's: a worker finishes a block
-        # before it makes the next, and the ids (small) come first.
-        up = {k: 2 * B + 4 for k in self._keys(ids)}
-        up.update({k: 2 * (B - k[1]) + 1 for k in self._keys(table)})
-        return self._array(name, dsk, [table, ids], (ids.chunks[0], table.chunks[1]), table.dtype, prio, up)
+                partials[(name, i, j)] = [(_sparse_times, TaskRef((f"{name}-piece", i, b)), TaskRef((table.name, b, j)))
+                                          for b in range(B)]
+        self._block_by_block(dsk, name, partials)
+        return self._array(name, dsk, [table, ids], (ids.chunks[0], table.chunks[1]), table.dtype)
 
     # -- math for nn (dask functions: results stay lazy) -------------------
     def tanh(self, x):

@@ -182,7 +182,29 @@ def sharded_pass(client, op, table_bytes, p, **kw):
         return _pass(client, op, table_bytes, p, **kw)
 
 
-def _pass(client, op, table_bytes, p, *, seed=0, check=False, block_order=True, persist_table=False):
+def _without_barriers(out):
+    """``out`` (a sharded embedding_mean / sparse_dot) with its barriers taken
+    out: the same running sums, block after block, with nothing that makes
+    every output pass block b before any reads block b + 1, so the order is
+    dask.order's own (the thrash the barriers avoid)."""
+    from dask._task_spec import Task
+    from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+
+    from unibackend.plugins.dask_backend import _done, _step
+
+    graph = out.__dask_graph__()
+    layer = {}
+    for k, v in graph.layers[out.name].items():
+        if isinstance(v, Task) and v.func is _done:
+            continue
+        if isinstance(v, Task) and v.func is _step:
+            v = Task(k, _step, v.args[0], None, *v.args[2:])
+        layer[k] = v
+    layers = dict(graph.layers, **{out.name: MaterializedLayer(layer)})
+    return type(out)(HighLevelGraph(layers, graph.dependencies), out.name, out.chunks, meta=out._meta)
+
+
+def _pass(client, op, table_bytes, p, *, seed=0, check=False, barriers=True, persist_table=False):
     """One ``op`` ("embedding_mean" or "sparse_dot") with a table of about
     ``table_bytes`` in row blocks of ``table_block_bytes()``, the result
     persisted on the workers.  Returns seconds, peak worker memory, bytes the
@@ -216,8 +238,8 @@ def _pass(client, op, table_bytes, p, *, seed=0, check=False, block_order=True, 
     t0 = time.perf_counter()
     with ub.use_backend("dask"):
         out = ub.embedding_mean(table, ids) if op == "embedding_mean" else ub.sparse_dot(ids, table)
-    if not block_order:  # dask's own order only (the thrash this structure avoids)
-        out.__dask_graph__().layers[out.name].annotations = None
+    if not barriers:  # dask's own order only (the thrash the barriers avoid)
+        out = _without_barriers(out)
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         res = client.persist(out)
         wait(res)
@@ -230,7 +252,7 @@ def _pass(client, op, table_bytes, p, *, seed=0, check=False, block_order=True, 
            "limit_bytes": min(m["limit"] for m in mem.values()),
            "disk_write_bytes": sum(m["disk_write"] for m in mem.values()),
            "disk_read_bytes": sum(m["disk_read"] for m in mem.values()),
-           "workers_lost": len(set(before) - set(after)), "block_order": block_order, "persisted_table": persist_table}
+           "workers_lost": len(set(before) - set(after)), "barriers": barriers, "persisted_table": persist_table}
     if check:
         rec.update(_check_block_by_block(client, op, res, seed, tchunks, ichunks, p, V, T))
     del res
@@ -319,12 +341,12 @@ def _sharded(nat, size, settings):
                     runs.append(rec)
                     if rec["workers_lost"]:
                         break
-                if p.get("spill_mib"):        # a persisted table that spills: block order vs dask's
-                    for order in (True, False):
+                if p.get("spill_mib"):        # a persisted table that spills: with and without barriers
+                    for barriers in (True, False):
                         client.restart()
                         q = dict(p, ids_rows=p["spill_ids_rows"])
                         rec = sharded_pass(client, "embedding_mean", p["spill_mib"] * MB, q,
-                                           block_order=order, persist_table=True)
+                                           barriers=barriers, persist_table=True)
                         rec["spill_demo"] = True
                         runs.append(rec)
         finally:
@@ -333,3 +355,42 @@ def _sharded(nat, size, settings):
     rec = {"op": "sharded", "label": label, "params": dict(p), "backend": "dask", "device": "cpu",
            "candidates": [], "sharded": {"runs": runs}}
     return [rec]
+
+
+def main(argv=None):
+    """One sharded pass on a fresh LocalCluster, as JSON (sizes in MiB):
+    ``python -m benchmarks.dask_scaling embedding_mean 1024 4 512MiB``.
+    The paired before/after figures of docs/backends/dask.md (*Order*) are
+    this command run in turn in two checkouts."""
+    import argparse
+    import json
+    import logging
+    import os
+
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.dask_scaling", description=main.__doc__)
+    ap.add_argument("op", choices=("embedding_mean", "sparse_dot"))
+    ap.add_argument("table_mib", type=float)
+    ap.add_argument("workers", type=int)
+    ap.add_argument("memory_limit")
+    ap.add_argument("--ids-rows", type=int, default=400_000)
+    ap.add_argument("--ids-chunk", type=int, default=25_000)
+    ap.add_argument("--no-barriers", action="store_true", help="dask's own order (the thrash the barriers avoid)")
+    ap.add_argument("--persist-table", action="store_true", help="persist the table on the workers first")
+    ap.add_argument("--check", action="store_true", help="compare with numpy done block by block")
+    a = ap.parse_args(argv)
+    logging.disable(logging.WARNING)
+    p = {"ids_rows": a.ids_rows, "ids_chunk": a.ids_chunk, "L": 20, "d": 64, "block": None}
+    load = os.getloadavg()[0]
+    cluster, client = _cluster(a.workers, a.memory_limit)
+    try:
+        kw = {"barriers": False} if a.no_barriers else {}  # an older _pass has no barriers argument
+        rec = sharded_pass(client, a.op, a.table_mib * MiB, p, check=a.check, persist_table=a.persist_table, **kw)
+    finally:
+        client.close()
+        cluster.close()
+    rec["load_average"] = [load, os.getloadavg()[0]]
+    print(json.dumps({k: round(v / MiB, 1) if k.endswith("_bytes") else v for k, v in rec.items()}))
+
+
+if __name__ == "__main__":
+    main()

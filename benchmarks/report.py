@@ -120,13 +120,18 @@ def scaling_rows(result):
     return ["case", "1 worker", "2 workers", "speedup (1 ÷ 2)", "cluster start"], rows
 
 
+def _spill_label(r):
+    if "barriers" in r:
+        return "spill, barriers" if r["barriers"] else "spill, no barriers"
+    return "spill, block order" if r["block_order"] else "spill, dask's order"  # a bench.json from before the barriers
+
+
 def sharded_rows(result):
     rows = []
     for c in result["cases"]:
         for r in (c.get("sharded") or {}).get("runs", []):
             what = ("scale proof" if r.get("proof") else "largest table" if r.get("largest_try")
-                    else ("spill, block order" if r["block_order"] else "spill, dask's order") if r.get("spill_demo")
-                    else "")
+                    else _spill_label(r) if r.get("spill_demo") else "")
             check = (f"{r['max_diff_over_tol']:.2g} of tol" if "max_diff_over_tol" in r else "-")
             rows.append([r["op"], what, str(r["workers"]), fmt_bytes(r["table_bytes"]),
                          f"{r['table_blocks']} x {fmt_bytes(r['block_bytes'])}", f"{r['ids_rows']:,}", str(r["tasks"]),

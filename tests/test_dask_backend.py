@@ -375,25 +375,73 @@ def test_embedding_mean_with_the_table_in_one_row_block_is_bitwise_numpys(data, 
         assert_within(got, want, n_terms=L, abs_sum=numpy_ref(ub.embedding_mean, np.abs(table), ids))
 
 
-def test_partials_of_a_table_block_run_before_those_of_the_next_on_a_worker():
-    """The priorities the layer carries: the ids' split first, then every
-    partial of block 0, then block 1's (a pair's sum just after its last
-    block).  (dask 2026.8's array optimisation drops layer annotations: see
-    docs/backends/dask.md, *Order*.)"""
-    table = da.from_array(np.ones((40, 2)), chunks=(10, 2))
-    ids = da.from_array(np.ones((30, 3), dtype=np.int64), chunks=(5, 3))
-    out = ub.embedding_mean(table, ids)
-    prio = out.__dask_graph__().layers[out.name].annotations["priority"]
-    parts = [k for k in out.__dask_graph__() if isinstance(k, tuple) and str(k[0]).endswith("-part")]
-    assert len(parts) == 6 * 4
-    by_block = {}
-    for k in parts:
-        by_block.setdefault(k[3], set()).add(prio(k))
-    assert [len(v) for v in by_block.values()] == [1] * 4     # every ids chunk alike
-    order = [by_block[b].pop() for b in range(4)]
-    assert order == sorted(order, reverse=True)               # block 0 first
-    splits = [k for k in out.__dask_graph__() if isinstance(k, tuple) and str(k[0]).endswith("-ids")]
-    assert min(prio(k) for k in splits) > max(order)
+def _sharded(op, blocks=4, cols=1, chunks=6):
+    """``op`` ("embedding_mean" or "sparse_dot") with the table / w in
+    ``blocks`` row blocks made by tasks (``+ 0``: as a table read from disk,
+    a block exists once its task ran), ``chunks`` row blocks of ids / x; the
+    result and the table's keys by row block."""
+    rng = np.random.default_rng(4)
+    V, d = 10 * blocks, 2 * cols
+    table = da.from_array(rng.normal(size=(V, d)), chunks=(10, 2)) + 0
+    if op == "embedding_mean":
+        out = ub.embedding_mean(table, da.from_array(rng.integers(0, V, (5 * chunks, 3)), chunks=(5, 3)))
+    else:
+        x = sp.random(5 * chunks, V, density=0.3, format="csr", random_state=4)
+        out = ub.sparse_dot(_sparse_rows(x, 5), table)
+    return out, {b: {(table.name, b, j) for j in range(cols)} for b in range(blocks)}
+
+
+def _readers(out, tkeys):
+    """Row block -> the keys of the tasks that read it."""
+    inputs = _task_inputs(out.__dask_graph__())
+    return {b: {k for k, deps in inputs.items() if deps & keys} for b, keys in tkeys.items()}
+
+
+def _run(out, scheduler, **kw):
+    """Compute ``out``; the (event, key) of every task, in the order they
+    happened (``start`` before it runs, ``end`` once its result is in)."""
+    from dask.callbacks import Callback
+
+    events: list = []
+    with Callback(pretask=lambda key, dsk, state: events.append(("start", key)),
+                  posttask=lambda key, res, dsk, state, worker: events.append(("end", key))):
+        got = out.compute(scheduler=scheduler, **kw)
+    return got, events
+
+
+@pytest.mark.parametrize("op", ["embedding_mean", "sparse_dot"])
+@pytest.mark.parametrize("cols", [1, 2])
+def test_every_output_passes_a_table_block_before_any_reads_the_next(op, cols):
+    """On 4 threads, whatever order they pick: every task that reads row block
+    b has finished before any task that reads block b + 1 starts (the
+    barriers; dask.order alone finishes one output at a time, every block
+    again for each), and the answer is numpy's."""
+    out, tkeys = _sharded(op, cols=cols)
+    readers = _readers(out, tkeys)
+    assert all(len(r) == 6 * cols for r in readers.values())     # one per (ids chunk, column block)
+    got, events = _run(out, "threads", num_workers=4)
+    at = {ev: i for i, ev in enumerate(events)}
+    for b in range(len(tkeys) - 1):
+        assert max(at["end", k] for k in readers[b]) < min(at["start", k] for k in readers[b + 1]), b
+    np.testing.assert_allclose(got, out.compute(scheduler="sync"), rtol=1e-12)
+
+
+@pytest.mark.parametrize("op", ["embedding_mean", "sparse_dot"])
+def test_dasks_own_order_holds_one_table_block_at_a_time(op):
+    """In dask.order's order (the synchronous scheduler runs it as is; a
+    distributed worker breaks ties by it): blocks are made 0, 1, 2, ...
+    and block b + 1 is made only after the last task that reads block b
+    ran, so one block is held at a time and none is read again later."""
+    out, tkeys = _sharded(op, blocks=5)
+    readers = _readers(out, tkeys)
+    _, events = _run(out, "sync")
+    ends = [k for ev, k in events if ev == "end"]
+    made = [b for k in ends for b, keys in tkeys.items() if k in keys]
+    assert made == list(range(5))
+    at = {k: i for i, k in enumerate(ends)}
+    for b in range(4):
+        (nxt,) = tkeys[b + 1]
+        assert max(at[k] for k in readers[b]) < at[nxt]
 
 
 def test_sparse_dot_with_w_in_row_blocks_never_reads_w_whole():
@@ -542,6 +590,24 @@ def test_an_id_outside_the_table_raises_index_error_on_the_cluster(cluster_clien
     with pytest.raises(IndexError) as e:
         cluster_client.compute(out).result()
     assert str(e.value) == BAD_ID.format(6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("op", ["embedding_mean", "sparse_dot"])
+def test_on_the_cluster_every_task_of_a_table_block_ends_before_the_next_blocks_start(cluster_client, op):
+    """On two worker processes (the workers' own clocks, from the task
+    stream): every task that reads row block b has ended before any task
+    that reads block b + 1 starts, on whichever worker."""
+    from distributed import get_task_stream
+
+    out, tkeys = _sharded(op, blocks=5)
+    readers = _readers(out, tkeys)
+    with get_task_stream(cluster_client) as ts:
+        got = cluster_client.compute(out).result()
+    span = {t["key"]: [s for s in t["startstops"] if s["action"] == "compute"][0] for t in ts.data}
+    for b in range(4):
+        assert max(span[k]["stop"] for k in readers[b]) <= min(span[k]["start"] for k in readers[b + 1]), b
+    np.testing.assert_allclose(got, out.compute(scheduler="sync"), rtol=1e-12)
 
 
 @pytest.mark.slow
