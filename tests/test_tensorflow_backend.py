@@ -383,6 +383,37 @@ def test_keep_topk_pins_nan_ties_and_signed_zeros_at_the_kth_place(mode, dtype):
             np.testing.assert_array_equal(mine, theirs)
 
 
+def _same_bits(got, expect):
+    """Equal values, NaN positions and signs of zeros (NaNs canonical)."""
+    assert got.dtype == expect.dtype
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expect))
+    mine, theirs = np.where(np.isnan(got), 0, got), np.where(np.isnan(expect), 0, expect)
+    np.testing.assert_array_equal(np.signbit(mine), np.signbit(theirs))
+    np.testing.assert_array_equal(mine, theirs)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_keep_topk_under_xla_keeps_a_lone_negative_nan_below_the_top_k(dtype):
+    """XLA's top_k ranks a NaN with its sign bit set (x86's inf - inf) last,
+    so its own k + 1 values look plain: only the whole-array NaN test sends
+    the call to the exact rule, which keeps the NaN as the largest entry."""
+    x = np.tile(np.arange(8.0), (3, 1))
+    x[1, 0] = np.copysign(np.nan, -1.0)
+    x = x.astype(dtype)
+    assert np.signbit(x[1, 0])
+    got = tf.function(lambda t: ub.keep_topk(t, 2, fill=-7.0), jit_compile=True)(tf.constant(x)).numpy()
+    _same_bits(got, numpy_ref(ub.keep_topk, x, 2, fill=-7.0))
+    assert np.isnan(got[1, 0])
+
+
+def test_keep_topk_under_tf_vectorized_map_inside_xla_equals_numpy_per_example():
+    """pfor's rule for the fast path's scatter builds a shape XLA cannot fix;
+    under tf.vectorized_map inside jit_compile the exact rule runs alone."""
+    x = np.stack([_pinned_topk_rows(), _pinned_topk_rows()[::-1]]).astype(np.float32)
+    f = tf.function(lambda t: tf.vectorized_map(lambda a: ub.keep_topk(a, 3, fill=-7.0), t), jit_compile=True)
+    _same_bits(f(tf.constant(x)).numpy(), np.stack([numpy_ref(ub.keep_topk, a, 3, fill=-7.0) for a in x]))
+
+
 @pytest.mark.parametrize("jit", [False, True])
 def test_topk_gate_pins_nan_and_ties_at_the_kth_place_in_graphs(jit):
     """topk_gate in a graph equals the numpy reference on the pinned rows
