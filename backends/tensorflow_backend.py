@@ -554,22 +554,25 @@ class TensorflowBackend(Backend):
         values is unique in every slice (-0.0 == +0.0 counts as a tie) and
         ``y`` holds no NaN anywhere (XLA's top_k ranks a NaN with its sign
         bit set last, so its output cannot tell; a NaN among the k + 1 is
-        caught by the same test, whatever the min makes of it).  Then the first k indices are the answer,
-        scattered into a fill array as a native user does; else the exact
-        rule.  float64 is ranked in float32: a k-th value above the (k+1)-th
+        caught by the same test, whatever the min makes of it).  Then the
+        first k indices are the answer, scattered into a fill array as a
+        native user does; else the exact rule.  float64 is ranked in float32: a k-th value above the (k+1)-th
         in float32 is above it in float64 too (rounding is monotonic).
 
         Paired under tf.function(jit_compile=True) against top_k +
-        tensor_scatter_nd_update at 512x4096, k=4, float32 (41 rounds, load
-        5-8 on 2 cores): this path 1.08-1.14x, and 1.02-1.03x without the
-        NaN test; the earlier count of entries not below t over the whole
-        array and a select pass were 1.24-1.27x.  The NaN test is a float
-        sum (NaN iff a NaN is summed, or inf - inf: then the exact rule,
-        which is right anyway): ``reduce_any(is_nan)`` cost 3x the sum under
-        XLA, and a NaN-propagating max, ~0.6x the sum, holds only while
-        XLA's fast-min-max flag is off.  The branches return the full
-        output: returning only indices and values from the conditional and
-        scattering after it measured the same (1.06-1.10x)."""
+        tensor_scatter_nd_update, k=4, float32, load 5-8 on 2 cores: 1.13x
+        at 512x4096 and 1.12x at 2048x4096 (bench, 31 rounds; 1.05-1.17x
+        over five runs), where the earlier count of entries not below t
+        and a select pass were 1.24-1.28x.  By CPU time, 41 rounds, at
+        512x4096: top_k of k + 1 and the scatter alone 1.00-1.03x, with
+        the conditional 1.06-1.07x, with the NaN test 1.08-1.13x.  The NaN
+        test is a float sum (NaN iff a NaN is summed, or inf - inf: then
+        the exact rule, which is right anyway), 0.4 ms of native's 4.5:
+        reduce_any(is_nan) cost 3x the sum, and a max (NaN-propagating
+        only while XLA's fast-min-max flag is off), a matvec with ones and
+        row sums cost the same 0.4 ms.  Returning only indices and values
+        from the conditional and scattering after it, or scattering
+        top_k's own k values, measured the same."""
         tf = self.tf
         if _in_vectorized_map(tf):
             # pfor's rule for TensorScatterUpdate builds a shape XLA cannot
