@@ -383,6 +383,37 @@ def test_keep_topk_pins_nan_ties_and_signed_zeros_at_the_kth_place(mode, dtype):
             np.testing.assert_array_equal(mine, theirs)
 
 
+def _same_bits(got, expect):
+    """Equal values, NaN positions and signs of zeros (NaNs canonical)."""
+    assert got.dtype == expect.dtype
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expect))
+    mine, theirs = np.where(np.isnan(got), 0, got), np.where(np.isnan(expect), 0, expect)
+    np.testing.assert_array_equal(np.signbit(mine), np.signbit(theirs))
+    np.testing.assert_array_equal(mine, theirs)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_keep_topk_under_xla_keeps_a_lone_negative_nan_below_the_top_k(dtype):
+    """XLA's top_k ranks a NaN with its sign bit set (x86's inf - inf) last,
+    so its own k + 1 values look plain: only the whole-array NaN test sends
+    the call to the exact rule, which keeps the NaN as the largest entry."""
+    x = np.tile(np.arange(8.0), (3, 1))
+    x[1, 0] = np.copysign(np.nan, -1.0)
+    x = x.astype(dtype)
+    assert np.signbit(x[1, 0])
+    got = tf.function(lambda t: ub.keep_topk(t, 2, fill=-7.0), jit_compile=True)(tf.constant(x)).numpy()
+    _same_bits(got, numpy_ref(ub.keep_topk, x, 2, fill=-7.0))
+    assert np.isnan(got[1, 0])
+
+
+def test_keep_topk_under_tf_vectorized_map_inside_xla_equals_numpy_per_example():
+    """pfor's rule for the fast path's scatter builds a shape XLA cannot fix;
+    under tf.vectorized_map inside jit_compile the exact rule runs alone."""
+    x = np.stack([_pinned_topk_rows(), _pinned_topk_rows()[::-1]]).astype(np.float32)
+    f = tf.function(lambda t: tf.vectorized_map(lambda a: ub.keep_topk(a, 3, fill=-7.0), t), jit_compile=True)
+    _same_bits(f(tf.constant(x)).numpy(), np.stack([numpy_ref(ub.keep_topk, a, 3, fill=-7.0) for a in x]))
+
+
 @pytest.mark.parametrize("jit", [False, True])
 def test_topk_gate_pins_nan_and_ties_at_the_kth_place_in_graphs(jit):
     """topk_gate in a graph equals the numpy reference on the pinned rows
@@ -538,6 +569,75 @@ def test_embedding_mean_keeps_memory_linear_no_n_by_l_by_d_gather():
                 assert t.shape.num_elements() <= limit, (op.type, t.shape)
     table = TABLE[:V].repeat(16, axis=1)
     same_as_reference(f(tf.constant(table), tf.constant(ids)), numpy_ref(ub.embedding_mean, table, ids), native=tf.Tensor)
+
+
+def test_embedding_mean_under_xla_holds_no_n_by_l_by_d_buffer():
+    """XLA's CPU stores a gather feeding a reduction: the masked gather-sum
+    held an (n, L, d) buffer.  The optimized HLO of the XLA path holds no
+    buffer larger than max((L + 1) * n, V * d, n * d) elements (the loop
+    reads one column of ids per step)."""
+    import re
+
+    n, L, V, d = 8, 16, 5, 32
+    ids = np.random.default_rng(4).integers(0, V, (n, L))
+    table = TABLE[:V].repeat(16, axis=1)
+    f = tf.function(lambda t, i: ub.embedding_mean(t, i), jit_compile=True)
+    hlo = f.experimental_get_compiler_ir(tf.constant(table), tf.constant(ids))(stage="optimized_hlo")
+    sizes = [int(np.prod([int(v) for v in dims.split(",")])) for dims in re.findall(r"\b[a-z]+\d*\[([\d,]+)\]", hlo)]
+    assert sizes and max(sizes) <= max((L + 1) * n, V * d, n * d) < n * L * d, max(sizes)
+    same_as_reference(f(tf.constant(table), tf.constant(ids)), numpy_ref(ub.embedding_mean, table, ids),
+                      native=tf.Tensor)
+
+
+@pytest.mark.parametrize("shape", [(1, 0, 0, 0), (1, 3, 2, 0), (6, 2, 3, 4)], ids=lambda s: "V{}-d{}-n{}-L{}".format(*s))
+def test_embedding_mean_jacobian_inside_xla_matches_the_counted_gradient(shape):
+    """tape.jacobian (pfor) inside jit_compile: the loop's own gradient kept
+    each step in a TensorList, which XLA cannot compile under pfor; the
+    written-out gradient is the counted one, exactly 0 on the pad row."""
+    V, d, n, L = shape
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(V, d)).astype(np.float32)
+    ids = rng.integers(0, V, (n, L)).astype(np.int32)
+    u, v = rng.normal(size=d).astype(np.float32), rng.normal(size=n).astype(np.float32)
+
+    @tf.function(jit_compile=True)
+    def both(t, ids):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(t)
+            y = ub.dot(ub.dot(ub.embedding_mean(t, ids, pad_id=0), u), v)
+        return tape.jacobian(y, t), tf.convert_to_tensor(tape.gradient(y, t))
+
+    jac, grad = both(tf.constant(table), tf.constant(ids))
+    expect = _embedding_dot_grad(table, ids, u, v)
+    same_as_reference(jac, expect, native=tf.Tensor)
+    same_as_reference(grad, expect, native=tf.Tensor)
+    assert np.all(jac.numpy()[0] == 0.0) and np.all(grad.numpy()[0] == 0.0)
+
+
+def test_embedding_mean_second_gradient_inside_xla_is_the_counted_one():
+    """d/dT |d/dT sum(E(T)^2)|^2 = 8 (M'M)^2 T for E(T) = M T, M the
+    row-normalised count matrix: the written-out gradient differentiates
+    again (and is dense)."""
+    rng = np.random.default_rng(1)
+    table = rng.normal(size=(6, 2))
+    ids = np.array([[1, 2, 0], [3, 3, 0], [0, 0, 0]])
+    M = np.zeros((3, 6))
+    for i, row in enumerate(ids):
+        for j in row[row != 0]:
+            M[i, j] += 1 / np.count_nonzero(row)
+
+    @tf.function(jit_compile=True)
+    def second(t):
+        with tf.GradientTape() as outer:
+            outer.watch(t)
+            with tf.GradientTape() as inner:
+                inner.watch(t)
+                y = tf.reduce_sum(ub.embedding_mean(t, ids) ** 2)
+            z = tf.reduce_sum(tf.convert_to_tensor(inner.gradient(y, t)) ** 2)
+        return outer.gradient(z, t)
+
+    A = M.T @ M
+    same_as_reference(second(tf.constant(table)), 8 * A @ A @ table, native=tf.Tensor)
 
 
 # -- math for nn ---------------------------------------------------------------------
