@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import agree, installed_backends, numpy_ref, same_as_reference, special_rows
+from conftest import KTH_FILL, KTH_PLACE, NNAN, agree, installed_backends, numpy_ref, same_as_reference, special_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -36,7 +36,6 @@ import unibackend as ub
 from unibackend.conformance.tolerances import assert_within
 
 inf, nan = np.inf, np.nan
-NNAN = float(np.copysign(np.nan, -1.0))  # a NaN with the sign bit set (x86's inf - inf)
 
 
 # -- where each test runs ------------------------------------------------------
@@ -485,25 +484,13 @@ def test_keep_topk_keeps_signed_zeros_as_they_are(on, x, k, want):
         np.testing.assert_array_equal(np.signbit(got), np.signbit(np.array(want, dtype)))
 
 
-_F = -9.0
-#: the k-th place held by a NaN, a tie, -0.0 or +inf; the row, k, the answer with fill=_F
-KTH_PLACE = [
-    ([0.0, nan, -0.0, 1.0, -0.0], 3, [0.0, nan, _F, 1.0, _F]),       # zeros tie at the k-th place
-    ([-0.0, 2.0, 0.0, nan], 3, [-0.0, 2.0, _F, nan]),                # -0.0 first: it stays, sign kept
-    ([nan, inf, nan, nan, inf], 2, [nan, _F, nan, _F, _F]),          # more NaNs than k
-    ([inf, nan, 3.0, inf, nan], 3, [inf, nan, _F, _F, nan]),         # NaNs, then the first +inf
-    ([1.0, NNAN, 2.0], 1, [_F, nan, _F]),                            # a negative NaN is still largest
-    ([1.0, NNAN, 2.0, 2.0], 2, [_F, nan, 2.0, _F]),                  # ... and a tie right below it
-    ([-inf, -inf, -inf], 2, [-inf, -inf, _F]),                       # -inf at the k-th place
-    ([3.0, 1.0, 2.0, 0.0], 2, [3.0, _F, 2.0, _F]),                   # nothing special
-]
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_keep_topk_at_a_kth_place_held_by_nan_ties_signed_zero_or_inf(on, dtype):
     for x, k, want in KTH_PLACE:
         want = np.array(want, dtype)
-        got = on.check(want, ub.keep_topk, np.array(x, dtype), k, fill=_F)
+        got = on.check(want, ub.keep_topk, np.array(x, dtype), k, fill=KTH_FILL)
         np.testing.assert_array_equal(np.signbit(got[~np.isnan(got)]), np.signbit(want[~np.isnan(want)]))
 
 
