@@ -76,19 +76,22 @@ def test_sparse_dot_of_a_bcoo_with_duplicates_adds_them():
 _F = KTH_FILL
 
 
-@pytest.mark.parametrize("x,k,want", KTH_PLACE)
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
-def test_keep_topk_at_the_contracts_kth_places_inside_jit_and_function(x, k, want, dtype):
+def test_keep_topk_at_the_contracts_kth_places_inside_jit_and_function(dtype):
     """The k-th places that tests/test_contract.py pins eagerly (a NaN, a tie,
-    -0.0, +inf), inside a user's jax.jit and ub.function: the kernel takes
-    lax.top_k's k-th value only and must decide these itself, on its plain
-    path (exactly k entries not below t) and on its exact one alike."""
-    x, want = np.array(x, dtype), np.array(want, dtype)
-    jitted = np.asarray(jax.jit(lambda v: ub.keep_topk(v, k, fill=_F))(jnp.asarray(x)))
-    function = np.asarray(ub.function(lambda v: ub.keep_topk(v, k, fill=_F))(jnp.asarray(x)))
-    for got in (jitted, function):
-        np.testing.assert_array_equal(got, want)
-        np.testing.assert_array_equal(np.signbit(got[~np.isnan(got)]), np.signbit(want[~np.isnan(want)]))
+    -0.0, +inf), every row in one user's jax.jit and in one ub.function: the
+    kernel takes lax.top_k's k-th value only and must decide these itself,
+    on its plain path (exactly k entries not below t) and on its exact one alike."""
+    xs = [jnp.asarray(np.array(x, dtype)) for x, _, _ in KTH_PLACE]
+
+    def every_row(*xs):
+        return [ub.keep_topk(x, k, fill=_F) for x, (_, k, _) in zip(xs, KTH_PLACE)]
+
+    for got_rows in (jax.jit(every_row)(*xs), ub.function(every_row)(*xs)):
+        for got, (_, _, want) in zip(got_rows, KTH_PLACE):
+            got, want = np.asarray(got), np.array(want, dtype)
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(np.signbit(got[~np.isnan(got)]), np.signbit(want[~np.isnan(want)]))
 
 
 def test_keep_topk_rows_on_the_plain_and_the_exact_path_in_one_array():

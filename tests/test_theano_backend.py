@@ -744,9 +744,12 @@ def test_eager_ops_run_on_the_implementation_the_env_var_chose():
 
 # -- softmax with NaN / +inf, and ub.function against eager on tricky inputs ----
 
-#: compiled once per dtype and ndim for all the cases below
-SOFTMAX_AND_GATE = [(ub.function(lambda t: ub.softmax(t)), lambda t: ub.softmax(t)),
-                    (ub.function(lambda t: ub.topk_gate(t, 2)), lambda t: ub.topk_gate(t, 2))]
+def softmax_and_gate(t):
+    return ub.softmax(t), ub.topk_gate(t, 2)
+
+
+#: one graph for both ops, compiled once per signature for all the cases below
+SOFTMAX_AND_GATE = ub.function(softmax_and_gate)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
@@ -759,8 +762,8 @@ def test_softmax_and_topk_gate_with_nan_or_inf_match_numpy_in_ub_function(dtype,
     here; float16 ran into numba's missing float16 and now runs widened to
     float32.)"""
     x = special_rows(special, rows).astype(dtype)
-    for compiled, fn in SOFTMAX_AND_GATE:
-        same_as_reference(ub.to_numpy(compiled(x)), numpy_ref(fn, x))
+    for got, want in zip(SOFTMAX_AND_GATE(x), numpy_ref(softmax_and_gate, x)):
+        same_as_reference(ub.to_numpy(got), want)
 
 
 TRICKY = np.array([[np.nan, 1.0, -0.0, 0.0, np.inf], [1.0, 1.0, -np.inf, 1.0, 0.0], [-np.inf] * 5])
