@@ -117,6 +117,8 @@ def test_sparse_dot_adds_duplicates_of_an_unordered_user_sparse_tensor():
     expect = np.array([[4.0, 2.0, 0.0], [0.0, 0.0, 4.0]]) @ w
     same_as_reference(ub.sparse_dot(st, w), expect, native=tf.Tensor)
     same_as_reference(ub.dot(st, tf.constant(w)), expect, native=tf.Tensor)  # a sparse a goes to sparse_dot
+    scipy_x = sp.csr_matrix(np.array([[4.0, 2.0, 0.0], [0.0, 0.0, 4.0]]))
+    same_as_reference(ub.dot(scipy_x, tf.constant(w)), expect, native=tf.Tensor)  # a scipy x with a tf w
 
 
 def test_sparse_dot_promotes_a_float32_sparse_tensor_with_float64_w():
