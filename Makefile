@@ -64,7 +64,7 @@ $(LEGACY_VENV)/.installed: pyproject.toml
 	touch $@
 
 legacy-theano: $(LEGACY_VENV)/.installed
-	$(LEGACY_FLAGS) $(LEGACY_PY) -m pytest -q tests/test_theano_backend.py
+	$(LEGACY_FLAGS) $(LEGACY_PY) -m pytest -q tests/test_theano_backend.py tests/test_contract.py
 	$(LEGACY_FLAGS) $(LEGACY_VENV)/bin/unibackend conformance --backends numpy,theano
 
 clean:

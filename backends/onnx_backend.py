@@ -599,6 +599,10 @@ class OnnxBackend(Backend):
         n = self._dim(x, axis)
         if np.dtype(x.unwrap_tensor().dtype).kind in "biu":  # no NaN; TopK takes int64
             xv = op.cast(x, to=np.int64)
+            if np.dtype(x.unwrap_tensor().dtype) == np.uint64:
+                # the cast wraps 2**63 and above to negatives: flipping the
+                # sign bit maps uint64's order onto int64's
+                xv = op.bitwise_xor(xv, self._c(np.iinfo(np.int64).min))
             isn = op.cast(op.mul(xv, self._c(0)), to=np.bool_)
         else:
             isn = op.isnan(x)

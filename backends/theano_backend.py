@@ -701,19 +701,29 @@ class TheanoBackend(Backend):
         T = self.T
         op = index.op
         parts = list(index.parts)
+        # a constant value has no gradient; else integer arrays that may name
+        # a position twice need _last_writes_only (a set only)
+        last_only = not accumulate and not isinstance(value, T.TensorConstant) and any(
+            np.dtype(str(getattr(p, "dtype", "bool"))).kind in "iu" for p in parts)
+        checks = []  # (args of _check after the checked value)
         for j, axis, _ in index.unchecked():
             p, n = parts[j], x.shape[axis]
             ok = T.and_(T.all(T.ge(p, -n)), T.all(T.lt(p, n)))
             lo, hi = self._min_max(p, 0, 0)
-            x = self._check(IndexError, str(index_out_of_range(op, "{bad}", axis, "{size}")), x, ok,
-                            bad=T.switch(T.lt(lo, -n), lo, hi), size=n)
+            checks.append(((IndexError, str(index_out_of_range(op, "{bad}", axis, "{size}"))), (ok,),
+                           dict(bad=T.switch(T.lt(lo, -n), lo, hi), size=n)))
         for p, axis in zip(parts, index.axes):
             if getattr(p, "dtype", None) is None or np.dtype(str(p.dtype)) != np.bool_:
                 continue
             for i in range(p.ndim):
                 got, size = T.as_tensor_variable(p.shape[i]), x.shape[axis + i]
                 msg = str(mask_shape_mismatch(op, axis + i, "{got}", "{size}"))
-                x = self._check(IndexError, msg, x, T.eq(got, size), got=got, size=size)
+                checks.append(((IndexError, msg), (T.eq(got, size),), dict(got=got, size=size)))
+        grid = T.arange(x.size).reshape(x.shape, ndim=x.ndim) if last_only else None
+        for (exc, msg), conds, values in checks:
+            x = self._check(exc, msg, x, *conds, **values)
+            if last_only:  # the flat positions are read under the same checks
+                grid = self._check(exc, msg, grid, *conds, **values)
         sub = x[tuple(parts)]
         fits = [T.or_(T.eq(value.shape[-i], 1), T.eq(value.shape[-i], sub.shape[-i]))
                 for i in range(1, min(value.ndim, sub.ndim) + 1)]
@@ -724,7 +734,26 @@ class TheanoBackend(Backend):
             msg = str(does_not_broadcast(op, "value", "{shape}", "{target}"))
             value = self._check(ValueError, msg, value, *fits, shape=T.as_tensor_variable(value.shape),
                                 target=T.as_tensor_variable(sub.shape))
+        if last_only:
+            value = self._last_writes_only(grid, parts, sub, value)
         return self._g_write(sub, value, accumulate)
+
+    def _last_writes_only(self, grid, parts, sub, value):
+        """``value`` broadcast to ``sub`` with every write that a later write
+        to the same position overwrites made 0: the same result (the last
+        write wins), but only the last write gets a gradient (the framework's
+        gradient of a set gives every write its position's gradient).
+        ``grid``: the flat position of each entry of x."""
+        T = self.T
+        pos = grid[tuple(parts)].flatten()
+        # a stable sort groups each position's writes in write order: the last
+        # of a group is the last write (PyTensor rewrites a set read back at
+        # the same positions to the values written, duplicates or not)
+        perm = T.argsort(pos, kind="mergesort")
+        s = pos[perm]
+        last = T.neq(s, T.concatenate([s[1:], s[:1] * 0 - 1]))[T.argsort(perm)]
+        vals = T.alloc(value, *[sub.shape[i] for i in range(sub.ndim)]).flatten()
+        return T.switch(last, vals, T.zeros_like(vals)).reshape(sub.shape, ndim=sub.ndim)
 
     def _g_masked_mean(self, x, mask, axes, checks):
         T = self.T

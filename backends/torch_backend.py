@@ -723,7 +723,8 @@ class TorchBackend(Backend):
         V, d = table.shape
         if n == 0 or L == 0 or d == 0:  # (embedding_bag's CUDA backward crashes on d == 0)
             return table.new_zeros((n, d))
-        if ids.dtype is not t.int64 and ids.dtype is not t.int32:
+        if ids.dtype is not t.int64 and (ids.dtype is not t.int32 or not -2**31 <= pad_id < 2**31):
+            # (torch compares int32 ids with a wider pad_id modulo 2**32: 2**40 would match id 0)
             ids = ids.to(t.int64)
         if self._in_graph(ids):
             if not sync_free_checks():

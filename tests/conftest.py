@@ -1,3 +1,4 @@
+import math
 import os
 
 import pytest
@@ -62,8 +63,8 @@ def same_as_reference(out, want, exact=False, native=None, n_terms=None):
     import unibackend as ub
     from unibackend.conformance.tolerances import TEST_TERMS, assert_within
 
-    if native is not None:
-        assert isinstance(out, native), type(out)
+    if native is not None:  # numpy's own ops give numpy scalars for 0-d results
+        assert isinstance(out, native) or (native is np.ndarray and isinstance(out, np.generic)), type(out)
     native_tensor = native is not None and not isinstance(out, (np.ndarray, np.generic))
     got = np.asarray(ub.to_numpy(out) if native_tensor else out)
     want = np.asarray(want)
@@ -77,6 +78,24 @@ def same_as_reference(out, want, exact=False, native=None, n_terms=None):
             assert_within(g, w, n_terms=n_terms, abs_sum=np.abs(want).max(initial=0.0))
     else:
         assert_within(got, want, n_terms=n_terms, dtype=want.dtype if want.dtype.kind == "f" else None)
+
+
+NNAN = math.copysign(math.nan, -1.0)  # a NaN with the sign bit set (x86's inf - inf)
+KTH_FILL = -9.0
+_F, nan, inf = KTH_FILL, math.nan, math.inf
+#: keep_topk's k-th place held by a NaN, a tie, -0.0 or +inf: (row, k, the
+#: answer with fill=KTH_FILL).  tests/test_contract.py runs them eagerly on
+#: every backend; a backend's file inside its compilers.
+KTH_PLACE = [
+    ([0.0, nan, -0.0, 1.0, -0.0], 3, [0.0, nan, _F, 1.0, _F]),       # zeros tie at the k-th place
+    ([-0.0, 2.0, 0.0, nan], 3, [-0.0, 2.0, _F, nan]),                # -0.0 first: it stays, sign kept
+    ([nan, inf, nan, nan, inf], 2, [nan, _F, nan, _F, _F]),          # more NaNs than k
+    ([inf, nan, 3.0, inf, nan], 3, [inf, nan, _F, _F, nan]),         # NaNs, then the first +inf
+    ([1.0, NNAN, 2.0], 1, [_F, nan, _F]),                            # a negative NaN is still largest
+    ([1.0, NNAN, 2.0, 2.0], 2, [_F, nan, 2.0, _F]),                  # ... and a tie right below it
+    ([-inf, -inf, -inf], 2, [-inf, -inf, _F]),                       # -inf at the k-th place
+    ([3.0, 1.0, 2.0, 0.0], 2, [3.0, _F, 2.0, _F]),                   # nothing special
+]
 
 
 def special_rows(special, rows):

@@ -1,13 +1,12 @@
-"""The jax plugin: every op against the numpy reference, eagerly, inside
+"""The jax plugin: what belongs to jax alone -- x64, BCOO, every op inside
 ub.function and inside a user's own jax.jit, with JAX's traps pinned
-(duplicate scatter order, out-of-range fill/drop, top_k ties and NaN, x64,
-checkify, BCOO)."""
-import math
+(duplicate scatter order, out-of-range fill/drop, top_k ties and NaN,
+checkify), the kernels' memory and plain/exact paths.  The contract itself is
+tested once over every backend, jax included, in tests/test_contract.py."""
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
-from conftest import agree, numpy_ref
+from conftest import KTH_FILL, KTH_PLACE
 
 import unibackend as ub
 from unibackend.conformance.tolerances import assert_within
@@ -58,24 +57,11 @@ def test_float64_with_x64_switched_off_again_raises_type_error():
             jax.config.update("jax_enable_x64", True)
 
 
-# -- ops against numpy -----------------------------------------------------
-
-@pytest.mark.parametrize("sa,sb", [((3,), (3,)), ((2, 3), (3,)), ((2, 3), (3, 4)), ((2, 2, 3), (3, 4))])
-def test_dot_matches_numpy_for_1d_2d_and_nd(sa, sb):
-    rng = np.random.default_rng(0)
-    agree("jax", ub.dot, rng.normal(size=sa).astype(np.float32), rng.normal(size=sb).astype(np.float32))
-
+# -- ops -------------------------------------------------------------------
 
 def test_dot_of_misaligned_jax_arrays_is_a_value_error():
     with pytest.raises(ValueError, match="not aligned"):
         ub.dot(jnp.ones((2, 3)), jnp.ones((4, 2)))
-
-
-@pytest.mark.parametrize("fmt", ["csr", "csc", "coo"])
-def test_sparse_dot_of_scipy_input_matches_numpy(fmt):
-    x = sp.random(6, 5, density=0.4, format=fmt, random_state=1)
-    agree("jax", ub.sparse_dot, x, np.arange(10.0).reshape(5, 2))
-    agree("jax", ub.sparse_dot, x, np.arange(5.0))
 
 
 def test_sparse_dot_of_a_bcoo_with_duplicates_adds_them():
@@ -87,62 +73,25 @@ def test_sparse_dot_of_a_bcoo_with_duplicates_adds_them():
     np.testing.assert_array_equal(ub.to_numpy(x).toarray(), [[0, 3], [3, 0]])
 
 
-def test_argsort_is_stable_both_ways_with_nan_largest_and_signed_zeros_equal():
-    x = np.array([[1.0, -np.nan, -0.0, 0.0, 3.0, 3.0, -np.inf, np.inf, np.nan, 0.0]])
-    for desc in (False, True):
-        got = on_jax(ub.argsort, x, descending=desc)
-        np.testing.assert_array_equal(got, numpy_ref(ub.argsort, x, descending=desc))
+_F = KTH_FILL
 
 
-@pytest.mark.parametrize("descending", [False, True])
-@pytest.mark.parametrize("axis", [0, 1])
-def test_argsort_with_many_ties_matches_numpy_exactly(descending, axis):
-    x = np.random.default_rng(2).integers(0, 3, size=(7, 9)).astype(np.float32)
-    np.testing.assert_array_equal(on_jax(ub.argsort, x, axis=axis, descending=descending),
-                                  numpy_ref(ub.argsort, x, axis=axis, descending=descending))
-
-
-@pytest.mark.parametrize("x,k", [
-    (np.array([1.0, 3.0, 3.0, 3.0, 2.0]), 2),             # a tie straddles the k-th place
-    (np.array([np.nan, 1.0, np.inf, np.nan, 5.0]), 3),    # NaN counts as largest, lower index first
-    (np.array([-0.0, 0.0, -0.0, 1.0]), 2),                # -0.0 == +0.0: lower index stays
-    (np.full(17, -0.0, np.float32), 17),                  # k == n keeps -0.0 as it is
-    (np.zeros(4), 0),
-])
-def test_keep_topk_keeps_exactly_k_with_lower_index_winning_and_nan_largest(x, k):
-    got = on_jax(ub.keep_topk, x, k)
-    want = numpy_ref(ub.keep_topk, x, k)
-    np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
-
-
-_NNAN = float(np.copysign(np.nan, -1.0))  # a NaN with the sign bit set (x86's inf - inf)
-_F = -9.0
-
-
-# Pinned: the k-th place held by a NaN, a tie, -0.0 or +inf; the kernel takes
-# lax.top_k's k-th value only and must decide these itself, on its plain path
-# (exactly k entries not below t) and on its exact one alike.
-@pytest.mark.parametrize("x,k,want", [
-    ([0.0, np.nan, -0.0, 1.0, -0.0], 3, [0.0, np.nan, _F, 1.0, _F]),       # zeros tie at the k-th place
-    ([-0.0, 2.0, 0.0, np.nan], 3, [-0.0, 2.0, _F, np.nan]),                # -0.0 first: it stays, sign kept
-    ([np.nan, np.inf, np.nan, np.nan, np.inf], 2, [np.nan, _F, np.nan, _F, _F]),  # more NaNs than k
-    ([np.inf, np.nan, 3.0, np.inf, np.nan], 3, [np.inf, np.nan, _F, _F, np.nan]),  # NaNs, then the first +inf
-    ([1.0, _NNAN, 2.0], 1, [_F, np.nan, _F]),                              # a negative NaN is still largest
-    ([1.0, _NNAN, 2.0, 2.0], 2, [_F, np.nan, 2.0, _F]),                    # ... and a tie right below it
-    ([-np.inf, -np.inf, -np.inf], 2, [-np.inf, -np.inf, _F]),              # -inf at the k-th place
-    ([3.0, 1.0, 2.0, 0.0], 2, [3.0, _F, 2.0, _F]),                         # the plain path
-])
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
-def test_keep_topk_pins_nan_ties_and_signed_zero_at_the_kth_place(x, k, want, dtype):
-    x, want = np.array(x, dtype), np.array(want, dtype)
-    eager = on_jax(ub.keep_topk, x, k, fill=_F)
-    jitted = np.asarray(jax.jit(lambda v: ub.keep_topk(v, k, fill=_F))(jnp.asarray(x)))
-    function = np.asarray(ub.function(lambda v: ub.keep_topk(v, k, fill=_F))(jnp.asarray(x)))
-    for got in (eager, jitted, function):
-        np.testing.assert_array_equal(got, want)
-        np.testing.assert_array_equal(np.signbit(got[~np.isnan(got)]), np.signbit(want[~np.isnan(want)]))
-    np.testing.assert_array_equal(eager, numpy_ref(ub.keep_topk, x, k, fill=_F))
+def test_keep_topk_at_the_contracts_kth_places_inside_jit_and_function(dtype):
+    """The k-th places that tests/test_contract.py pins eagerly (a NaN, a tie,
+    -0.0, +inf), every row in one user's jax.jit and in one ub.function: the
+    kernel takes lax.top_k's k-th value only and must decide these itself,
+    on its plain path (exactly k entries not below t) and on its exact one alike."""
+    xs = [jnp.asarray(np.array(x, dtype)) for x, _, _ in KTH_PLACE]
+
+    def every_row(*xs):
+        return [ub.keep_topk(x, k, fill=_F) for x, (_, k, _) in zip(xs, KTH_PLACE)]
+
+    for got_rows in (jax.jit(every_row)(*xs), ub.function(every_row)(*xs)):
+        for got, (_, _, want) in zip(got_rows, KTH_PLACE):
+            got, want = np.asarray(got), np.array(want, dtype)
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(np.signbit(got[~np.isnan(got)]), np.signbit(want[~np.isnan(want)]))
 
 
 def test_keep_topk_rows_on_the_plain_and_the_exact_path_in_one_array():
@@ -158,64 +107,11 @@ def test_keep_topk_rows_on_the_plain_and_the_exact_path_in_one_array():
     np.testing.assert_array_equal(g, ((want != _F) & ~np.isnan(x)).astype(np.float32))
 
 
-def test_keep_topk_along_axis_0_with_float16_ties_matches_numpy():
-    x = np.random.default_rng(3).integers(0, 4, size=(9, 5)).astype(np.float16)
-    np.testing.assert_array_equal(on_jax(ub.keep_topk, x, 3, axis=0), numpy_ref(ub.keep_topk, x, 3, axis=0))
-
-
-def test_softmax_gives_zero_for_minus_inf_zeros_for_dead_slices_and_nan_for_nan_or_plus_inf():
-    x = np.array([[0.1, np.nan, 0.3, 2.0], [-np.inf] * 4, [0.0, 1.0, -np.inf, 2.0], [1.0, np.inf, 0.0, 0.0]],
-                 np.float32)
-    got = agree("jax", ub.softmax, x)
-    assert np.isnan(got[0]).all() and np.isnan(got[3]).all()
-    assert (got[1] == 0).all() and got[2, 2] == 0
-
-
-def test_topk_gate_has_k_nonzero_weights_summing_to_one():
-    got = agree("jax", ub.topk_gate, np.array([[1.0, 3.0, 3.0, 0.5, 2.0]]), 2)
-    assert np.count_nonzero(got) == 2 and math.isclose(got.sum(), 1.0)
-
-
-def test_masked_mean_never_lets_masked_nan_or_inf_leak_and_gives_zero_for_empty_slices():
-    x = np.array([[1.0, np.nan, np.inf], [2.0, 3.0, 4.0], [np.nan, 5.0, 6.0]])
-    mask = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0]])
-    np.testing.assert_array_equal(agree("jax", ub.masked_mean, x, mask, axis=1), [1.0, 2.5, 0.0])
-
-
-def test_masked_mean_gradient_of_masked_nan_entries_is_zero():
-    g = ub.grad(lambda x: ub.masked_mean(x, jnp.array([True, False])))(jnp.array([1.0, np.nan]))
-    np.testing.assert_array_equal(np.asarray(g), [1.0, 0.0])
-
-
-@pytest.mark.parametrize("pad_id", [0, -1, 3])
-def test_embedding_mean_matches_numpy_with_repeats_and_all_padding_rows(pad_id):
-    table = np.arange(12.0).reshape(4, 3)
-    ids = np.array([[1, 2, pad_id], [pad_id, pad_id, pad_id], [2, 2, 1]])
-    got = agree("jax", ub.embedding_mean, table, ids, pad_id=pad_id)
-    np.testing.assert_array_equal(got[1], 0.0)
-
-
-def test_embedding_mean_of_uint8_ids_and_an_empty_batch_matches_numpy():
-    table = np.arange(12.0, dtype=np.float32).reshape(4, 3)
-    agree("jax", ub.embedding_mean, table, np.array([[1, 3, 0]], np.uint8))
-    assert on_jax(ub.embedding_mean, table, np.zeros((0, 5), np.int64)).shape == (0, 3)
-
-
 def test_embedding_mean_bad_id_is_an_index_error_naming_it_before_any_work():
     table = jnp.ones((4, 3))
     for bad in (4, -2):
         with pytest.raises(IndexError, match=f"embedding_mean: id {bad} is out of range for a table of 4 rows"):
             ub.embedding_mean(table, jnp.array([[1, bad, 0]]))
-
-
-def test_embedding_mean_pad_row_gradient_is_exactly_zero_even_for_a_nan_cotangent():
-    ids = jnp.array([[1, 2, 0], [0, 0, 0]])
-    g = ub.grad(lambda t: jnp.sum(ub.embedding_mean(t, ids)))(jnp.ones((4, 3)))
-    np.testing.assert_array_equal(np.asarray(g)[0], 0.0)
-    np.testing.assert_allclose(np.asarray(g)[1:3], 0.5)
-    # an all-padding row whose output gets a NaN cotangent still gives the pad row 0
-    g = ub.grad(lambda t: jnp.sum(ub.embedding_mean(t, ids) * jnp.array([[1.0], [np.nan]])))(jnp.ones((4, 3)))
-    np.testing.assert_array_equal(np.asarray(g)[0], 0.0)
 
 
 def test_embedding_mean_compiles_to_no_n_l_d_buffer():
@@ -231,22 +127,6 @@ def test_embedding_mean_compiles_to_no_n_l_d_buffer():
     assert mem.temp_size_in_bytes < gather / 8, (mem.temp_size_in_bytes, gather)
 
 
-def test_set_subtensor_last_write_wins_and_inc_subtensor_adds_every_time():
-    x, idx, v = np.zeros(5), np.array([1, 3, 1, 1]), np.array([1.0, 2.0, 3.0, 4.0])
-    np.testing.assert_array_equal(agree("jax", ub.set_subtensor, x, idx, v), [0, 4, 0, 2, 0])
-    np.testing.assert_array_equal(agree("jax", ub.inc_subtensor, x, idx, v), [0, 8, 0, 2, 0])
-
-
-@pytest.mark.parametrize("index", [(0, slice(None)), (slice(None, None, -1), 1), (np.array([True, False, True]),),
-                                   (Ellipsis, np.array([2, -1, 0])), (np.array([[0, 2]]), np.array([[1], [0]]))])
-def test_subtensor_matches_numpy_and_mutates_nothing(index):
-    x = np.arange(12.0).reshape(3, 4)
-    before = x.copy()
-    for op in (ub.set_subtensor, ub.inc_subtensor):
-        agree("jax", op, x, index, 7.0)
-    np.testing.assert_array_equal(x, before)
-
-
 def test_subtensor_out_of_range_is_an_index_error_not_jax_drop():
     with pytest.raises(IndexError, match="set_subtensor"):
         ub.set_subtensor(jnp.zeros(3), jnp.array([0, 3]), 1.0)
@@ -256,17 +136,6 @@ def test_subtensor_out_of_range_is_an_index_error_not_jax_drop():
 
 # -- autodiff --------------------------------------------------------------
 
-def test_sparse_dot_gradients_wrt_w_and_a_scipy_x_are_xtg_and_structured():
-    x = sp.random(4, 5, density=0.4, format="csr", random_state=4)
-    w = np.arange(10.0).reshape(5, 2)
-    with ub.use_backend("jax"):
-        gx, gw = ub.grad(lambda x, w: jnp.sum(ub.sparse_dot(x, w)), (0, 1))(x, w)
-    np.testing.assert_allclose(np.asarray(gw), x.T @ np.ones((4, 2)))
-    from jax.experimental import sparse
-
-    assert isinstance(gx, sparse.BCOO) and gx.nse == x.nnz  # only the stored positions
-    np.testing.assert_allclose(ub.to_numpy(gx).toarray(), (x != 0).toarray() * w.sum(1))
-
 
 def test_grad_of_a_bcoo_argument_is_a_bcoo_on_its_indices():
     from jax.experimental import sparse
@@ -275,17 +144,6 @@ def test_grad_of_a_bcoo_argument_is_a_bcoo_on_its_indices():
     g = ub.grad(lambda x: jnp.sum(ub.sparse_dot(x, jnp.array([5.0, 7.0]))))(x)
     assert isinstance(g, sparse.BCOO)
     np.testing.assert_array_equal(np.asarray(g.todense()), [[0.0, 7.0], [5.0, 0.0]])
-
-
-def test_value_and_grad_of_a_non_scalar_is_the_contract_type_error():
-    with pytest.raises(TypeError, match="f must return a scalar"):
-        ub.grad(lambda x: x * 2)(jnp.ones(3))
-
-
-def test_grad_of_integer_argument_is_float64_and_unused_argument_gets_zeros():
-    v, (g0, g1) = ub.value_and_grad(lambda a, b: jnp.sum(a * 2.0), (0, 1))(jnp.array([1, 2]), jnp.ones(2, jnp.float32))
-    assert float(v) == 6.0 and g0.dtype == np.float64 and g1.dtype == np.float32
-    np.testing.assert_array_equal(np.asarray(g1), 0.0)
 
 
 # -- compilation -----------------------------------------------------------

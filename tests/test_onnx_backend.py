@@ -1,8 +1,11 @@
-"""The onnx backend: eager calls and traced functions agree with numpy, value
-checks raise the contract's errors, exported models serve in ONNX Runtime
-alone and agree with numpy serving, and the conformance suite catches the
+"""The onnx backend: what belongs to onnx alone -- its graph cache, traced
+functions and their value checks, exported models served in ONNX Runtime
+alone (agreeing with numpy serving), and the conformance suite catching the
 two classic ONNX mistakes (an unpinned TopK NaN order, a ScatterND without a
-reduction on repeated indices)."""
+reduction on repeated indices).  The contract itself (the suite's pinned
+cases: signed zeros through selection, ids of width 0, integer argsort, empty
+writes) is tested once over every backend, onnx included, in
+tests/test_contract.py."""
 from __future__ import annotations
 
 import io
@@ -85,38 +88,16 @@ def test_traced_index_out_of_range_raises_index_error():
             f(np.zeros(5), np.array([1, 7]), np.array([1.0, 2.0]))
 
 
-def test_negative_zero_survives_selection():
-    """keep_topk and set_subtensor keep a -0.0 bit for bit (ONNX Runtime's
-    Where would not: microsoft/onnxruntime#32191)."""
-    with ub.use_backend("onnx"):
-        kept = ub.keep_topk(np.array([-0.0, -0.0, 2.0]), 2)
-        written = ub.set_subtensor(np.array([-0.0, 1.0]), 1, 5.0)
-    assert np.signbit(kept[0]) and np.isneginf(kept[1])
-    assert np.signbit(written[0])
-
-
-def test_pinned_cases_the_suite_found():
-    """Cases the conformance suite found while the backend was written: ids
-    of width 0 (an integer division by L), integer argsort (IsNaN takes
-    floats only), an empty set_subtensor (Reshape reads a 0 in a shape as
-    "copy" unless allowzero)."""
-    with ub.use_backend("onnx"):
-        np.testing.assert_array_equal(ub.embedding_mean(np.ones((3, 2)), np.zeros((2, 0), np.int64)), np.zeros((2, 2)))
-        np.testing.assert_array_equal(ub.argsort(np.array([3, 1, 2, 1], np.int32), descending=True), [0, 2, 1, 3])
-        out = ub.set_subtensor(np.zeros((0, 0), np.float32), np.zeros(0, np.int32), np.zeros((0, 0), np.float32))
-        assert out.shape == (0, 0) and out.dtype == np.float32
-
-
-def test_empty_selection_with_a_broadcast_value_eager_and_traced():
+def test_empty_selection_with_a_broadcast_value_traced():
     """Pinned from the suite: inc_subtensor of a (0,) x at [:] with a (1,)
-    value (onnxruntime's Expand keeps the 1, and ScatterElements refused it)."""
+    value (onnxruntime's Expand keeps the 1, and ScatterElements refused it);
+    eagerly in tests/test_contract.py."""
     x, value = np.zeros(0, np.float32), np.array([1.0])
     with ub.use_backend("onnx"):
         for f in (ub.inc_subtensor, ub.set_subtensor):
-            eager = f(x, slice(None), value)
             traced = R.backend("onnx").compile(lambda x, v, f=f: f(x, slice(None), v))(ub.asarray(x), ub.asarray(value))
-            for out in (eager, ub.to_numpy(traced)):
-                assert out.shape == (0,) and out.dtype == np.float32
+            out = ub.to_numpy(traced)
+            assert out.shape == (0,) and out.dtype == np.float32
 
 
 def test_conformance_tricky_ops_eager_and_compiled():

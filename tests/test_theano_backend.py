@@ -1,10 +1,12 @@
 """The theano plugin, on whichever implementation is in force (PyTensor in
-.venv; Theano 1.0.5 in .venv-theano with UNIBACKEND_THEANO=theano): every op
-eager (arrays in, numpy out, compiled once per signature) and symbolic
-(variables in, variables out, errors raised by checks inside the graph),
-against the numpy reference; function and value_and_grad; the
-implementation switch.  Needs neither torch nor tensorflow."""
-import math
+.venv; Theano 1.0.5 in .venv-theano with UNIBACKEND_THEANO=theano): what
+belongs to theano alone -- eager calls compiled once per signature (the cache,
+its tiers, threads), every op symbolic (variables in, variables out, errors
+raised by checks inside the graph) against the numpy reference, function and
+value_and_grad of symbolic and eager inputs, the implementation switch.  The
+contract itself is tested once over every backend, theano included, in
+tests/test_contract.py (which `make legacy-theano` runs on Theano 1.0.5 too).
+Needs neither torch nor tensorflow."""
 import os
 import subprocess
 import sys
@@ -13,9 +15,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from conftest import agree, numpy_ref, same_as_reference, special_rows
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 import unibackend as ub
 from unibackend import _registry as R
@@ -326,9 +325,8 @@ def test_eager_calls_from_several_threads_share_the_cache_and_agree():
 # -- dot, sparse_dot -------------------------------------------------------------
 
 @pytest.mark.parametrize("sa,sb", [((4,), (4,)), ((3, 4), (4,)), ((4,), (4, 2)), ((3, 4), (4, 2)), ((2, 3, 4), (4, 2))])
-def test_dot_matches_numpy_eager_and_symbolic(sa, sb):
+def test_dot_of_symbolic_inputs_matches_numpy(sa, sb):
     a, b = rng.standard_normal(sa), rng.standard_normal(sb)
-    agree("theano", ub.dot, a, b)
     sym_agree(ub.dot, a, b)
 
 
@@ -341,10 +339,6 @@ def test_dot_fast_path_of_plain_arrays_compiles_once_and_leaves_the_rest_to_the_
     assert THEANO.fast_dot(a, b[:3]) is None and THEANO.fast_dot(a, b.astype(np.float32)) is None
     with pytest.raises(ValueError, match="dot: shapes .* are not aligned"):
         ub.dot(a, b[:3])
-
-
-def test_dot_promotes_float32_with_float64():
-    agree("theano", ub.dot, rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal(4))
 
 
 def test_dot_errors_are_raised_before_compiling():
@@ -362,20 +356,6 @@ def test_dot_of_symbolic_unaligned_shapes_raises_value_error_when_run():
     msg = r"dot: shapes \(3, 4\) and \(3, 2\) are not aligned: a's last dim 4 != b's first dim 3"
     with pytest.raises(ValueError, match=msg):
         f(np.ones((3, 4)), np.ones((3, 2)))
-
-
-@pytest.mark.parametrize("fmt", ["csr", "csc", "coo"])
-@pytest.mark.parametrize("wshape", [(6, 3), (6,)])
-def test_sparse_dot_of_scipy_matrices_matches_numpy(fmt, wshape):
-    x = sp.random(5, 6, density=0.4, format=fmt, random_state=3)
-    agree("theano", ub.sparse_dot, x, rng.standard_normal(wshape))
-
-
-def test_sparse_dot_adds_coo_duplicates_and_keeps_explicit_zeros():
-    x = sp.coo_matrix(([1.0, 2.0, 0.0], ([0, 0, 1], [1, 1, 2])), shape=(2, 3))
-    got = ub.sparse_dot(x, np.ones((3, 2)))
-    np.testing.assert_array_equal(got, [[3.0, 3.0], [0.0, 0.0]])
-    assert x.nnz == 3  # not mutated
 
 
 @pytest.mark.parametrize("make", ["csr_matrix", "csc_matrix"])
@@ -423,36 +403,8 @@ SPECIAL = np.array([np.nan, 1.0, -0.0, 0.0, np.nan, 1.0, np.inf, -np.inf, 0.0, -
 
 
 @pytest.mark.parametrize("descending", [False, True])
-def test_argsort_is_stable_with_nan_largest_and_signed_zeros_equal(descending):
-    got = agree("theano", ub.argsort, SPECIAL, descending=descending, exact=True)
-    if not descending:
-        assert list(got[-2:]) == [0, 4]  # NaN after +inf, in index order
-    else:
-        assert list(got[:2]) == [0, 4]
+def test_argsort_of_a_symbolic_x_is_stable_with_nan_largest_and_signed_zeros_equal(descending):
     sym_agree(ub.argsort, SPECIAL, descending=descending, exact=True)
-
-
-@pytest.mark.parametrize("axis", [0, 1])
-@pytest.mark.parametrize("descending", [False, True])
-def test_argsort_with_many_ties_along_each_axis_matches_numpy_exactly(axis, descending):
-    x = rng.integers(0, 3, size=(7, 9)).astype(np.float32)
-    x[rng.random(x.shape) < 0.1] = np.nan
-    agree("theano", ub.argsort, x, axis=axis, descending=descending, exact=True)
-
-
-@settings(max_examples=40, deadline=None)
-@given(hnp.arrays(np.float64, st.integers(2, 30), elements=st.sampled_from([0.0, -0.0, 1.0, -1.0, np.nan, np.inf, -np.inf])),
-       st.booleans())
-def test_argsort_property_stable_both_ways(x, descending):
-    """For any vector of heavily tied values with NaN, +-inf and signed zeros,
-    argsort equals the numpy reference's stable order in both directions."""
-    same_as_reference(ub.argsort(x, descending=descending), numpy_ref(ub.argsort, x, descending=descending), exact=True)
-
-
-def test_argsort_of_a_large_slice_is_stable():
-    x = rng.integers(0, 4, size=5000).astype(np.float64)
-    agree("theano", ub.argsort, x, exact=True)
-    agree("theano", ub.argsort, x, descending=True, exact=True)
 
 
 # -- set_subtensor, inc_subtensor -------------------------------------------------
@@ -476,12 +428,6 @@ INDICES = [
 
 @pytest.mark.parametrize("op", [ub.set_subtensor, ub.inc_subtensor])
 @pytest.mark.parametrize("index,value", INDICES)
-def test_subtensor_eager_matches_numpy_and_mutates_nothing(op, index, value):
-    agree("theano", op, X, index, value)
-
-
-@pytest.mark.parametrize("op", [ub.set_subtensor, ub.inc_subtensor])
-@pytest.mark.parametrize("index,value", INDICES)
 def test_subtensor_of_a_symbolic_x_with_the_raw_index_matches_numpy(op, index, value):
     want = numpy_ref(op, X, index, value)
     x = T.matrix("x", dtype="float64")
@@ -490,12 +436,10 @@ def test_subtensor_of_a_symbolic_x_with_the_raw_index_matches_numpy(op, index, v
     same_as_reference(run([x], out, X), want)
 
 
-def test_set_subtensor_last_write_wins_and_inc_subtensor_adds_every_time_eager_and_symbolic():
+def test_set_subtensor_last_write_wins_and_inc_subtensor_adds_every_time_with_symbolic_indices():
     idx = (np.array([0, 0, 2, 0]), np.array([1, 1, 1, 1]))
     vals = np.array([1.0, 2.0, 3.0, 4.0])
-    s, i = ub.set_subtensor(X, idx, vals), ub.inc_subtensor(X, idx, vals)
-    assert s[0, 1] == 4.0 and s[2, 1] == 3.0
-    assert i[0, 1] == X[0, 1] + 7.0 and i[2, 1] == X[2, 1] + 3.0
+    s, i = numpy_ref(ub.set_subtensor, X, idx, vals), numpy_ref(ub.inc_subtensor, X, idx, vals)
     x, r, c = T.matrix("x", dtype="float64"), T.lvector("r"), T.lvector("c")
     s2 = run([x, r, c], ub.set_subtensor(x, (r, c), vals), X, *idx)
     i2 = run([x, r, c], ub.inc_subtensor(x, (r, c), vals), X, *idx)
@@ -520,12 +464,6 @@ def test_subtensor_with_a_symbolic_value_and_numpy_x_uses_the_core_index():
     for index in ((1, slice(0, 3)), (np.array([0, 0, 3]), np.array([1, 1, 2]))):
         want = numpy_ref(ub.set_subtensor, X, index, np.array([1.0, 2.0, 3.0]))
         np.testing.assert_array_equal(run([v], ub.set_subtensor(X, index, v), np.array([1.0, 2.0, 3.0])), want)
-
-
-def test_subtensor_keeps_float32():
-    x = np.ones((2, 3), np.float32)
-    assert ub.set_subtensor(x, 0, 2.0).dtype == np.float32
-    assert ub.inc_subtensor(x, np.array([1, 1]), np.float64(2.0)).dtype == np.float32
 
 
 def test_subtensor_eager_errors_are_raised_before_compiling():
@@ -583,25 +521,10 @@ def test_subtensor_static_errors_of_a_symbolic_x_are_raised_when_building():
 
 # -- masked_mean -----------------------------------------------------------------
 
-def test_masked_mean_ignores_masked_nan_and_inf_and_gives_zero_for_empty_slices():
+def test_masked_mean_of_symbolic_inputs_ignores_masked_nan_and_inf_and_gives_zero_for_empty_slices():
     x = np.array([[1.0, np.nan, 3.0], [np.inf, 2.0, -np.inf], [5.0, 6.0, 7.0]])
     mask = np.array([[1, 0, 1], [0, 1, 0], [0, 0, 0]], bool)
-    got = agree("theano", ub.masked_mean, x, mask, axis=1)
-    np.testing.assert_array_equal(got, [2.0, 2.0, 0.0])
     sym_agree(ub.masked_mean, x, mask, axis=1)
-
-
-@pytest.mark.parametrize("axis", [None, 0, (0, 2), -1])
-def test_masked_mean_with_a_broadcast_numeric_mask_matches_numpy(axis):
-    x = rng.standard_normal((3, 4, 5)).astype(np.float32)
-    mask = (rng.random((4, 1)) > 0.4).astype(np.int64)
-    agree("theano", ub.masked_mean, x, mask, axis=axis)
-
-
-def test_masked_mean_gradient_is_zero_and_finite_at_masked_nan():
-    x = np.array([1.0, np.nan, 3.0])
-    g = ub.grad(lambda x: ub.masked_mean(x, np.array([1, 0, 1]), axis=0))(x)
-    np.testing.assert_array_equal(g, [0.5, 0.0, 0.5])
 
 
 def test_masked_mean_of_a_symbolic_mask_that_does_not_broadcast_raises_value_error_when_run():
@@ -613,42 +536,9 @@ def test_masked_mean_of_a_symbolic_mask_that_does_not_broadcast_raises_value_err
 
 # -- keep_topk, topk_gate ------------------------------------------------------------
 
-def test_keep_topk_breaks_ties_by_lower_index_and_counts_nan_as_largest():
+def test_keep_topk_of_a_symbolic_x_breaks_ties_by_lower_index_and_counts_nan_as_largest():
     x = np.array([[1.0, 3.0, 3.0, 2.0, 3.0], [np.nan, 0.0, np.nan, 5.0, -0.0]])
-    got = agree("theano", ub.keep_topk, x, 2, exact=True)
-    np.testing.assert_array_equal(got[0], [-np.inf, 3.0, 3.0, -np.inf, -np.inf])
-    assert np.isnan(got[1, [0, 2]]).all() and (got[1, [1, 3, 4]] == -np.inf).all()
     sym_agree(ub.keep_topk, x, 2, exact=True)
-
-
-@pytest.mark.parametrize("axis", [0, 1])
-@pytest.mark.parametrize("k", [0, 1, 3, 6])
-def test_keep_topk_with_many_ties_keeps_what_numpy_keeps(axis, k):
-    x = rng.integers(0, 3, size=(6, 6)).astype(np.float64)
-    x[rng.random(x.shape) < 0.15] = np.nan
-    x[rng.random(x.shape) < 0.15] = -0.0
-    agree("theano", ub.keep_topk, x, k, axis=axis, exact=True)
-
-
-@settings(max_examples=40, deadline=None)
-@given(hnp.arrays(np.float64, st.tuples(st.integers(2, 5), st.integers(2, 8)),
-                  elements=st.sampled_from([0.0, -0.0, 1.0, 2.0, np.nan, np.inf, -np.inf])),
-       st.data())
-def test_keep_topk_property_exactly_k_stay_as_numpy_chooses(x, data):
-    """For any matrix of tied values with NaN, +-inf and signed zeros and any
-    0 <= k <= n, keep_topk keeps exactly the entries the numpy reference keeps."""
-    k = data.draw(st.integers(0, x.shape[1]))
-    same_as_reference(ub.keep_topk(x, k, fill=-7.0), numpy_ref(ub.keep_topk, x, k, fill=-7.0), exact=True)
-
-
-def test_keep_topk_fill_and_float32():
-    x = np.array([3.0, 1.0, 2.0], np.float32)
-    got = agree("theano", ub.keep_topk, x, 1, fill=0.5, exact=True)
-    assert got.dtype == np.float32
-
-
-def test_keep_topk_of_an_empty_axis_is_empty():
-    agree("theano", ub.keep_topk, np.zeros((3, 0)), 0, exact=True)
 
 
 def test_keep_topk_k_out_of_range_is_value_error_eager_and_when_a_symbolic_graph_runs():
@@ -661,72 +551,31 @@ def test_keep_topk_k_out_of_range_is_value_error_eager_and_when_a_symbolic_graph
         f(np.ones(3))
 
 
-def test_topk_gate_has_k_nonzero_weights_summing_to_one_eager_and_symbolic():
+def test_topk_gate_of_a_symbolic_x_matches_numpy():
     x = rng.standard_normal((4, 6))
-    got = agree("theano", ub.topk_gate, x, 2)
-    assert ((got > 0).sum(axis=1) == 2).all()
-    np.testing.assert_allclose(got.sum(axis=1), 1.0)
     sym_agree(ub.topk_gate, x, 2)
-
-
-def test_grad_through_topk_gate_is_zero_off_the_kept_entries():
-    x = np.array([[0.3, 2.0, -1.0, 1.5]])
-    w = np.array([[1.0, 2.0, 3.0, 4.0]])
-    g = ub.grad(lambda x: (ub.topk_gate(x, 2) * w).sum())(x)
-    assert g[0, 0] == 0.0 and g[0, 2] == 0.0 and g[0, 1] != 0.0
 
 
 # -- softmax -----------------------------------------------------------------------
 
-def test_softmax_gives_exact_zeros_for_minus_inf_and_for_all_minus_inf_slices():
+def test_softmax_of_a_symbolic_x_gives_exact_zeros_for_minus_inf_and_for_all_minus_inf_slices():
     x = np.array([[-np.inf, 0.0, 1.0], [-np.inf, -np.inf, -np.inf]])
-    got = agree("theano", ub.softmax, x)
-    assert got[0, 0] == 0.0 and (got[1] == 0.0).all()
     sym_agree(ub.softmax, x)
 
 
-@pytest.mark.parametrize("axis", [0, 1, 2])
-def test_softmax_is_stable_for_large_logits_and_keeps_float32(axis):
-    x = (rng.standard_normal((2, 3, 4)) * 1e4).astype(np.float32)
-    got = agree("theano", ub.softmax, x, axis=axis)
-    assert np.isfinite(got).all()
-
-
 @pytest.mark.parametrize("shape,axis", [((3, 0), 1), ((0, 3), 1), ((0, 3), 0)])
-def test_softmax_of_an_empty_axis_or_batch_is_empty_eager_and_symbolic(shape, axis):
-    agree("theano", ub.softmax, np.zeros(shape), axis=axis)
+def test_softmax_of_a_symbolic_empty_axis_or_batch_is_empty(shape, axis):
     sym_agree(ub.softmax, np.zeros(shape), axis=axis)
-
-
-def test_softmax_gradient_is_finite_for_an_all_minus_inf_slice():
-    x = np.array([[-np.inf, -np.inf], [0.0, 1.0]])
-    g = ub.grad(lambda x: (ub.softmax(x) * np.array([1.0, 2.0])).sum())(x)
-    assert np.isfinite(g).all()
 
 
 # -- embedding_mean ----------------------------------------------------------------
 
 @pytest.mark.parametrize("pad_id", [0, 3, -1])
-def test_embedding_mean_skips_padding_counts_repeats_and_zeros_all_pad_rows(pad_id):
+def test_embedding_mean_of_symbolic_inputs_skips_padding_counts_repeats_and_zeros_all_pad_rows(pad_id):
     table = rng.standard_normal((6, 4))
     p = pad_id
     ids = np.array([[1, 2, p, p], [5, 5, 2, p], [p, p, p, p], [4, 1, 1, 1]])
-    got = agree("theano", ub.embedding_mean, table, ids, pad_id=pad_id)
-    np.testing.assert_allclose(got[1], (2 * table[5] + table[2]) / 3)
-    assert (got[2] == 0.0).all()
     sym_agree(ub.embedding_mean, table, ids, pad_id=pad_id)
-
-
-@pytest.mark.parametrize("idt", [np.int32, np.int64, np.uint8])
-def test_embedding_mean_accepts_integer_id_dtypes_and_keeps_float32(idt):
-    table = rng.standard_normal((5, 3)).astype(np.float32)
-    agree("theano", ub.embedding_mean, table, np.array([[1, 4, 0]], idt))
-
-
-def test_embedding_mean_never_reads_the_pad_row():
-    table = np.ones((4, 2))
-    table[0] = np.nan
-    np.testing.assert_array_equal(ub.embedding_mean(table, np.array([[1, 0], [0, 0]])), [[1.0, 1.0], [0.0, 0.0]])
 
 
 def test_embedding_mean_builds_no_gather_of_the_table():
@@ -737,15 +586,6 @@ def test_embedding_mean_builds_no_gather_of_the_table():
     users = [type(n.op).__name__ for n in _ancestors(out) if table in n.inputs]
     assert "StructuredDot" in users
     assert set(users) <= {"StructuredDot", "Shape", "Shape_i"}, users  # shape only, never values
-
-
-@pytest.mark.parametrize("pad_id", [0, 2])
-def test_embedding_mean_gradient_leaves_the_pad_row_exactly_zero(pad_id):
-    table = rng.standard_normal((4, 3))
-    ids = np.array([[1, pad_id, 3], [pad_id, pad_id, 1]])
-    g = ub.grad(lambda t: (ub.embedding_mean(t, ids, pad_id=pad_id) ** 2).sum())(table)
-    assert (g[pad_id] == 0.0).all()
-    assert (g[1] != 0.0).all()
 
 
 def test_embedding_mean_eager_errors_are_raised_before_compiling():
@@ -799,7 +639,6 @@ def test_nn_math_builds_graph_ops_on_variables_and_stays_numpy_on_arrays(theano_
     same_as_reference(eager, want)
 
 
-
 # -- function and value_and_grad -------------------------------------------------------
 
 def test_function_traces_once_per_signature_and_calls_the_compiled_graph():
@@ -842,7 +681,7 @@ def test_function_raises_the_in_graph_errors_with_a_clean_message():
     assert str(e.value) == "embedding_mean: id 3 is out of range for a table of 3 rows (valid: 0..2, pad_id=0)"
 
 
-def test_value_and_grad_matches_the_analytic_gradient_and_compiles_once():
+def test_value_and_grad_compiles_once_and_gives_numpy():
     def f(a, b, scale=1.0):
         return scale * (ub.dot(a, b) ** 2).sum()
 
@@ -850,20 +689,10 @@ def test_value_and_grad_matches_the_analytic_gradient_and_compiles_once():
     vg = ub.value_and_grad(f, argnums=(0, 1))
     v, (ga, gb) = vg(a, b, scale=2.0)
     before = count()
-    vg(a + 1, b, scale=2.0)
+    v2, _ = vg(a + 1, b, scale=2.0)
     assert count() == before
-    r = a @ b
-    assert type(v) is np.ndarray and v.shape == ()
-    np.testing.assert_allclose(v, 2 * (r ** 2).sum())
-    np.testing.assert_allclose(ga, 4 * np.outer(r, b))
-    np.testing.assert_allclose(gb, 4 * a.T @ r)
-    np.testing.assert_allclose(ub.grad(f)(a, b), 2 * np.outer(r, b))
-
-
-def test_grad_of_integer_input_is_float64_and_unused_inputs_get_zeros():
-    ga, gb = ub.grad(lambda a, b: (ub.asarray(a) * 3.0).sum(), argnums=(0, 1))([1, 2], np.ones(2, np.float32))
-    assert ga.dtype == np.float64 and ga.tolist() == [3.0, 3.0]
-    assert gb.dtype == np.float32 and gb.tolist() == [0.0, 0.0]
+    assert type(v) is np.ndarray and v.shape == () and type(ga) is np.ndarray
+    np.testing.assert_allclose(v2, 2 * (((a + 1) @ b) ** 2).sum())
 
 
 def test_value_and_grad_of_a_non_scalar_function_is_type_error_as_on_torch_and_tensorflow():
@@ -880,37 +709,6 @@ def test_value_and_grad_of_symbolic_arguments_returns_symbolic_gradients():
     assert isinstance(v, THEANO._Var) and isinstance(g, THEANO._Var)
     p = np.exp([0.0, 1.0]) / np.exp([0.0, 1.0]).sum()
     np.testing.assert_allclose(run([x], g, np.array([0.0, 1.0])), [p[0] * (1 - p[0]), -p[0] * p[1]])
-
-
-def test_sparse_dot_gradient_wrt_w_is_x_transpose_g_and_wrt_scipy_x_is_structured_csr():
-    x = sp.random(4, 5, density=0.4, format="coo", random_state=7)
-    w = rng.standard_normal((5, 2))
-    gw = ub.grad(lambda x, w: ub.sparse_dot(x, w).sum(), argnums=1)(x, w)
-    np.testing.assert_allclose(gw, x.T @ np.ones((4, 2)))
-    gx = ub.grad(lambda x, w: ub.sparse_dot(x, w).sum(), argnums=0)(x, w)
-    assert isinstance(gx, sp.csr_matrix)
-    xc = x.tocsr()
-    assert gx.nnz == xc.nnz
-    np.testing.assert_allclose(gx.toarray(), (xc != 0).toarray() * (np.ones((4, 2)) @ w.T))
-
-
-def test_grads_wrt_scipy_sparse_arrays_and_empty_matrices_are_csr():
-    """scipy's sparse *arrays* (coo_array, csr_array), which Theano 1.0 does
-    not know, work as arguments like the matrices; so does a 0x0 matrix."""
-    w = np.ones((3, 2))
-    for x in (sp.coo_array(np.eye(3)), sp.csr_array(np.eye(3)), sp.coo_array((0, 0))):
-        wx = w[: x.shape[1]]
-        g = ub.grad(lambda x, w: ub.sparse_dot(x, w).sum())(x, wx)
-        assert isinstance(g, sp.csr_matrix) and g.shape == x.shape
-        np.testing.assert_array_equal(g.toarray(), (x.toarray() != 0) * wx.sum(axis=1))
-    np.testing.assert_array_equal(ub.sparse_dot(sp.csr_array(np.eye(3)), w), w)
-
-
-def test_grad_flows_through_set_subtensor_to_x_and_value():
-    x, v = np.ones((2, 3)), np.array([2.0, 3.0])
-    gx, gv = ub.grad(lambda x, v: (ub.set_subtensor(x, (slice(None), 1), v) * 2).sum(), argnums=(0, 1))(x, v)
-    np.testing.assert_array_equal(gx, [[2.0, 0.0, 2.0], [2.0, 0.0, 2.0]])
-    np.testing.assert_array_equal(gv, [2.0, 2.0])
 
 
 def test_a_model_trains_under_function_and_value_and_grad():
@@ -944,42 +742,28 @@ def test_eager_ops_run_on_the_implementation_the_env_var_chose():
     assert (has_pt, has_th) == (("True", "False") if impl == "pytensor" else ("False", "True"))
 
 
-def test_contract_constant_math_inf_is_a_valid_fill():
-    assert ub.keep_topk(np.array([1.0, 2.0]), 1, fill=-math.inf)[0] == -np.inf
-
-
-def test_gradient_has_the_dtype_of_its_argument_as_on_torch_and_tensorflow():
-    """Pinned from the conformance run: a float32 w promoted to float64 inside f
-    got a float64 gradient on theano only."""
-    x = sp.csr_matrix(np.array([[1.0, 0.0], [0.0, 2.0]]))
-    w, v = np.ones(2, np.float32), np.ones(2)
-    with ub.use_backend("theano"):
-        g = ub.grad(lambda w, x, v: ub.dot(ub.sparse_dot(x, w), v))(w, x, v)
-    assert g.dtype == np.float32
-    np.testing.assert_array_equal(g, [1.0, 2.0])
-
-
 # -- softmax with NaN / +inf, and ub.function against eager on tricky inputs ----
+
+def softmax_and_gate(t):
+    return ub.softmax(t), ub.topk_gate(t, 2)
+
+
+#: one graph for both ops, compiled once per signature for all the cases below
+SOFTMAX_AND_GATE = ub.function(softmax_and_gate)
+
 
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 @pytest.mark.parametrize("rows", [1, 3])
 @pytest.mark.parametrize("special", [np.nan, np.inf, -np.inf])
-def test_softmax_and_topk_gate_with_nan_or_inf_match_numpy_eagerly_and_in_ub_function(dtype, rows, special):
+def test_softmax_and_topk_gate_with_nan_or_inf_match_numpy_in_ub_function(dtype, rows, special):
     """A NaN or +inf makes its slice NaN throughout, -inf gives 0, other
-    slices stay finite: eager and compiled alike, one slice or many.
-    (Pinned: a +inf in a float32 row gave [0, 0, nan, 0] here; float16 ran
-    into numba's missing float16 and now runs widened to float32.)"""
+    slices stay finite (tests/test_contract.py: eagerly), compiled too, one
+    slice or many.  (Pinned: a +inf in a float32 row gave [0, 0, nan, 0]
+    here; float16 ran into numba's missing float16 and now runs widened to
+    float32.)"""
     x = special_rows(special, rows).astype(dtype)
-    for fn in (lambda t: ub.softmax(t), lambda t: ub.topk_gate(t, 2)):
-        want = numpy_ref(fn, x)
-        same_as_reference(fn(x), want)
-        same_as_reference(ub.to_numpy(ub.function(fn)(x)), want)
-    assert np.isnan(ub.softmax(x)[0]).all() == (special != -np.inf)
-
-
-def test_softmax_of_a_plus_inf_float32_row_is_nan_throughout():
-    got = ub.softmax(np.array([[0.1, 0.5, np.inf, 2.0]], np.float32))
-    assert got.dtype == np.float32 and np.isnan(got).all()
+    for got, want in zip(SOFTMAX_AND_GATE(x), numpy_ref(softmax_and_gate, x)):
+        same_as_reference(ub.to_numpy(got), want)
 
 
 TRICKY = np.array([[np.nan, 1.0, -0.0, 0.0, np.inf], [1.0, 1.0, -np.inf, 1.0, 0.0], [-np.inf] * 5])
@@ -1007,14 +791,3 @@ def test_ub_function_of_each_op_agrees_with_eager_on_nan_inf_and_ties(name, fn, 
     same_as_reference(eager, numpy_ref(fn, *args))
 
 
-def test_grad_through_the_id_check_of_an_empty_ids_matrix():
-    """Pinned from the suite on Theano 1.0.5: the in-graph id check took the
-    min/max of an empty ids matrix, which Theano 1.0.5 refuses (no identity);
-    the gradient over no rows is zeros."""
-    table = np.zeros((1, 0), np.float32)
-    ids = np.zeros((0, 0), np.int32)
-    u = v = np.zeros((0,), np.float32)
-    with ub.use_backend("theano"):
-        g = ub.grad(lambda table, u, v: ub.dot(ub.dot(ub.embedding_mean(table, ids), u), v))(table, u, v)
-    g = ub.to_numpy(g)
-    assert g.shape == (1, 0) and g.dtype == np.float32
