@@ -225,6 +225,11 @@ class JaxBackend(Backend):
 
     def set_subtensor(self, x, sub, value, accumulate):
         jnp = self.jnp
+        if accumulate and x.dtype == jnp.bool_:
+            # jnp's scatter-add takes no bool; numpy adds bools as a logical or,
+            # which is an int32 sum tested against 0
+            out = self.set_subtensor(x.astype(jnp.int32), sub, jnp.asarray(value).astype(jnp.int32), True)
+            return out != 0
         if isinstance(sub, GraphIndex):  # traced parts: checked in the graph
             return self._set_in_graph(x, sub, value, accumulate)
         if sub.basic:

@@ -333,6 +333,12 @@ class TensorflowBackend(Backend):
         return self.tf.transpose(x, perm), perm
 
     def set_subtensor(self, x, index, value, accumulate):
+        tf = self.tf
+        if accumulate and x.dtype == tf.bool:
+            # TensorScatterAdd and AddV2 take no bool; numpy adds bools as a
+            # logical or, which is an int32 sum tested against 0
+            out = self.set_subtensor(tf.cast(x, tf.int32), index, tf.cast(value, tf.int32), True)
+            return tf.not_equal(out, 0)
         if isinstance(index, GraphIndex):  # symbolic shape or index
             return self._set_in_graph(x, index, value, accumulate)
         if 0 in index.shape or 0 in index.xshape:
