@@ -549,7 +549,11 @@ class OnnxBackend(Backend):
         (ONNX Runtime's CPU ``Where`` turns a chosen -0.0 into +0.0,
         microsoft/onnxruntime#32191): both stacked, one gathered."""
         op = self.op
-        shape = op.shape(op.where(cond, a, b))  # the broadcast shape
+        # the broadcast shape, from int64 stand-ins (Where has no kernel for
+        # uint16, uint64 or bool values; Expand, Concat and GatherElements do)
+        zero = np.array([0], np.int64)
+        shape = op.shape(op.where(cond, op.constant_of_shape(op.shape(a), value=zero),
+                                  op.constant_of_shape(op.shape(b), value=zero)))
         both = op.concat([op.unsqueeze(op.expand(a, shape), self._c([0])),
                           op.unsqueeze(op.expand(b, shape), self._c([0]))], axis=0)
         pick = op.unsqueeze(op.cast(op.not_(op.expand(cond, shape)), to=np.int64), self._c([0]))
