@@ -54,11 +54,68 @@ def timing_rows(result):
 
 
 def target_rows(result):
+    runs = len(result["meta"].get("runs", ())) > 1
     rows = []
     for t in result["targets"]:
-        status = t["status"]
-        rows.append([t["title"], t["backend"], t["case"], fmt_value(t), fmt_limit(t), status, t["note"]])
-    return ["target", "backend", "case", "measured", "target", "status", "note"], rows
+        row = [t["title"], t["backend"], t["case"], fmt_value(t), fmt_limit(t), t["status"]]
+        if runs:
+            row.append(fmt_runs(t))
+        rows.append(row + [t["note"]])
+    head = ["target", "backend", "case", "measured", "target", "status"]
+    return head + (["across runs"] if runs else []) + ["note"], rows
+
+
+def fmt_runs(t):
+    """'1.05x 1.12x 1.08x: spread 6%, noisy' (the runs of a combined report)."""
+    vals = t.get("runs")
+    if not vals:
+        return "-"
+    one = [fmt_value({**t, "value": v}) for v in vals]
+    spread = t.get("spread")
+    tail = "" if spread is None else (f"spread {spread:.2f} µs" if t["unit"] == "µs" else f"spread {spread:.0%}")
+    if t.get("noisy"):
+        tail += ", noisy"
+    return " ".join(one) + (f": {tail}" if tail else "")
+
+
+#: A combined target is noisy when its runs disagree about met/missed, or
+#: spread over more than this share of their median (ratios) or this many
+#: µs (overheads).
+NOISY_RATIO, NOISY_US = 0.10, 0.5
+
+
+def combine(results):
+    """One report from several runs of the same command (``--runs N``, or
+    ``--report a.json,b.json``): every target's value is the median over the
+    runs that measured it, its status is the median's, and the row lists
+    each run's value and flags the noisy ones.  Timings, compile times and
+    memory are the first run's."""
+    import statistics
+
+    base = json.loads(json.dumps(results[0]))
+    by_key: dict[tuple, list] = {}
+    for r in results:
+        for t in r["targets"]:
+            if t["value"] is not None:
+                by_key.setdefault((t["id"], t["backend"], t["case"]), []).append(t)
+    for t in base["targets"]:
+        got = by_key.get((t["id"], t["backend"], t["case"]), [])
+        if not got:
+            continue
+        vals = [x["value"] for x in got]
+        mid = statistics.median(vals)
+        t["value"], t["runs"] = mid, vals
+        t["status"] = "met" if mid <= t["limit"] else "missed"
+        spread = max(vals) - min(vals)
+        t["spread"] = spread if t["unit"] == "µs" else spread / mid if mid else None
+        limit = NOISY_US if t["unit"] == "µs" else NOISY_RATIO
+        t["noisy"] = len({x["status"] for x in got}) > 1 or (t["spread"] or 0) > limit
+        if t["status"] == "met":
+            t["note"] = ""
+    base["meta"]["runs"] = [{k: r["meta"].get(k) for k in
+                             ("date", "load_average_start", "load_average_end", "seconds", "cpu_seconds")}
+                            for r in results]
+    return base
 
 
 def memory_rows(result):
@@ -201,6 +258,13 @@ def _md_table(head, rows):
 
 
 def _header(meta):
+    runs = meta.get("runs") or []
+    if len(runs) > 1:
+        each = "; ".join(f"run {i}: {r['date']}, load {r['load_average_start']}-{r['load_average_end']}, "
+                         f"{r['seconds']} s" for i, r in enumerate(runs, 1))
+        return (f"`{meta['command']}`: {len(runs)} runs on {meta['machine']}; targets: the median of the "
+                f"runs; timings and compile times: run 1 ({each})\n\n"
+                + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
     return (f"`{meta['command']}` on {meta['machine']}, {meta['date']}; threads: {meta['threads']}; "
             f"load average {meta.get('load_average_start')} at the start, {meta.get('load_average_end')} "
             f"at the end; {meta.get('seconds')} s wall, {meta.get('cpu_seconds')} s CPU\n\n"
@@ -276,6 +340,14 @@ def _plot_targets(plt, result, path):
     fig, ax = plt.subplots(figsize=(7.5, 0.22 * len(rows) + 1.0))
     y = range(len(rows))
     ax.barh(list(y), vals, color=cols)
+    # A combined report (several runs): a whisker from the lowest to the highest run.
+    span = [(i, min(t["runs"]), max(t["runs"])) for i, t in enumerate(rows) if len(t.get("runs") or ()) > 1]
+    for i, lo_v, hi_v in span:
+        t = rows[i]
+        scale = t["limit"]
+        lo_v, hi_v = (max(lo_v, 1e-3) / scale, max(hi_v, 1e-3) / scale)
+        ax.plot([lo_v, hi_v], [i, i], color="black", lw=1)
+        vals += [lo_v, hi_v]
     ax.axvline(1.0, color="black", lw=1)
     ax.set_xscale("log")
     import matplotlib.ticker

@@ -57,8 +57,12 @@ def parse(argv):
                         "0: each framework's default)")
     p.add_argument("--no-peers", action="store_true", help="skip autoray and keras.ops")
     p.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
-    p.add_argument("--report", metavar="JSON", default=None,
-                   help="measure nothing: re-write the tables and plots of an earlier run's bench.json")
+    p.add_argument("--runs", type=int, default=1,
+                   help="run the whole benchmark N times, each in a fresh interpreter (DIR/run1, ...), and "
+                        "report the median of each target with every run's value and the noisy ones")
+    p.add_argument("--report", metavar="JSON[,JSON...]", default=None,
+                   help="measure nothing: re-write the tables and plots of an earlier run's bench.json "
+                        "(several, comma-separated: combined as --runs combines them)")
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # minuscule sizes, for tests
     p.add_argument("--quiet", action="store_true", help="do not print the tables")
     return p.parse_args(argv)
@@ -71,7 +75,12 @@ def _split(s):
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
     if args.report:
-        return rewrite(args.report, args.out, not args.no_plots, args.quiet)
+        return rewrite(_split(args.report), args.out, not args.no_plots, args.quiet)
+    if args.runs < 1:
+        print("unibackend bench: --runs must be at least 1", file=sys.stderr)
+        return 2
+    if args.runs > 1:
+        return several_runs(args, sys.argv[1:] if argv is None else list(argv))
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     settings = MODES[mode]
     if args.repeats:
@@ -154,10 +163,46 @@ def _explain(result):
             t["note"] = explain(t, result)
 
 
-def rewrite(path, out_dir, plots, quiet):
-    """Tables, notes and plots again from an earlier run's JSON."""
-    with open(path) as f:
-        result = json.load(f)
+def several_runs(args, argv):
+    """``--runs N``: the same command N times, one after another, each in a
+    fresh interpreter (compile caches, allocators and the load of the moment
+    are a run's own), then one combined report."""
+    rest, skip = [], False
+    for a in argv:  # drop --runs/--out (and their values): each run gets its own
+        if skip:
+            skip = False
+            continue
+        if a in ("--runs", "--out"):
+            skip = True
+            continue
+        if a.startswith(("--runs=", "--out=")):
+            continue
+        rest.append(a)
+    paths = []
+    for i in range(1, args.runs + 1):
+        out = os.path.join(args.out, f"run{i}")
+        if not args.quiet:
+            print(f"unibackend bench: run {i} of {args.runs} -> {out}", file=sys.stderr, flush=True)
+        cmd = [sys.executable, "-m", "unibackend.benchmarks.runner", *rest, "--out", out, "--no-plots", "--quiet"]
+        code = subprocess.run(cmd).returncode
+        if code != 0:
+            print(f"unibackend bench: run {i} exited with {code}", file=sys.stderr)
+            return code
+        paths.append(os.path.join(out, "bench.json"))
+    return rewrite(paths, args.out, not args.no_plots, args.quiet,
+                   command="unibackend bench " + " ".join(argv))
+
+
+def rewrite(paths, out_dir, plots, quiet, command=None):
+    """Tables, notes and plots again from an earlier run's JSON (several:
+    combined, ``report.combine``)."""
+    results = []
+    for path in paths:
+        with open(path) as f:
+            results.append(json.load(f))
+    result = report.combine(results) if len(results) > 1 else results[0]
+    if command:
+        result["meta"]["command"] = command
     _explain(result)
     paths = report.write(result, out_dir, plots=plots)
     if not quiet:

@@ -125,6 +125,59 @@ def test_bench_report_rewrites_the_tables_of_an_earlier_run_without_measuring(nu
     assert (tmp_path / "bench.md").read_text() == (out / "bench.md").read_text()
 
 
+def _with_target(result, tid, backend, value):
+    """A copy of ``result`` whose target (tid, backend) measured ``value`` in every case."""
+    out = json.loads(json.dumps(result))
+    rows = [t for t in out["targets"] if t["id"] == tid and t["backend"] == backend]
+    assert rows
+    for t in rows:
+        t["value"], t["status"] = value, "met" if value <= t["limit"] else "missed"
+    return out
+
+
+def test_bench_combined_runs_report_each_target_median_every_value_and_flag_the_noisy(numpy_run, tmp_path):
+    """Three runs: a target's value is the median of the three, its status
+    the median's; it is noisy when the runs disagree on met/missed or spread
+    by more than 10% of the median."""
+    _, out, result = numpy_run
+    paths = []
+    for i, (topk, sparse) in enumerate(((1.25, 1.00), (1.35, 1.01), (1.20, 1.02))):
+        r = _with_target(_with_target(result, "keep_topk/native", "numpy", topk), "sparse_dot", "numpy", sparse)
+        paths.append(tmp_path / f"r{i}.json")
+        paths[-1].write_text(json.dumps(r))
+    assert runner.main(["--report", ",".join(map(str, paths)), "--quiet", "--no-plots",
+                        "--out", str(tmp_path / "all")]) == 0
+    combined = json.loads((tmp_path / "all" / "bench.json").read_text())
+    by = {(t["id"], t["backend"], t["case"]): t for t in combined["targets"]}
+    topk = [t for k, t in by.items() if k[:2] == ("keep_topk/native", "numpy")]
+    assert topk and {t["value"] for t in topk} == {1.25}      # the median run's, not the first's
+    for t in topk:
+        assert t["runs"] == [1.25, 1.35, 1.20] and t["status"] == "met"
+        assert t["noisy"] and t["spread"] == pytest.approx(0.15 / 1.25)
+    (sparse,) = [t for k, t in by.items() if k[:2] == ("sparse_dot", "numpy")]
+    assert sparse["value"] == 1.01 and not sparse["noisy"]
+    assert len(combined["meta"]["runs"]) == 3
+    md = (tmp_path / "all" / "bench.md").read_text()
+    assert "across runs" in md and "1.25x 1.35x 1.2x: spread 12%, noisy" in md
+
+
+def test_bench_runs_twice_in_fresh_interpreters_and_combines_them(tmp_path):
+    rc = runner.main(["--smoke", "--quiet", "--no-plots", "--backends", "numpy", "--no-peers",
+                      "--ops", "dispatch", "--runs", "2", "--out", str(tmp_path)])
+    assert rc == 0
+    runs = [json.loads((tmp_path / f"run{i}" / "bench.json").read_text()) for i in (1, 2)]
+    combined = json.loads((tmp_path / "bench.json").read_text())
+    (t,) = [t for t in combined["targets"] if t["id"] == "dispatch" and t["backend"] == "numpy"]
+    each = [[x["value"] for x in r["targets"] if x["id"] == "dispatch" and x["backend"] == "numpy"][0] for r in runs]
+    assert t["runs"] == each and t["value"] == pytest.approx(sum(each) / 2)
+    assert combined["meta"]["command"].startswith("unibackend bench --smoke")
+
+
+def test_bench_rejects_runs_below_one(tmp_path, capsys):
+    assert runner.main(["--smoke", "--runs", "0", "--out", str(tmp_path)]) == 2
+    assert "--runs must be at least 1" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------
 # the jax, dask and compiled rows (issues 11-13), tiny sizes, no timings asserted
 
