@@ -381,7 +381,10 @@ class TheanoBackend(Backend):
             value = self._scalar_cost(f(*a, **kw))
             return [value] + self._grads(value, [a[n] for n in argnums]), None
 
-        out, _ = self._run_traced(key, build, inputs)
+        # Tiered like an eager op (a training step called eagerly is called
+        # often: it is promoted after ``promote_calls``); ``function`` below
+        # compiles fully at once.
+        out, _ = self._run_traced(key, build, inputs, tiered=True)
         return self._result(out[0]), tuple(self._result(g) for g in out[1:])
 
     def function(self, f):
@@ -600,24 +603,43 @@ class TheanoBackend(Backend):
         kw = {n: (s if s is not None else kwargs[n]) for n, s in zip(names, arrays[len(args):])}
         return a, kw
 
-    def _run_traced(self, key, build, inputs):
+    def _run_traced(self, key, build, inputs, tiered=False):
         """Outputs of the traced graph ``build`` on ``inputs``, and the meta
-        that ``build`` returned with them; traced and compiled once per key."""
+        that ``build`` returned with them; traced and compiled once per key
+        (``tiered``: cheaply first, fully once called often, as ``_eager``)."""
         vals, half = _widen_half([v for v in inputs if v is not None])
         entry = self._cache.get(key)
         if entry is None:
             with self._compiling:
                 entry = self._cache.get(key)
                 if entry is None:
-                    syms = [self._input(v) for v in vals]
-                    outputs, meta = build(*syms)
-                    entry = (self._compile(syms, outputs), meta)
+                    cheap = self._building_cheap = tiered and self.promote_calls > 0
+                    try:
+                        syms = [self._input(v) for v in vals]
+                        outputs, meta = build(*syms)
+                        fn = self._compile(syms, outputs, cheap)
+                    finally:
+                        self._building_cheap = False
+                    # [function, meta, cheap calls left, cheap seconds left]; None: full
+                    entry = [fn, meta] + ([self.promote_calls, self.promote_seconds] if cheap else [None, None])
                     self._store(key, entry)
         else:
             self._touch(key)
         try:
             with self._calling:
-                out = entry[0](*vals)
+                if entry[2] is None:
+                    out = entry[0](*vals)
+                else:
+                    start = time.perf_counter()
+                    out = entry[0](*vals)
+                    entry[2] -= 1
+                    entry[3] -= time.perf_counter() - start
+                    if entry[2] <= 0 or entry[3] <= 0:
+                        with self._compiling:
+                            if entry[2] is not None:
+                                syms = [self._input(v) for v in vals]
+                                entry[0] = self._compile(syms, build(*syms)[0])
+                                entry[2] = entry[3] = None
             return (_narrow_half(out) if half else out), entry[1]
         except _GRAPH_ERRORS as e:
             # A check in the graph failed: the contract's error, without the

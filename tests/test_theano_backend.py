@@ -272,6 +272,38 @@ def test_an_eager_signature_runs_a_cheap_graph_first_and_the_full_one_once_calle
         np.testing.assert_array_equal(full, first)
 
 
+def test_an_eager_gradient_is_tiered_too_and_ub_function_compiles_fully_at_once():
+    """value_and_grad called eagerly (a training step) runs a cheap graph
+    first and the full one once called ``promote_calls`` times, with equal
+    values and gradients; ``function`` keeps the fully compiled graph from
+    its first call."""
+    B = TheanoBackend()
+    B.load()
+    B.promote_calls = 2
+    x = np.array([[np.nan, 1.0, -0.0, 4.0], [1.0, 1.0, -np.inf, 0.5], [2.0, -1.0, 3.0, 0.0]])
+    w = np.arange(8.0).reshape(4, 2) / 7
+
+    def loss(x, w):
+        kept = B.keep_topk(B.dot(B.T.switch(B.T.isnan(x), 0.0, x), w), 1, 1, -np.inf)
+        return B.reduce_sum(B.softmax(kept, 1) * B.dot(x[:, :2] * 0 + 1, w[:2]), None, False)
+
+    runs = []
+    for i in range(3):
+        compiled, cheap = B.compilations, B.cheap_compilations
+        runs.append(B.value_and_grad(loss, (0, 1), (x, w), {}))
+        assert (B.compilations - compiled, B.cheap_compilations - cheap) == [(1, 1), (1, 0), (0, 0)][i]
+    (v0, g0), (v2, g2) = runs[0], runs[2]
+    np.testing.assert_array_equal(v2, v0)
+    for a, b in zip(g0, g2):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(b, a)
+    f = B.function(lambda x, w: B.dot(x, w))
+    compiled, cheap = B.compilations, B.cheap_compilations
+    f(w.T, w)
+    f(w.T, w)
+    assert (B.compilations - compiled, B.cheap_compilations - cheap) == (1, 0)
+
+
 def test_promote_calls_zero_compiles_the_full_graph_at_once():
     B = TheanoBackend()
     B.load()
