@@ -80,10 +80,30 @@ def backend_modes(backend, modes=MODES):
             continue
         if m == "compiled":
             out += [f"compiled:{p}" for p in cls.compile_modes] or ["compiled"]
+        elif m == "function" and "compiled" in modes and compiles_with_function(backend):
+            continue  # its compiled column runs ub.function already (mode_cases)
         elif m == "eager" or (m == "function" and caps.autodiff) or (m == "vmap" and caps.vmap) \
                 or (m == "grad" and caps.transform_grad):
             out.append(m)
     return out
+
+
+def compiles_with_function(backend):
+    """Whether ``backend``'s one compile path *is* its ``ub.function``: an
+    autodiff plugin with a single compile path that keeps the base
+    ``Backend.compile`` (which returns ``self.function(f)``; theano).  Its
+    ``compiled`` column runs each case through ``ub.function`` (the core's
+    wrapper, then the very ``Backend.function`` that ``compile`` returns),
+    so a separate ``function`` column would compile the same graphs twice:
+    with both modes asked for, the compiled column is the only one."""
+    from unibackend import _registry as R
+    from unibackend.plugin import Backend
+
+    try:
+        cls = R.plugin_class(backend)
+    except Exception:
+        return False
+    return cls.capabilities.autodiff and len(cls.compile_modes) <= 1 and cls.compile is Backend.compile
 
 
 def examples_for(backend, profile=DEFAULT_PROFILE, mode="eager"):
@@ -267,8 +287,9 @@ def mode_accepts(mode, case):
     return True
 
 
-def mode_cases(mode, case):
-    """The cases to verify for one generated ``case`` in ``mode``."""
+def mode_cases(mode, case, backend=None):
+    """The cases to verify for one generated ``case`` in ``mode`` (on
+    ``backend``: see :func:`compiles_with_function`)."""
     from unibackend.plugin import GRAD_TRANSFORMS
 
     from .cases import CompiledCase, TransformGradCase, VmapCase
@@ -276,7 +297,8 @@ def mode_cases(mode, case):
     fam, path = family(mode), mode.partition(":")[2] or None
     kw = {"want": case.want_stmt, "note": case.note}
     if fam == "compiled":
-        return [CompiledCase(case.stmt, case.args, path=path, **kw)]
+        via = "function" if backend is not None and compiles_with_function(backend) else "compile"
+        return [CompiledCase(case.stmt, case.args, path=path, via=via, **kw)]
     if fam == "function":
         return [CompiledCase(case.stmt, case.args, via="function", **kw)]
     if fam == "vmap":
@@ -312,7 +334,7 @@ def run_check(check, backend, *, device=None, profile=DEFAULT_PROFILE, max_examp
         if mode != "eager":
             assume(mode_accepts(mode, case))
         calls[0] += 1
-        for c in mode_cases(mode, case):
+        for c in mode_cases(mode, case, backend):
             try:
                 check.verify(c, backend, device)
             except Disagreement as e:

@@ -114,12 +114,14 @@ def parse_modes(text):
 
 
 def run(backends, checks, *, device=None, profile=engine.DEFAULT_PROFILE, max_examples=None,
-        seed=None, progress=None, modes=("eager",)):
+        seed=None, progress=None, modes=("eager",), columns=None):
     """Run every check on every backend in every mode it has (``modes``:
     names of :data:`engine.MODES`, one run per compile path); a list of
-    :class:`engine.Result`."""
+    :class:`engine.Result`.  ``columns``: only these of a backend's modes
+    (``compiled:function``...; a share of the work, ``parallel.py``)."""
     results = []
-    per_backend = {name: engine.backend_modes(name, modes) for name in backends}
+    per_backend = {name: [m for m in engine.backend_modes(name, modes) if columns is None or m in columns]
+                   for name in backends}
     for check in checks:
         for name in backends:
             for mode in per_backend[name]:

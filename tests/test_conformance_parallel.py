@@ -32,6 +32,40 @@ def test_one_job_or_one_backend_runs_in_this_process(monkeypatch):
     assert [(r.backend, r.status) for r in out] == [("numpy", "pass")]
 
 
+def test_a_backend_that_compiles_per_signature_is_split_by_column_and_compiled_columns_in_halves():
+    """The tasks: a backend declaring eager_compiles gets one task per
+    column and each compiled column two (the checks alternated between
+    them), longest first; every (check, column) is in exactly one task; the
+    other backends stay one task each."""
+    from unibackend import _registry as R
+    from unibackend.plugin import Capabilities
+    from unibackend.plugins.numpy_backend import NumpyBackend
+
+    class Slow(NumpyBackend):
+        name = "slow_compiler"
+        capabilities = Capabilities(sparse=True, eager_compiles=True)
+        compile_modes = ("plain", "other")
+
+        def compile(self, f, mode=None):
+            return f
+
+    ub_names = list(CHECKS)
+    import unibackend as ub
+
+    ub.register("slow_compiler", Slow)
+    try:
+        tasks = parallel._tasks(["numpy", "slow_compiler"], ub_names, ("eager", "compiled"))
+    finally:
+        R.unregister("slow_compiler")
+    assert [(b, cols) for b, _, cols in tasks] == [
+        ("slow_compiler", ("compiled:plain",)), ("slow_compiler", ("compiled:plain",)),
+        ("slow_compiler", ("compiled:other",)), ("slow_compiler", ("compiled:other",)),
+        ("slow_compiler", ("eager",)), ("numpy", None)]
+    covered = sorted((n, cols[0]) for b, names, cols in tasks if b == "slow_compiler" for n in names)
+    assert covered == sorted((n, m) for n in ub_names for m in ("eager", "compiled:plain", "compiled:other"))
+    assert tasks[-1][1] == ub_names
+
+
 def test_framework_output_goes_to_the_log_and_the_suite_lines_to_the_screen(tmp_path, capfd):
     """What anything writes to file descriptor 2 while the suite runs (a
     child process too) lands in the log; the suite's own lines reach the

@@ -358,6 +358,48 @@ def test_modes_give_one_column_per_compile_path_and_transform(tmp_path):
     assert "| check | loop_modes | loop_modes vmap |" in (tmp_path / "r.md").read_text()
 
 
+class _FunctionIsCompile(NumpyBackend):
+    """An autodiff plugin whose one compile path is the base ``compile``
+    (``self.function(f)``, as theano's) and whose function drops NaN from
+    its result: its compiled column goes through ub.function and fails."""
+
+    name = "function_is_compile"
+    capabilities = Capabilities(autodiff=True, sparse=True)
+    functions: list = []
+
+    def function(self, f):
+        def graph(*args):
+            self.functions.append(f.__name__)
+            out = np.asarray(f(*args))
+            return np.where(np.isnan(out), -np.inf, out).astype(out.dtype) if out.dtype.kind == "f" else out
+        return graph
+
+
+def test_a_compile_path_that_is_ub_function_runs_once_in_the_compiled_column(tmp_path):
+    """With compiled and function both asked for, a plugin whose compile
+    path is its ub.function gets no separate function column (it would
+    compile the same graphs twice); the compiled column calls ub.function,
+    so a broken function is still caught there.  Asked for alone, the
+    function mode runs."""
+    from unibackend import _registry as R
+
+    _FunctionIsCompile.functions = []
+    ub.register("function_is_compile", _FunctionIsCompile)
+    try:
+        assert engine.compiles_with_function("function_is_compile")
+        assert engine.backend_modes("function_is_compile") == ["eager", "compiled"]
+        assert engine.backend_modes("function_is_compile", ("eager", "function")) == ["eager", "function"]
+        compiled = engine.run_check(CHECKS["keep_topk"], "function_is_compile", mode="compiled")
+        assert compiled.status == "fail" and "ub.function(compiled_case)" in compiled.reproducer
+        assert _FunctionIsCompile.functions and set(_FunctionIsCompile.functions) == {"compiled_case"}
+    finally:
+        R.unregister("function_is_compile")
+    for name in ("numpy", "torch", "tensorflow", "jax"):  # their own compile paths: both columns
+        if name in R.known() and R.plugin_class(name).capabilities.autodiff:
+            assert not engine.compiles_with_function(name)
+            assert "function" in engine.backend_modes(name)
+
+
 def test_command_rejects_an_unknown_mode(capsys):
     assert runner.main(["--backends", "numpy", "--modes", "eager,warp"]) == 2
     assert "warp" in capsys.readouterr().out
