@@ -93,9 +93,10 @@ def compiles_with_function(backend):
     autodiff plugin with a single compile path that keeps the base
     ``Backend.compile`` (which returns ``self.function(f)``; theano).  Its
     ``compiled`` column runs each case through ``ub.function`` (the core's
-    wrapper, then the very ``Backend.function`` that ``compile`` returns),
-    so a separate ``function`` column would compile the same graphs twice:
-    with both modes asked for, the compiled column is the only one."""
+    wrapper, then the very ``Backend.function`` that ``compile`` returns)
+    on the function mode's cases (:func:`case_family`), so a separate
+    ``function`` column would compile the same graphs twice: with both
+    modes asked for, the compiled column is the only one."""
     from unibackend import _registry as R
     from unibackend.plugin import Backend
 
@@ -112,7 +113,7 @@ def examples_for(backend, profile=DEFAULT_PROFILE, mode="eager"):
     the profile's ``<mode>_examples`` (or fewer) in the other modes."""
     prof = PROFILES[profile]
     n = prof["compiling_examples"] if compiles_eagerly(backend) else prof["max_examples"]
-    return n if mode == "eager" else min(n, prof[f"{family(mode)}_examples"])
+    return n if mode == "eager" else min(n, prof[f"{case_family(mode, backend)}_examples"])
 
 
 def compiles_eagerly(backend):
@@ -253,6 +254,8 @@ def mode_skip_reason(check, backend, mode):
         path = mode.partition(":")[2]
         if path and path not in cls.compile_modes:
             return f"backend {backend!r} declares no compile path {path!r}"
+        fam = case_family(mode, backend)
+    if fam == "compiled":
         if not check.compiles:
             return "not run compiled (sparse inputs, host-side lists, gradients: see docs/conformance.md)"
     elif fam == "function":
@@ -273,11 +276,22 @@ def mode_skip_reason(check, backend, mode):
     return ""
 
 
-def mode_accepts(mode, case):
+def case_family(mode, backend=None):
+    """The family whose cases ``mode`` runs on ``backend``: ``family(mode)``,
+    except that the compiled column of a plugin whose compile path is its
+    ``ub.function`` (:func:`compiles_with_function`) runs the function
+    mode's cases (gradient checks too), having no function column of its own."""
+    fam = family(mode)
+    if fam == "compiled" and backend is not None and compiles_with_function(backend):
+        return "function"
+    return fam
+
+
+def mode_accepts(mode, case, backend=None):
     """Whether ``case`` can run in ``mode`` (dense inputs for the graphs and vmap, ...)."""
     from .cases import batchable, compilable, functionable
 
-    fam = family(mode)
+    fam = case_family(mode, backend)
     if fam == "compiled":
         return compilable(case)
     if fam == "function":
@@ -294,11 +308,10 @@ def mode_cases(mode, case, backend=None):
 
     from .cases import CompiledCase, TransformGradCase, VmapCase
 
-    fam, path = family(mode), mode.partition(":")[2] or None
+    fam, path = case_family(mode, backend), mode.partition(":")[2] or None
     kw = {"want": case.want_stmt, "note": case.note}
     if fam == "compiled":
-        via = "function" if backend is not None and compiles_with_function(backend) else "compile"
-        return [CompiledCase(case.stmt, case.args, path=path, via=via, **kw)]
+        return [CompiledCase(case.stmt, case.args, path=path, **kw)]
     if fam == "function":
         return [CompiledCase(case.stmt, case.args, via="function", **kw)]
     if fam == "vmap":
@@ -332,7 +345,7 @@ def run_check(check, backend, *, device=None, profile=DEFAULT_PROFILE, max_examp
 
     def conformance_case(case):
         if mode != "eager":
-            assume(mode_accepts(mode, case))
+            assume(mode_accepts(mode, case, backend))
         calls[0] += 1
         for c in mode_cases(mode, case, backend):
             try:
@@ -352,7 +365,7 @@ def run_check(check, backend, *, device=None, profile=DEFAULT_PROFILE, max_examp
     conformance_case._hypothesis_internal_add_digest = (  # type: ignore[attr-defined]  # hypothesis reads it
         f"unibackend-conformance:{check.name}".encode())
     test = given(check.strategy)(conformance_case)
-    explicit_cases = [c for c in (check.examples if explicit else ()) if mode == "eager" or mode_accepts(mode, c)]
+    explicit_cases = [c for c in (check.examples if explicit else ()) if mode == "eager" or mode_accepts(mode, c, backend)]
     for case in reversed(explicit_cases):  # (hypothesis runs the last decorator's first)
         test = example(case.fresh())(test)
     test = hypothesis_settings(profile, max_examples or examples_for(backend, profile, mode), seed)(test)

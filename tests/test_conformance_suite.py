@@ -392,6 +392,13 @@ def test_a_compile_path_that_is_ub_function_runs_once_in_the_compiled_column(tmp
         compiled = engine.run_check(CHECKS["keep_topk"], "function_is_compile", mode="compiled")
         assert compiled.status == "fail" and "ub.function(compiled_case)" in compiled.reproducer
         assert _FunctionIsCompile.functions and set(_FunctionIsCompile.functions) == {"compiled_case"}
+        # the function mode's cases, gradient checks included, which a compile path skips
+        grad = CHECKS["grad masked_mean"]
+        assert engine.mode_skip_reason(grad, "function_is_compile", "compiled") == ""
+        assert engine.mode_skip_reason(grad, "numpy", "compiled") != ""
+        before = len(_FunctionIsCompile.functions)
+        ran = engine.run_check(grad, "function_is_compile", mode="compiled", max_examples=2)
+        assert ran.status != "skip" and len(_FunctionIsCompile.functions) > before, ran.reason
     finally:
         R.unregister("function_is_compile")
     for name in ("numpy", "torch", "tensorflow", "jax"):  # their own compile paths: both columns
