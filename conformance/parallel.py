@@ -2,9 +2,9 @@
 processes.
 
 A layer over :func:`runner.run`, not a change to it: each task is one
-backend (a backend that compiles per signature: one column, or half of a
-compiled column's checks; see :func:`_tasks`), run by ``runner.run`` in a
-worker process; the results come back
+column of one backend (or a share of the checks of a column that compiles
+a graph per case: see :func:`_tasks`), run by ``runner.run`` in a worker
+process; the results come back
 and are put in the order a one-process run gives, so the matrix, the report
 and the per-backend times are the same.  Each worker sends the name of the
 check it starts to the parent, which drives the progress display.
@@ -13,8 +13,9 @@ Why a pool of our own and not pytest-xdist: the suite's own command runs
 without pytest (``unibackend conformance`` runs the checks under hypothesis
 directly and prints its matrix), and xdist splits *test items*, so a
 backend's checks would spread over workers and each worker would import and
-warm every framework (and compile its graphs) again.  One backend per task
-keeps a framework, its compile caches and its warm graphs in one process.
+warm every framework (and compile its graphs) again; a column per task
+keeps a framework in the few processes that need it and each check's
+graphs in one.
 """
 from __future__ import annotations
 
@@ -46,31 +47,35 @@ def _work(backend, check_names, kwargs, columns=None):
     return runner.run([backend], checks, progress=progress, columns=columns, **kwargs)
 
 
-def _tasks(backends, names, modes):
-    """The work, longest first: (backend, check names, columns or None).
+def _tasks(backends, names, modes, jobs=2):
+    """The work, longest first: (backend, check names, columns).
 
-    A backend is one task (its framework imported and its graphs warm in
-    one process), except one that compiles a graph per signature (the
-    plugin's declared ``eager_compiles``): its every compile seconds cold,
-    so one task per column, and each compiled column in two halves of the
-    checks.  Measured on 2 cores with every cache cold: theano's eager
-    column took 112 s and its compiled one 266 s, while every other
-    backend together took 260 s; as one task, theano alone set the wall
-    time."""
+    One task per (backend, column), so that N workers finish together: a
+    backend's columns land on whichever worker frees up first (each worker
+    imports a framework once and keeps it for its next column of it).  A
+    backend that compiles a graph per signature (the plugin's declared
+    ``eager_compiles``) pays seconds per graph cold, so each of its
+    compiled columns is cut into ``2 * jobs`` shares of the checks
+    (alternated: a check and its neighbour cost alike).  Order: those
+    shares, then the eager columns (40 examples per check, against 4 in
+    the other modes), then the rest.  Measured on 2 cores with every cache
+    cold: theano's compiled column took 393 s of CPU, every other column
+    together about 220 s; one task per backend left a worker idle for the
+    last ~100 s."""
     from .engine import backend_modes, compiles_eagerly, family
 
-    heavy, light = [], []
+    shares, eager, rest = [], [], []
     for b in backends:
-        if not compiles_eagerly(b):
-            light.append((b, names, None))
-            continue
+        heavy = compiles_eagerly(b)
         for m in backend_modes(b, modes):
             if family(m) == "eager":
-                heavy.append((b, names, (m,)))
-            else:  # (a check and its neighbour cost alike: alternate them)
-                heavy += [(b, names[0::2], (m,)), (b, names[1::2], (m,))]
-    heavy.sort(key=lambda t: family(t[2][0]) == "eager")  # compiled halves first
-    return heavy + light
+                eager.append((b, names, (m,)))
+            elif heavy:
+                parts = max(2, 2 * jobs)
+                shares += [(b, names[i::parts], (m,)) for i in range(parts) if names[i::parts]]
+            else:
+                rest.append((b, names, (m,)))
+    return shares + eager + rest
 
 
 def run_parallel(backends, checks, jobs, *, progress=None, **kwargs):
@@ -81,7 +86,7 @@ def run_parallel(backends, checks, jobs, *, progress=None, **kwargs):
     from . import runner
 
     names = [c.name for c in checks]
-    tasks = _tasks(backends, names, kwargs.get("modes", ("eager",)))
+    tasks = _tasks(backends, names, kwargs.get("modes", ("eager",)), jobs)
     if jobs <= 1 or len(tasks) <= 1:
         return runner.run(backends, checks, progress=progress, **kwargs)
     by_name = {c.name: c for c in checks}
@@ -92,7 +97,7 @@ def run_parallel(backends, checks, jobs, *, progress=None, **kwargs):
     results = []
     with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx,
                              initializer=_init, initargs=(q,)) as pool:
-        pending = {pool.submit(_work, b, n, kwargs, cols) for b, n, cols in tasks if n}
+        pending = {pool.submit(_work, b, n, kwargs, cols) for b, n, cols in tasks}
         while pending:
             done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
             _drain(q, by_name, progress)

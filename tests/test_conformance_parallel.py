@@ -32,12 +32,14 @@ def test_one_job_or_one_backend_runs_in_this_process(monkeypatch):
     assert [(r.backend, r.status) for r in out] == [("numpy", "pass")]
 
 
-def test_a_backend_that_compiles_per_signature_is_split_by_column_and_compiled_columns_in_halves():
-    """The tasks: a backend declaring eager_compiles gets one task per
-    column and each compiled column two (the checks alternated between
-    them), longest first; every (check, column) is in exactly one task; the
-    other backends stay one task each."""
+def test_tasks_are_columns_and_a_compiling_backend_s_compiled_columns_are_cut_in_shares():
+    """The tasks: one per (backend, column); a backend declaring
+    eager_compiles has each compiled column cut into 2 * jobs shares of
+    the checks, which come first, then the eager columns, then the rest;
+    every (backend, check, column) is in exactly one task."""
+    import unibackend as ub
     from unibackend import _registry as R
+    from unibackend.conformance import engine
     from unibackend.plugin import Capabilities
     from unibackend.plugins.numpy_backend import NumpyBackend
 
@@ -49,21 +51,19 @@ def test_a_backend_that_compiles_per_signature_is_split_by_column_and_compiled_c
         def compile(self, f, mode=None):
             return f
 
-    ub_names = list(CHECKS)
-    import unibackend as ub
-
+    names = list(CHECKS)
     ub.register("slow_compiler", Slow)
     try:
-        tasks = parallel._tasks(["numpy", "slow_compiler"], ub_names, ("eager", "compiled"))
+        tasks = parallel._tasks(["numpy", "slow_compiler"], names, ("eager", "compiled"), jobs=2)
+        columns = {b: engine.backend_modes(b, ("eager", "compiled")) for b in ("numpy", "slow_compiler")}
     finally:
         R.unregister("slow_compiler")
-    assert [(b, cols) for b, _, cols in tasks] == [
-        ("slow_compiler", ("compiled:plain",)), ("slow_compiler", ("compiled:plain",)),
-        ("slow_compiler", ("compiled:other",)), ("slow_compiler", ("compiled:other",)),
-        ("slow_compiler", ("eager",)), ("numpy", None)]
-    covered = sorted((n, cols[0]) for b, names, cols in tasks if b == "slow_compiler" for n in names)
-    assert covered == sorted((n, m) for n in ub_names for m in ("eager", "compiled:plain", "compiled:other"))
-    assert tasks[-1][1] == ub_names
+    assert [(b, cols) for b, _, cols in tasks] == (
+        [("slow_compiler", ("compiled:plain",))] * 4 + [("slow_compiler", ("compiled:other",))] * 4
+        + [("numpy", ("eager",)), ("slow_compiler", ("eager",)), ("numpy", ("compiled",))])
+    covered = sorted((b, n, cols[0]) for b, ns, cols in tasks for n in ns)
+    assert covered == sorted((b, n, m) for b, ms in columns.items() for m in ms for n in names)
+    assert all(len(ns) < len(names) for b, ns, cols in tasks[:8])
 
 
 def test_framework_output_goes_to_the_log_and_the_suite_lines_to_the_screen(tmp_path, capfd):
