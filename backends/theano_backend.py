@@ -61,8 +61,26 @@ class GraphValueError(ValueError):
     """A ValueError raised by a check inside a compiled graph."""
 
 
+class GraphIndexErrorNoValues(GraphIndexError):
+    """A failed check of the plugin's own graph, raised by its machine code
+    with the message's placeholders unfilled; the plugin raises the filled
+    words instead (``_with_values``)."""
+
+
+class GraphValueErrorNoValues(GraphValueError):
+    """As ``GraphIndexErrorNoValues``, for a ValueError."""
+
+
 _GRAPH_ERRORS = (GraphIndexError, GraphValueError)
 _KINDS = {IndexError: GraphIndexError, ValueError: GraphValueError}
+_NO_VALUES = {GraphIndexError: GraphIndexErrorNoValues, GraphValueError: GraphValueErrorNoValues}
+
+
+def _contract_error(e):
+    """The contract's class of a check's error (IndexError or ValueError),
+    with its first line only (no framework notes)."""
+    cls = next(c for c in type(e).__mro__ if c in (IndexError, ValueError))
+    return cls(str(e).split("\n", 1)[0])
 
 
 def _sig(a):
@@ -131,6 +149,7 @@ class TheanoBackend(Backend):
         self.implementation = ""
         self._cheap = None  # the first tier's mode, made at the first eager compile
         self._building_cheap = False  # a first-tier graph is being built (see _g_softmax)
+        self._own_thread = None  # the thread building a graph the plugin compiles itself (see _check)
         self._value_check_op = None  # the check whose message names values, built on first use
 
     # -- set-up ------------------------------------------------------------
@@ -426,26 +445,31 @@ class TheanoBackend(Backend):
                 entry = self._cache.get(key)  # another thread may have compiled it
                 if entry is None:
                     cheap = self._building_cheap = self.promote_calls > 0
+                    self._own_thread = threading.get_ident()
                     try:
                         syms = [self._input(a, open_dims) for a in args]
                         fn = self._compile(syms, build(*syms, *static), cheap)
                     finally:
                         self._building_cheap = False
+                        self._own_thread = None
                     # [function, cheap calls left, cheap seconds left]; None: full
                     entry = [fn, self.promote_calls, self.promote_seconds] if cheap else [fn, None, None]
                     self._store(key, entry)
         else:
             self._touch(key)
-        with self._calling:
-            if entry[1] is None:
-                out = entry[0](*args)
-            else:
-                start = time.perf_counter()
-                out = entry[0](*args)
-                entry[1] -= 1
-                entry[2] -= time.perf_counter() - start
-                if entry[1] <= 0 or entry[2] <= 0:
-                    self._promote(entry, build, args, static, open_dims)
+        try:
+            with self._calling:
+                if entry[1] is None:
+                    out = entry[0](*args)
+                else:
+                    start = time.perf_counter()
+                    out = entry[0](*args)
+                    entry[1] -= 1
+                    entry[2] -= time.perf_counter() - start
+                    if entry[1] <= 0 or entry[2] <= 0:
+                        self._promote(entry, build, args, static, open_dims)
+        except (GraphIndexErrorNoValues, GraphValueErrorNoValues) as e:
+            self._with_values(e, lambda syms: build(*syms, *static), args, open_dims)
         return _narrow_half(out) if half else out
 
     def _promote(self, entry, build, args, static, open_dims):
@@ -453,8 +477,33 @@ class TheanoBackend(Backend):
         with self._compiling:
             if entry[1] is not None:
                 syms = [self._input(a, open_dims) for a in args]
-                entry[0] = self._compile(syms, build(*syms, *static))
+                self._own_thread = threading.get_ident()
+                try:
+                    outputs = build(*syms, *static)
+                finally:
+                    self._own_thread = None
+                entry[0] = self._compile(syms, outputs)
                 entry[1] = entry[2] = None
+
+    def _with_values(self, error, make_outputs, vals, open_dims=False):
+        """A check in a graph's machine code failed: it raises its words
+        without the values (Numba cannot cache a message built at run time).
+        The same graph, built again and run by the checks' Python
+        ``perform`` (the first tier) on the same inputs, raises them with
+        the values filled in: the contract's words, as from every tier."""
+        with self._compiling:
+            syms = [self._input(v, open_dims) for v in vals]
+            self._building_cheap = True
+            try:
+                fn = self._compile(syms, make_outputs(syms), cheap=True)
+            finally:
+                self._building_cheap = False
+        try:
+            with self._calling:
+                fn(*vals)
+        except _GRAPH_ERRORS as e:
+            raise _contract_error(e) from None
+        raise _contract_error(error) from None  # not expected: the same check passed in Python
 
     def _touch(self, key):
         try:
@@ -532,7 +581,12 @@ class TheanoBackend(Backend):
             if self._value_check_op is None:
                 self._value_check_op = _theano_check_op(self.implementation)
             names = sorted(values)
-            return self._value_check_op(_KINDS[exc], msg, names)(value, *checks, *[values[n] for n in names])
+            # In a graph the plugin compiles itself (eager, function, value_and_grad),
+            # the check is cacheable machine code that raises without values, and the
+            # plugin fills them in (_with_values); in a user's own graph, perform.
+            own = self._own_thread == threading.get_ident() and not self._building_cheap
+            op = self._value_check_op(_KINDS[exc], msg, names, own and self.implementation == "pytensor")
+            return op(value, *checks, *[values[n] for n in names])
         return self._check_op(_KINDS[exc], msg)(value, *checks)
 
     def _eager_subtensor(self, op, x, sub, value, accumulate):
@@ -614,12 +668,14 @@ class TheanoBackend(Backend):
                 entry = self._cache.get(key)
                 if entry is None:
                     cheap = self._building_cheap = tiered and self.promote_calls > 0
+                    self._own_thread = threading.get_ident()
                     try:
                         syms = [self._input(v) for v in vals]
                         outputs, meta = build(*syms)
                         fn = self._compile(syms, outputs, cheap)
                     finally:
                         self._building_cheap = False
+                        self._own_thread = None
                     # [function, meta, cheap calls left, cheap seconds left]; None: full
                     entry = [fn, meta] + ([self.promote_calls, self.promote_seconds] if cheap else [None, None])
                     self._store(key, entry)
@@ -638,13 +694,21 @@ class TheanoBackend(Backend):
                         with self._compiling:
                             if entry[2] is not None:
                                 syms = [self._input(v) for v in vals]
-                                entry[0] = self._compile(syms, build(*syms)[0])
+                                self._own_thread = threading.get_ident()
+                                try:
+                                    outputs = build(*syms)[0]
+                                finally:
+                                    self._own_thread = None
+                                entry[0] = self._compile(syms, outputs)
                                 entry[2] = entry[3] = None
             return (_narrow_half(out) if half else out), entry[1]
+        except (GraphIndexErrorNoValues, GraphValueErrorNoValues) as e:
+            self._with_values(e, lambda syms: build(*syms)[0], vals)
+            raise  # (not reached: _with_values raises)
         except _GRAPH_ERRORS as e:
             # A check in the graph failed: the contract's error, without the
             # framework's debugging notes appended to it.
-            raise type(e).__mro__[1](str(e).split("\n", 1)[0]) from None
+            raise _contract_error(e) from None
 
     def _scalar_cost(self, value):
         value = self._sym(value)
@@ -960,11 +1024,11 @@ def _theano_check_op(impl="theano"):
         condition holds, ``msg`` filled with the inputs after the conditions
         (by ``names``).  Python only, so no C compile per message."""
 
-        __props__ = ("exc_type", "msg", "names")
+        __props__ = ("exc_type", "msg", "names", "cached")
         view_map = {0: [0]}
 
-        def __init__(self, exc_type, msg, names=()):
-            self.exc_type, self.msg, self.names = exc_type, msg, tuple(names)
+        def __init__(self, exc_type, msg, names=(), cached=False):
+            self.exc_type, self.msg, self.names, self.cached = exc_type, msg, tuple(names), bool(cached)
 
         def make_node(self, value, *conds):  # type: ignore[override]  # the value, then the conditions
             checks = [T.as_tensor_variable(c) for c in conds]
@@ -973,10 +1037,7 @@ def _theano_check_op(impl="theano"):
         def perform(self, node, inputs, out):
             k = len(inputs) - 1 - len(self.names)
             if not all(bool(c) for c in inputs[1:1 + k]):
-                # a shape (a 1-d array) reads as numpy writes shapes: (3,)
-                values = {n: tuple(v.tolist()) if np.ndim(v) == 1 else np.asarray(v).tolist()
-                          for n, v in zip(self.names, inputs[1 + k:])}
-                raise self.exc_type(self.msg.format(**values) if values else self.msg)
+                _check_failed(self.exc_type, self.msg, self.names, *inputs[1 + k:])
             out[0][0] = inputs[0]
 
         def grad(self, inputs, grads):
@@ -991,4 +1052,58 @@ def _theano_check_op(impl="theano"):
         def do_constant_folding(self, *args):
             return False  # a failing check must fail when the function runs
 
+    if impl == "pytensor":
+        _register_numba_check(CheckAndRaise)
     return CheckAndRaise
+
+
+def _check_failed(exc_type, msg, names, *values):
+    """Raise ``exc_type(msg)``, ``msg``'s placeholders filled with ``values``
+    by ``names``; a shape (a 1-d array) reads as numpy writes shapes: (3,).
+    The one formatter of the check's ``perform`` and of its Numba code."""
+    filled = {n: tuple(v.tolist()) if np.ndim(v) == 1 else np.asarray(v).tolist() for n, v in zip(names, values)}
+    raise exc_type(msg.format(**filled) if filled else msg)
+
+
+#: salt of the numba cache key of the check below (bump when its code changes)
+_NUMBA_CHECK_VERSION = 1
+
+
+def _register_numba_check(op_class):
+    """PyTensor's Numba linker (its default mode): a check built with
+    ``cached`` (in a graph the plugin compiles itself) becomes nopython code
+    with a cache key, raising its words without values (``*NoValues``; the
+    plugin fills them in, ``_with_values``).  Any other (a user's own graph)
+    runs ``perform`` in object mode, values filled in, as before.  Why: an
+    object-mode op leaves the whole graph's function without a cache key,
+    compiled again in every process (measured, PyTensor's cache warm: the
+    keep_topk check's graphs 26 s, argsort's, which hold no such op,
+    0.7 s); and Numba's cache cannot give back an exception whose message
+    (or any argument) was made at run time ("Error creating Python tuple
+    from runtime exception arguments"), nor object mode inside a cached
+    function ("missing Environment")."""
+    try:
+        from pytensor.link.numba.cache import compile_numba_function_src
+        from pytensor.link.numba.dispatch.basic import (
+            generate_fallback_impl,
+            numba_njit,
+            register_funcify_and_cache_key,
+        )
+    except ImportError:  # a PyTensor without these: perform in object mode, as before
+        return
+    import hashlib
+
+    @register_funcify_and_cache_key(op_class)
+    def funcify(op, node, **kwargs):
+        if not op.cached:
+            return generate_fallback_impl(op, node, **kwargs), None
+        n_conds = len(node.inputs) - 1 - len(op.names)
+        params = [f"c{i}" for i in range(n_conds)] + [f"v{i}" for i in range(len(op.names))]
+        lines = [f"def check(x, {', '.join(params)}):"]
+        lines += [f"    if not c{i}:\n        raise error(msg)" for i in range(n_conds)]
+        src = "\n".join(lines + ["    return x", ""])
+        error = _NO_VALUES[op.exc_type]
+        key = hashlib.sha256(repr(("unibackend.theano.CheckAndRaise", _NUMBA_CHECK_VERSION,
+                                   f"{error.__module__}.{error.__qualname__}", op.msg, src)).encode()).hexdigest()
+        env = {"error": error, "msg": op.msg}
+        return numba_njit(compile_numba_function_src(src, "check", env, cache_key=key)), key

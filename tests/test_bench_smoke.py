@@ -243,6 +243,11 @@ def test_bench_dask_rows_one_chunk_against_numpy_and_scaling_1_to_2_workers(new_
     assert sc["scaling"]["max_abs_diff"] == 0.0  # the cluster computed numpy's answer
     rows = [t for t in result["targets"] if t["id"] == "dask/one chunk"]
     assert rows and all(t["status"] in ("met", "missed") for t in rows)
+    # sparse_dot also over 16 row chunks, against scipy on the whole input: reported, no target
+    one, sixteen = _cases(result, "sparse_dot", "dask")
+    assert sixteen["label"] == one["label"] + ", 16 row chunks" and sixteen["report_only"]
+    assert {r["name"] for r in sixteen["candidates"]} == {"unified", "native"}
+    assert not [t for t in rows if "16 row chunks" in t["case"]]
     assert "## Dask: embedding_mean on a LocalCluster" in (new_rows_run[2] / "bench.md").read_text()
 
 

@@ -284,8 +284,9 @@ def test_an_eager_gradient_is_tiered_too_and_ub_function_compiles_fully_at_once(
     w = np.arange(8.0).reshape(4, 2) / 7
 
     def loss(x, w):
-        kept = B.keep_topk(B.dot(B.T.switch(B.T.isnan(x), 0.0, x), w), 1, 1, -np.inf)
-        return B.reduce_sum(B.softmax(kept, 1) * B.dot(x[:, :2] * 0 + 1, w[:2]), None, False)
+        finite = B.T.switch(B.T.isnan(x), 0.0, x)
+        kept = B.keep_topk(B.dot(finite, w), 1, 1, -np.inf)
+        return B.reduce_sum(B.softmax(kept, 1) * B.dot(finite[:, :2], w[:2]), None, False)
 
     runs = []
     for i in range(3):
@@ -530,6 +531,53 @@ def test_subtensor_of_a_symbolic_mask_of_the_wrong_shape_raises_index_error_when
     f = th.function([x, m], ub.set_subtensor(x, m, 0.0))
     with pytest.raises(IndexError, match="set_subtensor: a boolean index of size 5 does not match axis 1 of size 6"):
         f(X, np.ones((4, 5), bool))
+
+
+def _in_graph_failures():
+    """(inputs, a function of them, bad values): graphs whose in-graph check
+    fails when they run, one per check that names values in its message."""
+    a, b = T.matrix("a", dtype="float64"), T.matrix("b", dtype="float64")
+    x, r = T.matrix("x", dtype="float64"), T.lvector("r")
+    m = T.matrix("m", dtype="bool")
+    table, ids = T.matrix("t", dtype="float32"), T.matrix("ids", dtype="int64")
+    return [
+        ([a, b], ub.dot, (np.ones((3, 4)), np.ones((3, 2)))),
+        ([x], lambda x: ub.keep_topk(x, 5, axis=1), (np.ones((2, 3)),)),
+        ([x], lambda x: ub.set_subtensor(x, (0, 6), 1.0), (X,)),
+        ([r], lambda r: ub.inc_subtensor(X, r, 1.0), (np.array([0, -9]),)),
+        ([x, m], lambda x, m: ub.set_subtensor(x, m, 0.0), (X, np.ones((4, 5), bool))),
+        ([table, ids], ub.embedding_mean, (np.ones((4, 2), np.float32), np.array([[1, 7], [0, 2]]))),
+    ]
+
+
+def _raised(f, *args):
+    with pytest.raises((IndexError, ValueError)) as e:
+        f(*args)
+    return type(e.value).__mro__[[c in (IndexError, ValueError) for c in type(e.value).__mro__].index(True)], \
+        str(e.value).split("\n", 1)[0]
+
+
+def test_in_graph_checks_raise_the_same_words_from_machine_code_python_and_the_plugin_s_cached_graphs():
+    """A failing in-graph check raises the same class and words (values
+    filled in) from a user's graph compiled the default way (PyTensor's
+    Numba code), from the checks' Python ``perform`` (the first eager
+    tier), and from ub.function, whose graph is cacheable machine code:
+    every op of it has a Numba cache key (the check raises there without
+    values, and the plugin fills them in)."""
+    for inputs, fn, bad in _in_graph_failures():
+        out = fn(*inputs)
+        full = _raised(th.function(inputs, out), *bad)
+        assert full == _raised(th.function(inputs, out, mode=THEANO._cheap_mode()), *bad)
+        assert full == _raised(ub.function(fn), *bad)
+        assert "{" not in full[1] and full[1].split(":")[0] in {
+            "dot", "keep_topk", "set_subtensor", "inc_subtensor", "embedding_mean"}, full
+        if THEANO.implementation == "pytensor":
+            from pytensor.link.numba.dispatch.basic import numba_funcify_and_cache_key
+
+            compiled = list(THEANO._cache.values())[-1][0]   # ub.function's graph, just compiled
+            assert any("CheckAndRaise" in type(n.op).__name__ for n in compiled.maker.fgraph.apply_nodes)
+            for node in compiled.maker.fgraph.toposort():
+                assert numba_funcify_and_cache_key(node.op, node=node)[1] is not None, node.op
 
 
 def test_subtensor_of_a_symbolic_value_that_does_not_broadcast_raises_value_error_when_run():
