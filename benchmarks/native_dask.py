@@ -37,15 +37,19 @@ class Natives:
         self._arrays[id(d)] = x
         return d
 
-    def put_sparse(self, csr):
+    #: sparse_dot is also timed over this many row chunks (issue 21)
+    sparse_chunks = 16
+
+    def put_sparse(self, csr, chunks=1):
         # The plugin's own dask array of a scipy matrix (what ub.sparse_dot(csr, w)
-        # builds), in one block: the CSR held by the graph as data.  A
-        # from_array of the CSR would add a getter task that copies the
-        # matrix on every compute (issue 21: most of dask's fixed cost here).
+        # builds), in one block (or ``chunks`` row blocks): the CSR held by the
+        # graph as data.  A from_array of the CSR would add a getter task that
+        # copies the matrix on every compute (issue 21: most of dask's fixed cost here).
         from unibackend._registry import backend
         from unibackend.plugins.dask_backend import chunking
 
-        with chunking(csr.shape):
+        rows = -(-csr.shape[0] // chunks)
+        with chunking((rows, csr.shape[1])):
             d = backend("dask").sparse_from_scipy(csr)
         self._arrays[id(d)] = csr
         return d

@@ -55,7 +55,7 @@ def _tasks(backends, names, modes, jobs=2):
     imports a framework once and keeps it for its next column of it).  A
     backend that compiles a graph per signature (the plugin's declared
     ``eager_compiles``) pays seconds per graph cold, so each of its
-    compiled columns is cut into ``2 * jobs`` shares of the checks
+    compiled columns is cut into ``4 * jobs`` shares of the checks
     (alternated: a check and its neighbour cost alike).  Order: those
     shares, then the eager columns (40 examples per check, against 4 in
     the other modes), then the rest.  Measured on 2 cores with every cache
@@ -71,7 +71,7 @@ def _tasks(backends, names, modes, jobs=2):
             if family(m) == "eager":
                 eager.append((b, names, (m,)))
             elif heavy:
-                parts = max(2, 2 * jobs)
+                parts = max(2, 4 * jobs)
                 shares += [(b, names[i::parts], (m,)) for i in range(parts) if names[i::parts]]
             else:
                 rest.append((b, names, (m,)))
