@@ -55,13 +55,15 @@ def _tasks(backends, names, modes, jobs=2):
     imports a framework once and keeps it for its next column of it).  A
     backend that compiles a graph per signature (the plugin's declared
     ``eager_compiles``) pays seconds per graph cold, so each of its
-    compiled columns is cut into ``4 * jobs`` shares of the checks
-    (alternated: a check and its neighbour cost alike).  Order: those
-    shares, then the eager columns (40 examples per check, against 4 in
-    the other modes), then the rest.  Measured on 2 cores with every cache
-    cold: theano's compiled column took 393 s of CPU, every other column
-    together about 220 s; one task per backend left a worker idle for the
-    last ~100 s."""
+    compiled columns is cut into ``jobs`` shares of the checks (at least
+    2; alternated: a check and its neighbour cost alike), one per worker:
+    shares that run at once compile the same kernels twice (PyTensor
+    caches each op's machine code, but a share sees another's only once
+    written), so more shares cost more CPU: theano's compiled column, cold,
+    took 392 s of CPU in 4 shares and 446 s in 8.  Order: those shares,
+    then the eager columns (40 examples per check, against 4 in the other
+    modes), then the rest.  One task per backend left a worker idle for
+    the last ~100 s (theano alone took as long as every other backend)."""
     from .engine import backend_modes, compiles_eagerly, family
 
     shares, eager, rest = [], [], []
@@ -71,7 +73,7 @@ def _tasks(backends, names, modes, jobs=2):
             if family(m) == "eager":
                 eager.append((b, names, (m,)))
             elif heavy:
-                parts = max(2, 4 * jobs)
+                parts = max(2, jobs)
                 shares += [(b, names[i::parts], (m,)) for i in range(parts) if names[i::parts]]
             else:
                 rest.append((b, names, (m,)))
