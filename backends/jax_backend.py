@@ -353,6 +353,20 @@ class JaxBackend(Backend):
         return self.jnp.max(x, axis=axis, keepdims=keepdims)
 
     # -- autodiff and compilation ------------------------------------------
+    def keep_compiled_code(self, directory):
+        """JAX's persistent compilation cache in ``directory``, every entry
+        kept (eager ops compile one small XLA program per primitive and
+        shape: none reaches JAX's default 1 s threshold); a cache directory
+        the user set is left alone.  Measured on 4 conformance checks in a
+        fresh process: 17.5 s with the cache empty, 5.8 s with it filled."""
+        jax = self.jax
+        if jax.config.jax_compilation_cache_dir:
+            return False
+        jax.config.update("jax_compilation_cache_dir", directory)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+        return True
+
     def value_and_grad(self, f, argnums, args, kwargs):
         jax = self.jax
         args = list(args)

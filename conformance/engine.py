@@ -53,6 +53,20 @@ def cache_dir():
     return (Path(xdg) if xdg else Path.home() / ".cache") / "unibackend"
 
 
+def keep_compiled_code(backend, device=None):
+    """Ask ``backend``'s plugin to keep its compiled code in the suite's
+    cache directory (``Backend.keep_compiled_code``), so a second run loads
+    what the first compiled; a backend that does not load is left to
+    ``run_check`` to report."""
+    from unibackend import _registry as R
+
+    try:
+        B = R.backend(backend, device)
+    except Exception:
+        return False
+    return B.keep_compiled_code(str(cache_dir() / "compiled" / backend))
+
+
 def family(mode):
     """The ``--modes`` name of a mode: ``compiled:graph`` is ``compiled``."""
     return mode.split(":", 1)[0]

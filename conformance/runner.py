@@ -122,6 +122,8 @@ def run(backends, checks, *, device=None, profile=engine.DEFAULT_PROFILE, max_ex
     results = []
     per_backend = {name: [m for m in engine.backend_modes(name, modes) if columns is None or m in columns]
                    for name in backends}
+    for name in backends:
+        engine.keep_compiled_code(name, device)
     for check in checks:
         for name in backends:
             for mode in per_backend[name]:

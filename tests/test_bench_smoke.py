@@ -194,7 +194,7 @@ def new_rows_run(tmp_path_factory):
         pytest.skip("none of jax, dask, torch, tensorflow is installed")
     out = tmp_path_factory.mktemp("bench-new")
     rc = runner.main(["--smoke", "--quiet", "--backends", ",".join(have), "--no-peers", "--no-plots",
-                      "--ops", "dispatch,keep_topk,compiled,scaling", "--out", str(out)])
+                      "--ops", "dispatch,keep_topk,sparse_dot,compiled,scaling", "--out", str(out)])
     with open(out / "bench.json") as f:
         return rc, have, out, json.load(f)
 

@@ -31,6 +31,25 @@ def test_backends_lists_jax_with_autodiff_sparse_and_devices():
     assert "symbolic" not in info.capabilities
 
 
+def test_keep_compiled_code_turns_on_jax_s_persistent_cache_once_and_leaves_a_user_s_alone(tmp_path):
+    """In a fresh interpreter (the setting is process-wide): the first call
+    turns the cache on in the directory and an eager op's compiled code lands
+    there; a second call (a directory already set) changes nothing."""
+    import subprocess
+    import sys
+
+    code = ("import sys, os, numpy as np, unibackend as ub\n"
+            "from unibackend import _registry as R\n"
+            "B = R.backend('jax')\n"
+            "print(B.keep_compiled_code(sys.argv[1]), B.keep_compiled_code(sys.argv[1] + '-other'))\n"
+            "with ub.use_backend('jax'):\n"
+            "    ub.to_numpy(ub.keep_topk(np.arange(12.0).reshape(3, 4), 2))\n"
+            "print(len(os.listdir(sys.argv[1])), os.path.exists(sys.argv[1] + '-other'))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "xla")], capture_output=True, text=True,
+                         check=True, timeout=300).stdout.split()
+    assert out[:2] == ["True", "False"] and int(out[2]) > 0 and out[3] == "False", out
+
+
 def test_jax_array_selects_jax_while_numpy_is_in_force():
     with ub.use_backend("numpy"):
         out = ub.softmax(jnp.asarray([1.0, 2.0]))

@@ -471,6 +471,15 @@ class Backend(abc.ABC):
     def function(self, f: Callable[..., Any]) -> Callable[..., Any]:
         """``f`` compiled for this backend (or ``f`` itself on an eager one)."""
 
+    def keep_compiled_code(self, directory: str) -> bool:
+        """Keep the framework's compiled code on disk in ``directory`` for
+        later processes, where the framework can and does not already (jax:
+        its persistent compilation cache, which is off by default); True if
+        this call turned it on.  The same code runs, loaded instead of
+        compiled.  Nothing here calls it: the conformance suite does, with its
+        cache directory, and a user may.  Default: nothing (False)."""
+        return False
+
     def export(self, f: Callable[..., Any], inputs: Sequence[GraphInput], path: str) -> str:
         """Trace ``f`` (native tensors in, a dict name -> tensor out) on
         symbolic ``inputs`` and write it to ``path`` as the backend's portable
