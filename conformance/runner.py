@@ -114,15 +114,18 @@ def parse_modes(text):
 
 
 def run(backends, checks, *, device=None, profile=engine.DEFAULT_PROFILE, max_examples=None,
-        seed=None, progress=None, modes=("eager",), columns=None):
+        seed=None, progress=None, modes=("eager",), columns=None, keep_compiled=False):
     """Run every check on every backend in every mode it has (``modes``:
     names of :data:`engine.MODES`, one run per compile path); a list of
     :class:`engine.Result`.  ``columns``: only these of a backend's modes
-    (``compiled:function``...; a share of the work, ``parallel.py``)."""
+    (``compiled:function``...; a share of the work, ``parallel.py``).
+    ``keep_compiled``: each backend keeps its compiled code in the suite's
+    cache directory (``Backend.keep_compiled_code``; the command does, a
+    process-wide framework setting, so not by default)."""
     results = []
     per_backend = {name: [m for m in engine.backend_modes(name, modes) if columns is None or m in columns]
                    for name in backends}
-    for name in backends:
+    for name in backends if keep_compiled else ():
         engine.keep_compiled_code(name, device)
     for check in checks:
         for name in backends:
@@ -341,7 +344,8 @@ def main(argv=None):
                 print(f"[{done[0]}/{total}] {check.name} on {name}", file=parallel.screen(), flush=True)
 
         results = run(backends, checks, device=args.device, profile=args.profile,
-                      max_examples=args.max_examples, seed=args.seed, progress=progress, modes=modes)
+                      max_examples=args.max_examples, seed=args.seed, progress=progress, modes=modes,
+                      keep_compiled=True)
     else:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -357,7 +361,8 @@ def main(argv=None):
                 bar.update(task, description=f"{check.name} on {name}")
 
             results = run(backends, checks, device=args.device, profile=args.profile,
-                          max_examples=args.max_examples, seed=args.seed, progress=progress, modes=modes)
+                          max_examples=args.max_examples, seed=args.seed, progress=progress, modes=modes,
+                          keep_compiled=True)
             bar.advance(task)
     seconds = time.perf_counter() - t0
     if quiet_log and os.path.exists(quiet_log) and os.path.getsize(quiet_log):
