@@ -15,17 +15,18 @@ CAUSES = {
     "jax/keep_topk@jax": "fixed (b6debf8): lax.top_k on the floats with the k-th value as the min of the k "
                          "values, the exact NaN/tie rule only under lax.cond; before, XLA's CPU top_k on int32 "
                          "sort keys was ~80x its float32 top_k (388 ms vs 4.9 ms at 512x4096, k=4, jitted alone)",
-    "compiled@jax@keep_topk": "one lax.top_k of k + 1, a NaN test over x (a read-only pass: a NaN with its "
-                              "sign bit set is ranked last by top_k), then native's scatter under lax.cond; "
-                              "1.23-1.30x paired at load ~10 (was 1.44x in the same script): the NaN pass is "
-                              "what is left",
-    "compiled@tensorflow@keep_topk": "was XLA's CPU top_k on int32 sort keys, and a sliced top_k output: both a "
-                                     "full sort (~100x); now float32 top_k + min, a count pass, tf.cond to the exact "
-                                     "rule and one fused select: the count pass and the select are what is left",
+    "compiled@jax@keep_topk": "one lax.top_k of k + 1, a NaN test over x (a second, read-only pass: XLA's CPU top_k "
+                              "ranks a NaN with its sign bit set last, so its output cannot prove x NaN-free), then "
+                              "native's scatter under lax.cond; without the NaN test 0.92-0.98x, which the pinned "
+                              "negative-NaN test refutes",
+    "compiled@tensorflow@keep_topk": "one top_k of k + 1 on float32, a NaN test over x (a second, read-only pass: "
+                                     "XLA's CPU top_k ranks a NaN with its sign bit set last), tf.cond to the exact "
+                                     "rule, native's scatter; the pieces without the NaN test measured 1.00-1.07x",
     "compiled@torch@keep_topk": "topk(k+1) and torch.cond on 'a tie at the k-th place' (CPU graphs): "
                                 "1.05-1.16x on a quiet machine; the exact branch and the cond cost the rest",
-    "dask/one chunk@dask": "dask's fixed per-graph cost (~1.3 ms) and the bench's from_array(csr) copying the "
-                           "CSR matrix on every compute (sparse_dot); blocks are no longer concatenated",
+    "dask/one chunk@dask": "dask's fixed cost per compute (graph optimisation and the synchronous scheduler, "
+                           "~1-2 ms against scipy's ~3 ms product); the one-chunk graph is already one task "
+                           "holding x and w",
     "dispatch@jax": "jnp.dot itself costs 60-90 µs eagerly here; the rest is ub's checks and the "
                     "block_until_ready both sides pay; measured under load (an empty call took 0.8 µs)",
     "keras/train_step@jax": "inside Keras' jitted train step EmbeddingMean's id-range check is a host callback "
