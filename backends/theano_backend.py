@@ -439,65 +439,72 @@ class TheanoBackend(Backend):
         ``promote_calls``).  ``open_dims``: the key ignores size-1 dims
         (``_sig_nd``), so the inputs leave every dim open."""
         args, half = _widen_half(args)
+        out, _ = self._cached_call(key, lambda syms: (build(*syms, *static), None), args, open_dims)
+        return _narrow_half(out) if half else out
+
+    def _cached_call(self, key, make, vals, open_dims=False, tiered=True):
+        """``(outputs, meta)`` of the graph ``make(inputs) -> (outputs, meta)``
+        run on ``vals``; built and compiled on the first call per key only
+        (``tiered``: cheaply first, fully once its cheap calls number
+        ``promote_calls`` or have taken ``promote_seconds``).  A check of
+        the compiled code that fails without its values is raised with them
+        (``_with_values``)."""
         entry = self._cache.get(key)
         if entry is None:
             with self._compiling:
                 entry = self._cache.get(key)  # another thread may have compiled it
                 if entry is None:
-                    cheap = self._building_cheap = self.promote_calls > 0
-                    self._own_thread = threading.get_ident()
-                    try:
-                        syms = [self._input(a, open_dims) for a in args]
-                        fn = self._compile(syms, build(*syms, *static), cheap)
-                    finally:
-                        self._building_cheap = False
-                        self._own_thread = None
-                    # [function, cheap calls left, cheap seconds left]; None: full
-                    entry = [fn, self.promote_calls, self.promote_seconds] if cheap else [fn, None, None]
+                    cheap = tiered and self.promote_calls > 0
+                    fn, meta = self._build(make, vals, open_dims, cheap)
+                    # [function, meta, cheap calls left, cheap seconds left]; None: full
+                    entry = [fn, meta] + ([self.promote_calls, self.promote_seconds] if cheap else [None, None])
                     self._store(key, entry)
         else:
             self._touch(key)
         try:
             with self._calling:
-                if entry[1] is None:
-                    out = entry[0](*args)
+                if entry[2] is None:
+                    out = entry[0](*vals)
                 else:
                     start = time.perf_counter()
-                    out = entry[0](*args)
-                    entry[1] -= 1
-                    entry[2] -= time.perf_counter() - start
-                    if entry[1] <= 0 or entry[2] <= 0:
-                        self._promote(entry, build, args, static, open_dims)
+                    out = entry[0](*vals)
+                    entry[2] -= 1
+                    entry[3] -= time.perf_counter() - start
+                    if entry[2] <= 0 or entry[3] <= 0:
+                        self._promote(entry, make, vals, open_dims)
         except (GraphIndexErrorNoValues, GraphValueErrorNoValues) as e:
-            self._with_values(e, lambda syms: build(*syms, *static), args, open_dims)
-        return _narrow_half(out) if half else out
+            self._with_values(e, make, vals, open_dims)
+        return out, entry[1]
 
-    def _promote(self, entry, build, args, static, open_dims):
+    def _build(self, make, vals, open_dims, cheap):
+        """(compiled function, meta) of ``make``'s graph on fresh inputs of
+        ``vals``' signature, built as the plugin's own graph (see ``_check``);
+        ``cheap``: the first tier."""
+        self._building_cheap = cheap
+        self._own_thread = threading.get_ident()
+        try:
+            syms = [self._input(v, open_dims) for v in vals]
+            outputs, meta = make(syms)
+        finally:
+            self._building_cheap = False
+            self._own_thread = None
+        return self._compile(syms, outputs, cheap), meta
+
+    def _promote(self, entry, make, vals, open_dims):
         """Replace a cheap first-tier function by the fully compiled graph."""
         with self._compiling:
-            if entry[1] is not None:
-                syms = [self._input(a, open_dims) for a in args]
-                self._own_thread = threading.get_ident()
-                try:
-                    outputs = build(*syms, *static)
-                finally:
-                    self._own_thread = None
-                entry[0] = self._compile(syms, outputs)
-                entry[1] = entry[2] = None
+            if entry[2] is not None:
+                entry[0], _ = self._build(make, vals, open_dims, False)
+                entry[2] = entry[3] = None
 
-    def _with_values(self, error, make_outputs, vals, open_dims=False):
+    def _with_values(self, error, make, vals, open_dims=False):
         """A check in a graph's machine code failed: it raises its words
         without the values (Numba cannot cache a message built at run time).
         The same graph, built again and run by the checks' Python
         ``perform`` (the first tier) on the same inputs, raises them with
         the values filled in: the contract's words, as from every tier."""
         with self._compiling:
-            syms = [self._input(v, open_dims) for v in vals]
-            self._building_cheap = True
-            try:
-                fn = self._compile(syms, make_outputs(syms), cheap=True)
-            finally:
-                self._building_cheap = False
+            fn, _ = self._build(make, vals, open_dims, True)
         try:
             with self._calling:
                 fn(*vals)
@@ -662,53 +669,13 @@ class TheanoBackend(Backend):
         that ``build`` returned with them; traced and compiled once per key
         (``tiered``: cheaply first, fully once called often, as ``_eager``)."""
         vals, half = _widen_half([v for v in inputs if v is not None])
-        entry = self._cache.get(key)
-        if entry is None:
-            with self._compiling:
-                entry = self._cache.get(key)
-                if entry is None:
-                    cheap = self._building_cheap = tiered and self.promote_calls > 0
-                    self._own_thread = threading.get_ident()
-                    try:
-                        syms = [self._input(v) for v in vals]
-                        outputs, meta = build(*syms)
-                        fn = self._compile(syms, outputs, cheap)
-                    finally:
-                        self._building_cheap = False
-                        self._own_thread = None
-                    # [function, meta, cheap calls left, cheap seconds left]; None: full
-                    entry = [fn, meta] + ([self.promote_calls, self.promote_seconds] if cheap else [None, None])
-                    self._store(key, entry)
-        else:
-            self._touch(key)
         try:
-            with self._calling:
-                if entry[2] is None:
-                    out = entry[0](*vals)
-                else:
-                    start = time.perf_counter()
-                    out = entry[0](*vals)
-                    entry[2] -= 1
-                    entry[3] -= time.perf_counter() - start
-                    if entry[2] <= 0 or entry[3] <= 0:
-                        with self._compiling:
-                            if entry[2] is not None:
-                                syms = [self._input(v) for v in vals]
-                                self._own_thread = threading.get_ident()
-                                try:
-                                    outputs = build(*syms)[0]
-                                finally:
-                                    self._own_thread = None
-                                entry[0] = self._compile(syms, outputs)
-                                entry[2] = entry[3] = None
-            return (_narrow_half(out) if half else out), entry[1]
-        except (GraphIndexErrorNoValues, GraphValueErrorNoValues) as e:
-            self._with_values(e, lambda syms: build(*syms)[0], vals)
-            raise  # (not reached: _with_values raises)
+            out, meta = self._cached_call(key, lambda syms: build(*syms), vals, tiered=tiered)
         except _GRAPH_ERRORS as e:
             # A check in the graph failed: the contract's error, without the
             # framework's debugging notes appended to it.
             raise _contract_error(e) from None
+        return (_narrow_half(out) if half else out), meta
 
     def _scalar_cost(self, value):
         value = self._sym(value)
