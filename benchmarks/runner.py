@@ -167,23 +167,14 @@ def several_runs(args, argv):
     """``--runs N``: the same command N times, one after another, each in a
     fresh interpreter (compile caches, allocators and the load of the moment
     are a run's own), then one combined report."""
-    rest, skip = [], False
-    for a in argv:  # drop --runs/--out (and their values): each run gets its own
-        if skip:
-            skip = False
-            continue
-        if a in ("--runs", "--out"):
-            skip = True
-            continue
-        if a.startswith(("--runs=", "--out=")):
-            continue
-        rest.append(a)
     paths = []
     for i in range(1, args.runs + 1):
         out = os.path.join(args.out, f"run{i}")
         if not args.quiet:
             print(f"unibackend bench: run {i} of {args.runs} -> {out}", file=sys.stderr, flush=True)
-        cmd = [sys.executable, "-m", "unibackend.benchmarks.runner", *rest, "--out", out, "--no-plots", "--quiet"]
+        # (argparse keeps an option's last value: these override the command's own)
+        cmd = [sys.executable, "-m", "unibackend.benchmarks.runner", *argv,
+               "--runs", "1", "--out", out, "--no-plots", "--quiet"]
         code = subprocess.run(cmd).returncode
         if code != 0:
             print(f"unibackend bench: run {i} exited with {code}", file=sys.stderr)
