@@ -92,6 +92,8 @@ def combine(results):
     memory are the first run's."""
     import statistics
 
+    from .targets import compile_note
+
     base = json.loads(json.dumps(results[0]))
     by_key: dict[tuple, list] = {}
     for r in results:
@@ -110,8 +112,8 @@ def combine(results):
         t["spread"] = spread if t["unit"] == "µs" else spread / mid if mid else None
         limit = NOISY_US if t["unit"] == "µs" else NOISY_RATIO
         t["noisy"] = len({x["status"] for x in got}) > 1 or (t["spread"] or 0) > limit
-        if t["status"] == "met":
-            t["note"] = ""
+        if t["status"] == "met":  # (a missed one gets its note from the runner's _explain)
+            t["note"] = compile_note(base["cases"][t["case_index"]]) if "case_index" in t else ""
     base["meta"]["runs"] = [{k: r["meta"].get(k) for k in
                              ("date", "load_average_start", "load_average_end", "seconds", "cpu_seconds")}
                             for r in results]
