@@ -104,11 +104,10 @@ def is_scipy_sparse(x):
 #: numpy.result_type of every pair of the common dtypes, keyed by their
 #: names, computed once: a tracing compiler (torch.compile) follows a dict
 #: lookup by strings, but neither hashes a dtype nor calls numpy.result_type.
-_PROMOTED = {
-    (a.name, b.name): np.result_type(a, b)
-    for a in map(np.dtype, "?bhilqBHILQefdFD")
-    for b in map(np.dtype, "?bhilqBHILQefdFD")
-}
+#: (``dtype.name`` is Python code in numpy: 16 reads, not 512, at import.)
+_COMMON = [(d.name, d) for d in map(np.dtype, "?bhilqBHILQefdFD")]
+_PROMOTED = {(an, bn): np.result_type(a, b) for an, a in _COMMON for bn, b in _COMMON}
+del _COMMON
 
 
 def result_float(op, *dtypes):
