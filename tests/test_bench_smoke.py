@@ -181,39 +181,49 @@ def test_bench_rejects_runs_below_one(tmp_path, capsys):
 # --------------------------------------------------------------------------
 # the jax, dask and compiled rows (issues 11-13), tiny sizes, no timings asserted
 
+#: the ops each backend's rows below assert on, run one backend at a time (so
+#: that pytest-xdist can spread them): jax's eager rows and jax.jit, dask's
+#: one-chunk rows and the LocalCluster scaling, the compiled rows of
+#: torch.compile (Dynamo's eager backend in smoke runs) and tf.function(jit_compile=True)
+NEW_ROWS = {"jax": ("jax", "dispatch,keep_topk,compiled"),
+            "dask": ("distributed", "keep_topk,sparse_dot,scaling"),
+            "torch": ("torch", "compiled"),
+            "tensorflow": ("tensorflow", "compiled")}
+
+
 @pytest.fixture(scope="module")
-def new_rows_run(tmp_path_factory):
-    """One smoke run over the backends of the new rows that are installed:
-    jax (eager and jax.jit), dask (one chunk, and the LocalCluster scaling),
-    torch.compile (Dynamo's eager backend in smoke runs) and tf.function(jit_compile=True)."""
+def new_rows(request, tmp_path_factory):
+    """(backend, exit status, output directory, bench.json) of one smoke run
+    of the backend's new rows (``request.param``); skips when it is not installed."""
     import importlib.util
 
-    have = [b for b, m in (("jax", "jax"), ("dask", "distributed"), ("torch", "torch"),
-                           ("tensorflow", "tensorflow")) if importlib.util.find_spec(m) is not None]
-    if not have:
-        pytest.skip("none of jax, dask, torch, tensorflow is installed")
-    out = tmp_path_factory.mktemp("bench-new")
-    rc = runner.main(["--smoke", "--quiet", "--backends", ",".join(have), "--no-peers", "--no-plots",
-                      "--ops", "dispatch,keep_topk,sparse_dot,compiled,scaling", "--out", str(out)])
+    backend = request.param
+    module, ops = NEW_ROWS[backend]
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed")
+    out = tmp_path_factory.mktemp(f"bench-{backend}")
+    rc = runner.main(["--smoke", "--quiet", "--backends", backend, "--no-peers", "--no-plots",
+                      "--ops", ops, "--out", str(out)])
     with open(out / "bench.json") as f:
-        return rc, have, out, json.load(f)
+        return backend, rc, out, json.load(f)
 
 
 def _cases(result, op, backend):
     return [c for c in result["cases"] if c["op"] == op and c["backend"] == backend]
 
 
-def test_bench_new_rows_run_exits_zero_and_skip_nothing_installed(new_rows_run):
-    rc, have, _, result = new_rows_run
+@pytest.mark.parametrize("new_rows", sorted(NEW_ROWS), indirect=True)
+def test_bench_new_rows_run_exits_zero_and_skip_nothing_installed(new_rows):
+    backend, rc, _, result = new_rows
     assert rc == 0
     assert result["skipped"] == []
-    assert {c["backend"] for c in result["cases"]} == set(have)
+    assert {c["backend"] for c in result["cases"]} == {backend}
+    assert {c["op"] for c in result["cases"]} == set(NEW_ROWS[backend][1].split(","))
 
 
-def test_bench_jax_rows_eager_and_jit_with_dispatch_target(new_rows_run):
-    _, have, _, result = new_rows_run
-    if "jax" not in have:
-        pytest.skip("jax not installed")
+@pytest.mark.parametrize("new_rows", ["jax"], indirect=True)
+def test_bench_jax_rows_eager_and_jit_with_dispatch_target(new_rows):
+    _, _, _, result = new_rows
     (disp,) = _cases(result, "dispatch", "jax")
     assert {"unified", "native"} <= {r["name"] for r in disp["candidates"]}
     comp = _cases(result, "compiled", "jax")
@@ -229,10 +239,9 @@ def test_bench_jax_rows_eager_and_jit_with_dispatch_target(new_rows_run):
     assert all(t["status"] in ("met", "missed") for t in rows), rows  # measured (ops run: no sparse_dot)
 
 
-def test_bench_dask_rows_one_chunk_against_numpy_and_scaling_1_to_2_workers(new_rows_run):
-    _, have, _, result = new_rows_run
-    if "dask" not in have:
-        pytest.skip("dask/distributed not installed")
+@pytest.mark.parametrize("new_rows", ["dask"], indirect=True)
+def test_bench_dask_rows_one_chunk_against_numpy_and_scaling_1_to_2_workers(new_rows):
+    _, _, out, result = new_rows
     keep = _cases(result, "keep_topk", "dask")
     assert keep and all(r["call"] == "argpartition + put_along_axis"
                         for c in keep for r in c["candidates"] if r["kind"] == "native")
@@ -248,31 +257,28 @@ def test_bench_dask_rows_one_chunk_against_numpy_and_scaling_1_to_2_workers(new_
     assert sixteen["label"] == one["label"] + ", 16 row chunks" and sixteen["report_only"]
     assert {r["name"] for r in sixteen["candidates"]} == {"unified", "native"}
     assert not [t for t in rows if "16 row chunks" in t["case"]]
-    assert "## Dask: embedding_mean on a LocalCluster" in (new_rows_run[2] / "bench.md").read_text()
+    assert "## Dask: embedding_mean on a LocalCluster" in (out / "bench.md").read_text()
 
 
-def test_bench_compiled_rows_report_compile_times_graph_breaks_or_the_failure(new_rows_run):
+@pytest.mark.parametrize("new_rows", ["torch", "tensorflow"], indirect=True)
+def test_bench_compiled_rows_report_compile_times_graph_breaks_or_the_failure(new_rows):
     """Every compiled case either timed both sides (compile times reported,
     graph breaks counted on torch) or carries the error, and then its target
     row is 'failed' with that error: never a crash, never silence."""
-    _, have, out, result = new_rows_run
-    backends = [b for b in ("torch", "tensorflow") if b in have]
-    if not backends:
-        pytest.skip("neither torch nor tensorflow installed")
-    for b in backends:
-        comp = _cases(result, "compiled", b)
-        assert {c["compiled_op"] for c in comp} == {"keep_topk", "embedding_mean"}, b
-        for c in comp:
-            if c.get("error"):
-                assert c["candidates"] == []
-                (row,) = [t for t in result["targets"] if t["id"] == "compiled" and t["backend"] == b
-                          and t["case"] == c["label"]]
-                assert row["status"] == "failed" and row["note"] == c["error"]
-            else:
-                assert c["compile"]["unified"]["compile_s"] > 0
-            if b == "torch":
-                assert c["compiler"] == "torch.compile[eager]"
-                assert isinstance(c["compile"]["unified"]["graph_breaks"], int)
+    b, _, out, result = new_rows
+    comp = _cases(result, "compiled", b)
+    assert {c["compiled_op"] for c in comp} == {"keep_topk", "embedding_mean"}, b
+    for c in comp:
+        if c.get("error"):
+            assert c["candidates"] == []
+            (row,) = [t for t in result["targets"] if t["id"] == "compiled" and t["backend"] == b
+                      and t["case"] == c["label"]]
+            assert row["status"] == "failed" and row["note"] == c["error"]
+        else:
+            assert c["compile"]["unified"]["compile_s"] > 0
+        if b == "torch":
+            assert c["compiler"] == "torch.compile[eager]"
+            assert isinstance(c["compile"]["unified"]["graph_breaks"], int)
     assert "## Compiled: compile times" in (out / "bench.md").read_text()
 
 
