@@ -871,3 +871,35 @@ def test_ub_function_of_each_op_agrees_with_eager_on_nan_inf_and_ties(name, fn, 
     same_as_reference(eager, numpy_ref(fn, *args))
 
 
+
+
+@pytest.mark.parametrize("op", ["keep_topk", "softmax", "argsort"])
+def test_per_slice_ops_sort_and_reduce_a_matrix_along_axis_1_whatever_the_ndim_and_axis(op):
+    """argsort, keep_topk and softmax build their graph on x's slices as the
+    rows of a matrix (one set of compiled kernels for every ndim and axis):
+    every sort, cumsum and reduction of ub.function's graph is of a matrix,
+    the answers are numpy's, and a symbolic x's known size-1 dims stay
+    known in the result."""
+    calls = {"keep_topk": lambda a, ax: ub.keep_topk(a, 1, axis=ax), "softmax": lambda a, ax: ub.softmax(a, axis=ax),
+             "argsort": lambda a, ax: ub.argsort(a, axis=ax, descending=True)}
+    f = calls[op]
+    for shape, axis in (((3, 4, 5), 0), ((3, 4, 5), 1), ((2, 6), 0), ((7,), 0), ((2, 1, 3), 2), ((0, 3, 4), 1)):
+        x = rng.standard_normal(shape)
+        x[(0,) * x.ndim if x.size else ()] = np.nan if x.size else 0.0
+        got = ub.function(lambda a, ax=axis: f(a, ax))(x)
+        want = numpy_ref(f, x, axis)
+        same_as_reference(got, want, exact=op != "softmax")
+        if THEANO.implementation == "pytensor":
+            compiled = list(THEANO._cache.values())[-1][0]
+            per_slice = [n for n in compiled.maker.fgraph.toposort()
+                         if type(n.op).__name__ in ("SortOp", "ArgSortOp", "CumOp", "CAReduce", "Sum", "Max")]
+            assert per_slice, [type(n.op).__name__ for n in compiled.maker.fgraph.toposort()]
+            assert all(n.inputs[0].ndim == 2 for n in per_slice), [(type(n.op).__name__, n.inputs[0].ndim)
+                                                                  for n in per_slice]
+    xs = T.TensorType("float64", (False, True, False))("x") if THEANO.implementation == "theano" \
+        else T.tensor("x", dtype="float64", shape=(None, 1, None))
+    for axis in (0, 1, 2):
+        out = f(xs, axis)
+        assert out.broadcastable == xs.broadcastable, (axis, out.broadcastable)
+        v = rng.standard_normal((3, 1, 4))
+        same_as_reference(run([xs], out, v), numpy_ref(f, v, axis), exact=op != "softmax")
