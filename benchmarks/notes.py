@@ -24,9 +24,10 @@ CAUSES = {
                                      "rule, native's scatter; the pieces without the NaN test measured 1.00-1.07x",
     "compiled@torch@keep_topk": "topk(k+1) and torch.cond on 'a tie at the k-th place' (CPU graphs): "
                                 "1.05-1.16x on a quiet machine; the exact branch and the cond cost the rest",
-    "dask/one chunk@dask": "dask's fixed cost per compute (graph optimisation and the synchronous scheduler, "
-                           "~1-2 ms against scipy's ~3 ms product); the one-chunk graph is already one task "
-                           "holding x and w",
+    "dask/one chunk@dask": "dask's own cost per compute: a one-task array holding the answer already takes "
+                           "~1 ms on the synchronous scheduler, so no one-chunk dask graph reads under "
+                           "~1.3x scipy's ~2-4 ms product (python -m unibackend.benchmarks.dask_floor); ub's "
+                           "graph is that one task holding x and w",
     "dispatch@jax": "jnp.dot itself costs 60-90 µs eagerly here; the rest is ub's checks and the "
                     "block_until_ready both sides pay; measured under load (an empty call took 0.8 µs)",
     "keras/train_step@jax": "inside Keras' jitted train step EmbeddingMean's id-range check is a host callback "

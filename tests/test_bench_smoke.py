@@ -288,3 +288,16 @@ def test_bench_a_failed_case_gets_a_failed_target_row_with_its_error():
     rows = [r for r in targets.evaluate([case], None, ("torch",)) if r["id"] == "compiled"]
     torch_rows = [r for r in rows if r["backend"] == "torch"]
     assert [(r["status"], r["note"]) for r in torch_rows] == [("failed", case["error"])]
+
+
+def test_dask_floor_times_scipy_the_one_chunk_row_and_dask_s_own_compute():
+    """benchmarks/dask_floor: the one-chunk sparse_dot (checked against scipy
+    first), scipy, and a one-task array of the answer computed by dask; the
+    floor ratio adds dask's compute to scipy's time, so it exceeds 1."""
+    pytest.importorskip("dask")
+    from unibackend.benchmarks import dask_floor
+
+    out = dask_floor.main(["--rounds", "3", "--n", "16", "--N", "200", "--M", "8", "--density", "0.05"])
+    assert set(out["median_ms"]) == {"scipy", "ub one chunk", "dask floor"}
+    assert all(v > 0 for v in out["median_ms"].values())
+    assert out["floor_over_scipy"] > 1 and out["ub_over_scipy"] > 0
