@@ -62,8 +62,12 @@ def _tasks(backends, names, modes, jobs=2):
     written), so more shares cost more CPU: theano's compiled column, cold,
     took 392 s of CPU in 4 shares and 446 s in 8.  Order: those shares,
     then the eager columns (40 examples per check, against 4 in the other
-    modes), then the rest.  One task per backend left a worker idle for
-    the last ~100 s (theano alone took as long as every other backend)."""
+    modes), then the rest, the compile paths' columns first (a compiler's
+    graphs cost seconds each; function, vmap and grad columns took 0.2-15 s
+    in the cold run of every mode, where torch's two compiled columns, 22
+    and 32 s, had come last and ran alone at the end).  One task per
+    backend left a worker idle for the last ~100 s (theano alone took as
+    long as every other backend)."""
     from .engine import backend_modes, compiles_eagerly, family
 
     shares, eager, rest = [], [], []
@@ -77,6 +81,7 @@ def _tasks(backends, names, modes, jobs=2):
                 shares += [(b, names[i::parts], (m,)) for i in range(parts) if names[i::parts]]
             else:
                 rest.append((b, names, (m,)))
+    rest.sort(key=lambda t: family(t[2][0]) != "compiled")  # stable: backend order within each
     return shares + eager + rest
 
 

@@ -35,8 +35,9 @@ def test_one_job_or_one_backend_runs_in_this_process(monkeypatch):
 def test_tasks_are_columns_and_a_compiling_backend_s_compiled_columns_are_cut_in_shares():
     """The tasks: one per (backend, column); a backend declaring
     eager_compiles has each compiled column cut into `jobs` shares of
-    the checks, which come first, then the eager columns, then the rest;
-    every (backend, check, column) is in exactly one task."""
+    the checks, which come first, then the eager columns, then the rest,
+    compiled columns before the other modes; every (backend, check, column)
+    is in exactly one task."""
     import unibackend as ub
     from unibackend import _registry as R
     from unibackend.conformance import engine
@@ -56,11 +57,17 @@ def test_tasks_are_columns_and_a_compiling_backend_s_compiled_columns_are_cut_in
     try:
         tasks = parallel._tasks(["numpy", "slow_compiler"], names, ("eager", "compiled"), jobs=2)
         columns = {b: engine.backend_modes(b, ("eager", "compiled")) for b in ("numpy", "slow_compiler")}
+        later = [(b, cols) for b, _, cols in parallel._tasks(["torch", "numpy"], names, engine.MODES, jobs=2)]
     finally:
         R.unregister("slow_compiler")
     assert [(b, cols) for b, _, cols in tasks] == (
         [("slow_compiler", ("compiled:plain",))] * 2 + [("slow_compiler", ("compiled:other",))] * 2
         + [("numpy", ("eager",)), ("slow_compiler", ("eager",)), ("numpy", ("compiled",))])
+    # after the eager columns, every compiled column before any other mode's
+    families = [engine.family(cols[0]) for _, cols in later]
+    assert families[:2] == ["eager", "eager"] and "compiled" in families
+    rest = families[2:]
+    assert rest == sorted(rest, key=lambda f: f != "compiled"), later
     covered = sorted((b, n, cols[0]) for b, ns, cols in tasks for n in ns)
     assert covered == sorted((b, n, m) for b, ms in columns.items() for m in ms for n in names)
     assert all(len(ns) < len(names) for b, ns, cols in tasks[:4])
