@@ -330,8 +330,9 @@ def main(argv=None):
 
     quiet_log = None if args.framework_output else str(engine.cache_dir() / "conformance-frameworks.log")
 
-    def run(backends, checks, **kw):  # --jobs workers (parallel.py), the frameworks' messages to a log
-        return parallel.run_quietly(quiet_log, backends, checks, args.jobs, **kw)
+    def run(backends, checks, **kw):  # --jobs workers (parallel.py), the frameworks' messages to a log,
+        # each backend's compiled code kept in the suite's cache (the command's own choice, see run())
+        return parallel.run_quietly(quiet_log, backends, checks, args.jobs, keep_compiled=True, **kw)
 
     t0 = time.perf_counter()
     total = len(checks) * sum(len(m) for m in per_backend.values())
@@ -344,8 +345,7 @@ def main(argv=None):
                 print(f"[{done[0]}/{total}] {check.name} on {name}", file=parallel.screen(), flush=True)
 
         results = run(backends, checks, device=args.device, profile=args.profile,
-                      max_examples=args.max_examples, seed=args.seed, progress=progress, modes=modes,
-                      keep_compiled=True)
+                      max_examples=args.max_examples, seed=args.seed, progress=progress, modes=modes)
     else:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -361,8 +361,7 @@ def main(argv=None):
                 bar.update(task, description=f"{check.name} on {name}")
 
             results = run(backends, checks, device=args.device, profile=args.profile,
-                          max_examples=args.max_examples, seed=args.seed, progress=progress, modes=modes,
-                          keep_compiled=True)
+                          max_examples=args.max_examples, seed=args.seed, progress=progress, modes=modes)
             bar.advance(task)
     seconds = time.perf_counter() - t0
     if quiet_log and os.path.exists(quiet_log) and os.path.getsize(quiet_log):
