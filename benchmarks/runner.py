@@ -73,14 +73,15 @@ def _split(s):
 
 
 def main(argv=None):
-    args = parse(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse(argv)
     if args.report:
         return rewrite(_split(args.report), args.out, not args.no_plots, args.quiet)
     if args.runs < 1:
         print("unibackend bench: --runs must be at least 1", file=sys.stderr)
         return 2
     if args.runs > 1:
-        return several_runs(args, sys.argv[1:] if argv is None else list(argv))
+        return several_runs(args, argv)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     settings = MODES[mode]
     if args.repeats:
