@@ -1070,7 +1070,8 @@ def _theano_check_op(impl="theano"):
 def _check_failed(exc_type, msg, names, *values):
     """Raise ``exc_type(msg)``, ``msg``'s placeholders filled with ``values``
     by ``names``; a shape (a 1-d array) reads as numpy writes shapes: (3,).
-    The one formatter of the check's ``perform`` and of its Numba code."""
+    The check's ``perform`` (the Numba code raises without values, and the
+    plugin re-runs the graph through ``perform``: ``_with_values``)."""
     filled = {n: tuple(v.tolist()) if np.ndim(v) == 1 else np.asarray(v).tolist() for n, v in zip(names, values)}
     raise exc_type(msg.format(**filled) if filled else msg)
 
